@@ -1,0 +1,9 @@
+//go:build tools
+
+// Package tools pins the command-line tools the Makefile builds into bin/.
+// Every tool comes from the Go module proxy at the version in go.mod.
+package tools
+
+import (
+	_ "oras.land/oras/cmd/oras"
+)
