@@ -175,7 +175,12 @@ func Pack(ctx context.Context, dst Storage, dir string, opts PackOptions) (ocisp
 	// Only now, with everything known to fit, does anything reach dst.
 	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(limit)
+	pushing := map[digest.Digest]bool{}
 	for _, f := range files {
+		if pushing[f.desc.Digest] {
+			continue // identical files are one blob
+		}
+		pushing[f.desc.Digest] = true
 		g.Go(func() error { return pushFile(gctx, dst, f) })
 	}
 	if err := g.Wait(); err != nil {
@@ -383,10 +388,10 @@ func pushFile(ctx context.Context, dst Storage, f *packFile) error {
 	defer r.Close()
 	vr := content.NewVerifyReader(ctxReader{ctx, r}, f.desc)
 	err = dst.Push(ctx, f.desc, vr)
+	if errors.Is(err, errdef.ErrAlreadyExists) {
+		return nil // pushed meanwhile, by a twin file or another push
+	}
 	if verr := vr.Verify(); err != nil || verr != nil {
-		if errors.Is(err, errdef.ErrAlreadyExists) && verr == nil {
-			return nil
-		}
 		if verr != nil && (errors.Is(verr, content.ErrMismatchedDigest) || errors.Is(verr, content.ErrTrailingData) || errors.Is(verr, io.ErrUnexpectedEOF)) {
 			return errorf("push %s: the file changed while it was being pushed (%v): push again once it is no longer being written", f.rel, verr)
 		}
