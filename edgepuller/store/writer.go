@@ -1,0 +1,323 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Writer writes one blob into its ingest. It holds the ingest's lock from
+// Store.Writer until Commit or Close, so one digest has one writer at a time
+// across goroutines and processes. A Writer is not safe for concurrent use.
+type Writer struct {
+	s    *Store
+	desc ocispec.Descriptor
+	dir  string
+	lock *ingestLock
+
+	data         *os.File
+	hash         hash.Hash // sha256 of data[:offset]
+	offset       int64
+	checkpointed int64 // offset covered by the state file
+}
+
+// Writer opens the ingest for desc, resuming a partial one. Offset tells the
+// caller where to continue (for HTTP, Range: bytes=<Offset>-).
+//
+// If another writer holds the ingest, Writer waits for it, until ctx ends.
+// It returns ErrAlreadyExists if the blob is committed, also when the writer
+// it waited for committed it: concurrent pulls of a digest download it once.
+func (s *Store) Writer(ctx context.Context, desc ocispec.Descriptor) (*Writer, error) {
+	if err := validateDigest(desc.Digest); err != nil {
+		return nil, err
+	}
+	if desc.Size < 0 {
+		return nil, fmt.Errorf("%s: %w: negative size %d in descriptor", desc.Digest, ErrSizeMismatch, desc.Size)
+	}
+	lock, err := s.lockIngest(ctx, desc.Digest)
+	if err != nil {
+		return nil, err
+	}
+	w := &Writer{s: s, desc: desc, dir: s.ingestDir(desc.Digest), lock: lock}
+	if err := w.open(); err != nil {
+		if w.data != nil {
+			w.data.Close()
+		}
+		lock.unlock()
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *Writer) open() error {
+	d := w.desc.Digest
+	if _, err := os.Stat(w.s.BlobPath(d)); err == nil {
+		// Whatever ingest is left is now useless; we hold the lock, so
+		// nobody else is writing it.
+		os.RemoveAll(w.dir)
+		return fmt.Errorf("%s: %w", d, ErrAlreadyExists)
+	}
+	var err error
+	w.data, err = os.OpenFile(filepath.Join(w.dir, "data"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("%s: open ingest data: %w", d, err)
+	}
+	fi, err := w.data.Stat()
+	if err != nil {
+		return fmt.Errorf("%s: stat ingest data: %w", d, err)
+	}
+
+	// Resume from the last checkpoint and truncate whatever the data file
+	// holds beyond it. Those tail bytes were written but not fsynced: after a
+	// SIGKILL they are fine, but after a power cut they may be zeros or stale
+	// blocks, and hashing them would turn a bad tail into a digest mismatch
+	// that throws away the whole multi-GiB ingest at commit. Truncating costs
+	// at most CheckpointBytes of re-download and never reads the prefix.
+	//
+	// Without a usable checkpoint (none yet, damaged, for another size, or
+	// the data file is shorter than it claims) nothing on disk is vouched
+	// for, so the ingest restarts from 0.
+	w.hash = sha256.New()
+	if st, ok := w.loadState(fi.Size()); ok {
+		h, _ := st.hasher() // cannot fail: decodeIngestState checked it
+		w.hash, w.offset, w.checkpointed = h, st.Offset, st.Offset
+	}
+	if err := w.data.Truncate(w.offset); err != nil {
+		return fmt.Errorf("%s: truncate ingest data to checkpoint %d: %w", d, w.offset, err)
+	}
+	if _, err := w.data.Seek(w.offset, io.SeekStart); err != nil {
+		return fmt.Errorf("%s: seek ingest data: %w", d, err)
+	}
+	if w.offset == 0 {
+		// Record the total at once so Status and ListIngests can report it.
+		return w.writeState()
+	}
+	return nil
+}
+
+func (w *Writer) loadState(dataSize int64) (ingestState, bool) {
+	b, err := os.ReadFile(filepath.Join(w.dir, "state"))
+	if err != nil {
+		return ingestState{}, false
+	}
+	st, err := decodeIngestState(b)
+	if err != nil || st.Digest != w.desc.Digest || st.Total != w.desc.Size || st.Offset > dataSize {
+		return ingestState{}, false
+	}
+	return st, true
+}
+
+// Offset is the number of bytes of the blob the ingest holds: right after
+// Store.Writer, the durable resume point; then it grows with every Write.
+func (w *Writer) Offset() int64 { return w.offset }
+
+// Write appends p to the ingest. Bytes beyond the descriptor's size mean the
+// source is not this blob (or a server ignored a Range request and the caller
+// did not Reset): Write then discards the ingest and fails.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.data == nil {
+		return 0, fmt.Errorf("%s: write to a closed ingest writer", w.desc.Digest)
+	}
+	if int64(len(p)) > w.desc.Size-w.offset {
+		got := w.offset + int64(len(p))
+		w.drop()
+		return 0, fmt.Errorf("%s: %w: got at least %d bytes, want %d; the partial was discarded and the next pull starts from 0",
+			w.desc.Digest, ErrSizeMismatch, got, w.desc.Size)
+	}
+	written := 0
+	for len(p) > 0 {
+		// Split at checkpoint boundaries so checkpoints land on multiples of
+		// CheckpointBytes whatever the caller's chunking: a crash then loses
+		// less than one interval.
+		next := (w.offset/w.s.checkpoint + 1) * w.s.checkpoint
+		chunk := p[:min(int64(len(p)), next-w.offset)]
+		n, err := w.data.Write(chunk)
+		w.hash.Write(chunk[:n])
+		w.offset += int64(n)
+		written += n
+		if err != nil {
+			return written, fmt.Errorf("%s: write ingest data at offset %d: %w", w.desc.Digest, w.offset, err)
+		}
+		if w.offset == next {
+			if err := w.checkpoint(); err != nil {
+				return written, err
+			}
+		}
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// checkpoint makes data[:offset] durable and then records the hash state
+// covering it. The order matters: a state file must never describe bytes
+// that a power cut could still take away.
+func (w *Writer) checkpoint() error {
+	if w.offset == w.checkpointed {
+		return nil
+	}
+	if !w.s.noSync {
+		if err := w.data.Sync(); err != nil {
+			return fmt.Errorf("%s: sync ingest data: %w", w.desc.Digest, err)
+		}
+	}
+	return w.writeState()
+}
+
+// writeState replaces the state file atomically (temp file + rename). The
+// directory is not fsynced: if the rename is lost, the older state it
+// replaced is still valid, since the data only grew past it.
+func (w *Writer) writeState() error {
+	hs, err := w.hash.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("%s: save hash state: %w", w.desc.Digest, err)
+	}
+	b, err := ingestState{Digest: w.desc.Digest, Total: w.desc.Size, Offset: w.offset, Hash: hs}.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(w.dir, "state")
+	if err := writeFileAtomic(path, b, !w.s.noSync); err != nil {
+		return fmt.Errorf("%s: save ingest checkpoint: %w", w.desc.Digest, err)
+	}
+	w.checkpointed = w.offset
+	return nil
+}
+
+func writeFileAtomic(path string, b []byte, sync bool) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil && sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// Reset empties the ingest so the blob is written again from 0. Use it when
+// a server answered a Range request with the whole blob.
+func (w *Writer) Reset() error {
+	if w.data == nil {
+		return fmt.Errorf("%s: reset a closed ingest writer", w.desc.Digest)
+	}
+	if err := w.data.Truncate(0); err != nil {
+		return fmt.Errorf("%s: reset ingest: %w", w.desc.Digest, err)
+	}
+	if _, err := w.data.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("%s: reset ingest: %w", w.desc.Digest, err)
+	}
+	w.hash.Reset()
+	w.offset = 0
+	return w.writeState()
+}
+
+// Commit verifies that the ingest holds exactly the blob, then moves it into
+// blobs/ atomically and durably. The Writer is closed afterwards whatever the
+// result. Data that is short is kept for a later resume; data that hashes to
+// another digest is discarded, since no byte of it can be trusted.
+func (w *Writer) Commit(ctx context.Context) error {
+	if w.data == nil {
+		return fmt.Errorf("%s: commit a closed ingest writer", w.desc.Digest)
+	}
+	d := w.desc.Digest
+	if err := ctx.Err(); err != nil {
+		return errors.Join(fmt.Errorf("%s: commit: %w", d, err), w.Close())
+	}
+	if w.offset != w.desc.Size {
+		err := fmt.Errorf("%s: %w: want %d bytes, got %d; the partial is kept and the next pull resumes at %d",
+			d, ErrSizeMismatch, w.desc.Size, w.offset, w.offset)
+		return errors.Join(err, w.Close())
+	}
+	if got := digest.NewDigest(digest.SHA256, w.hash); got != d {
+		w.drop()
+		return fmt.Errorf("%s: %w: want %s, got %s; the downloaded data is not this blob, the partial was discarded and the next pull starts from 0",
+			d, ErrDigestMismatch, d, got)
+	}
+
+	defer w.release()
+	if !w.s.noSync {
+		if err := w.data.Sync(); err != nil {
+			return fmt.Errorf("%s: commit: sync data: %w", d, err)
+		}
+	}
+	if err := w.data.Chmod(0o444); err != nil {
+		return fmt.Errorf("%s: commit: make blob read-only: %w", d, err)
+	}
+	if err := os.Rename(filepath.Join(w.dir, "data"), w.s.BlobPath(d)); err != nil {
+		return fmt.Errorf("%s: commit: move into blobs: %w", d, err)
+	}
+	if !w.s.noSync {
+		if err := syncDir(w.s.blobDir()); err != nil {
+			return fmt.Errorf("%s: commit: sync blobs directory: %w", d, err)
+		}
+	}
+	// The blob is committed; a leftover ingest directory is only clutter
+	// that the next Writer or AbortIngest of this digest removes.
+	os.RemoveAll(w.dir)
+	return nil
+}
+
+// Close releases the ingest, keeping what was written for a later resume.
+// It checkpoints first, so a resume loses nothing that was written.
+// Close after Commit is a no-op.
+func (w *Writer) Close() error {
+	if w.data == nil {
+		return nil
+	}
+	defer w.release()
+	return w.checkpoint()
+}
+
+// drop discards the ingest and releases the Writer.
+func (w *Writer) drop() {
+	if w.data != nil {
+		w.data.Close()
+		w.data = nil
+	}
+	// Remove while still holding the lock, so that no writer opens a
+	// half-deleted ingest.
+	os.RemoveAll(w.dir)
+	w.lock.unlock()
+}
+
+// release closes the data file and the lock. It is idempotent.
+func (w *Writer) release() {
+	if w.data != nil {
+		w.data.Close()
+		w.data = nil
+	}
+	w.lock.unlock()
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil && !errors.Is(err, fs.ErrInvalid) {
+		return err
+	}
+	return nil
+}
