@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"oras.land/oras-go/v2/errdef"
 )
 
 // Status describes a partial download.
@@ -26,7 +27,7 @@ type Status struct {
 }
 
 // Status reports the ingest of d without taking its lock, so it also works
-// while a download is running. It returns ErrNotFound if there is none.
+// while a download is running. It returns errdef.ErrNotFound if there is none.
 func (s *Store) Status(ctx context.Context, d digest.Digest) (Status, error) {
 	if err := validateDigest(d); err != nil {
 		return Status{}, err
@@ -34,7 +35,7 @@ func (s *Store) Status(ctx context.Context, d digest.Digest) (Status, error) {
 	dir := s.ingestDir(d)
 	di, err := os.Stat(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return Status{}, fmt.Errorf("%s: ingest: %w", d, ErrNotFound)
+		return Status{}, fmt.Errorf("%s: ingest: %w", d, errdef.ErrNotFound)
 	}
 	if err != nil {
 		return Status{}, fmt.Errorf("%s: stat ingest: %w", d, err)
@@ -74,7 +75,7 @@ func (s *Store) ListIngests(ctx context.Context) ([]Status, error) {
 			continue
 		}
 		st, err := s.Status(ctx, d)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, errdef.ErrNotFound) {
 			continue // committed or aborted since ReadDir
 		}
 		if err != nil {
@@ -86,13 +87,13 @@ func (s *Store) ListIngests(ctx context.Context) ([]Status, error) {
 }
 
 // AbortIngest discards the partial download of d. It waits, until ctx ends,
-// for a writer that is still using it. It returns ErrNotFound if there is none.
+// for a writer that is still using it. It returns errdef.ErrNotFound if there is none.
 func (s *Store) AbortIngest(ctx context.Context, d digest.Digest) error {
 	if err := validateDigest(d); err != nil {
 		return err
 	}
 	if _, err := os.Stat(s.ingestDir(d)); errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%s: ingest: %w", d, ErrNotFound)
+		return fmt.Errorf("%s: ingest: %w", d, errdef.ErrNotFound)
 	}
 	lock, err := s.lockIngest(ctx, d)
 	if err != nil {

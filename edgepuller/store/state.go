@@ -11,6 +11,7 @@ import (
 	"math"
 
 	"github.com/opencontainers/go-digest"
+	"oras.land/oras-go/v2/errdef"
 )
 
 // ingestState is the checkpoint persisted in ingest/<hex>/state: the sha256
@@ -116,10 +117,10 @@ func (st ingestState) hasher() (hash.Hash, error) {
 // "sha256:../../etc" from becoming a path.
 func validateDigest(d digest.Digest) error {
 	if err := d.Validate(); err != nil {
-		return fmt.Errorf("%q: %w: %w", d, ErrInvalidDigest, err)
+		return fmt.Errorf("%q: %w: %w", d, errdef.ErrInvalidDigest, err)
 	}
 	if d.Algorithm() != digest.SHA256 {
-		return fmt.Errorf("%s: %w: only sha256 is supported", d, ErrInvalidDigest)
+		return fmt.Errorf("%s: %w: only sha256 is supported", d, errdef.ErrInvalidDigest)
 	}
 	return nil
 }

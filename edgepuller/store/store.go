@@ -12,6 +12,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
 )
 
 // Options configures a Store. The zero value is what production wants.
@@ -81,7 +83,7 @@ func (s *Store) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadClos
 	}
 	f, err := os.Open(s.BlobPath(desc.Digest))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s: %w", desc.Digest, ErrNotFound)
+		return nil, fmt.Errorf("%s: %w", desc.Digest, errdef.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: open blob: %w", desc.Digest, err)
@@ -94,7 +96,7 @@ func (s *Store) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadClos
 	if fi.Size() != desc.Size {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w: descriptor says %d bytes, the stored blob has %d; check the descriptor",
-			desc.Digest, ErrSizeMismatch, desc.Size, fi.Size())
+			desc.Digest, content.ErrInvalidDescriptorSize, desc.Size, fi.Size())
 	}
 	s.touch(f.Name(), fi)
 	return f, nil
@@ -139,7 +141,7 @@ func (s *Store) Delete(ctx context.Context, desc ocispec.Descriptor) error {
 	}
 	err := os.Remove(s.BlobPath(desc.Digest))
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%s: %w", desc.Digest, ErrNotFound)
+		return fmt.Errorf("%s: %w", desc.Digest, errdef.ErrNotFound)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: delete blob: %w", desc.Digest, err)
@@ -195,7 +197,7 @@ const pushBuffer = 256 << 10
 // io.SectionReader when r is an io.ReaderAt, else by reading and discarding
 // them. The first two assume r's byte 0 is the blob's byte 0.
 //
-// Push returns ErrAlreadyExists if the blob is committed, also when another
+// Push returns errdef.ErrAlreadyExists if the blob is committed, also when another
 // Push of the same digest committed it while this one waited. If r fails or
 // ends early, the partial is kept for the next Push to resume.
 func (s *Store) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
@@ -237,7 +239,7 @@ func (s *Store) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) 
 		if n, _ := io.ReadFull(r, buf[:1]); n > 0 {
 			w.drop()
 			return fmt.Errorf("%s: %w: the source has more than the descriptor's %d bytes; the partial was discarded and the next pull starts from 0",
-				desc.Digest, ErrSizeMismatch, desc.Size)
+				desc.Digest, content.ErrTrailingData, desc.Size)
 		}
 	}
 	return w.Commit(ctx)
@@ -265,3 +267,5 @@ func skip(r io.Reader, off, size int64) (io.Reader, error) {
 	}
 	return r, nil
 }
+
+var _ content.Storage = (*Store)(nil)

@@ -14,6 +14,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/errdef"
 )
 
 // Writer writes one blob into its ingest. It holds the ingest's lock from
@@ -35,14 +37,14 @@ type Writer struct {
 // caller where to continue (for HTTP, Range: bytes=<Offset>-).
 //
 // If another writer holds the ingest, Writer waits for it, until ctx ends.
-// It returns ErrAlreadyExists if the blob is committed, also when the writer
+// It returns errdef.ErrAlreadyExists if the blob is committed, also when the writer
 // it waited for committed it: concurrent pulls of a digest download it once.
 func (s *Store) Writer(ctx context.Context, desc ocispec.Descriptor) (*Writer, error) {
 	if err := validateDigest(desc.Digest); err != nil {
 		return nil, err
 	}
 	if desc.Size < 0 {
-		return nil, fmt.Errorf("%s: %w: negative size %d in descriptor", desc.Digest, ErrSizeMismatch, desc.Size)
+		return nil, fmt.Errorf("%s: %w: negative size %d in descriptor", desc.Digest, content.ErrInvalidDescriptorSize, desc.Size)
 	}
 	lock, err := s.lockIngest(ctx, desc.Digest)
 	if err != nil {
@@ -65,7 +67,7 @@ func (w *Writer) open() error {
 		// Whatever ingest is left is now useless; we hold the lock, so
 		// nobody else is writing it.
 		os.RemoveAll(w.dir)
-		return fmt.Errorf("%s: %w", d, ErrAlreadyExists)
+		return fmt.Errorf("%s: %w", d, errdef.ErrAlreadyExists)
 	}
 	var err error
 	w.data, err = os.OpenFile(filepath.Join(w.dir, "data"), os.O_RDWR|os.O_CREATE, 0o644)
@@ -123,7 +125,8 @@ func (w *Writer) Offset() int64 { return w.offset }
 
 // Write appends p to the ingest. Bytes beyond the descriptor's size mean the
 // source is not this blob (or a server ignored a Range request and the caller
-// did not Reset): Write then discards the ingest and fails.
+// did not Reset): Write then discards the ingest and fails with
+// content.ErrTrailingData.
 func (w *Writer) Write(p []byte) (int, error) {
 	if w.data == nil {
 		return 0, fmt.Errorf("%s: write to a closed ingest writer", w.desc.Digest)
@@ -132,7 +135,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 		got := w.offset + int64(len(p))
 		w.drop()
 		return 0, fmt.Errorf("%s: %w: got at least %d bytes, want %d; the partial was discarded and the next pull starts from 0",
-			w.desc.Digest, ErrSizeMismatch, got, w.desc.Size)
+			w.desc.Digest, content.ErrTrailingData, got, w.desc.Size)
 	}
 	written := 0
 	for len(p) > 0 {
@@ -234,8 +237,9 @@ func (w *Writer) Reset() error {
 
 // Commit verifies that the ingest holds exactly the blob, then moves it into
 // blobs/ atomically and durably. The Writer is closed afterwards whatever the
-// result. Data that is short is kept for a later resume; data that hashes to
-// another digest is discarded, since no byte of it can be trusted.
+// result. Short data (io.ErrUnexpectedEOF) is kept for a later resume; data
+// that hashes to another digest (content.ErrMismatchedDigest) is discarded,
+// since no byte of it can be trusted.
 func (w *Writer) Commit(ctx context.Context) error {
 	if w.data == nil {
 		return fmt.Errorf("%s: commit a closed ingest writer", w.desc.Digest)
@@ -246,13 +250,13 @@ func (w *Writer) Commit(ctx context.Context) error {
 	}
 	if w.offset != w.desc.Size {
 		err := fmt.Errorf("%s: %w: want %d bytes, got %d; the partial is kept and the next pull resumes at %d",
-			d, ErrSizeMismatch, w.desc.Size, w.offset, w.offset)
+			d, io.ErrUnexpectedEOF, w.desc.Size, w.offset, w.offset)
 		return errors.Join(err, w.Close())
 	}
 	if got := digest.NewDigest(digest.SHA256, w.hash); got != d {
 		w.drop()
 		return fmt.Errorf("%s: %w: want %s, got %s; the downloaded data is not this blob, the partial was discarded and the next pull starts from 0",
-			d, ErrDigestMismatch, d, got)
+			d, content.ErrMismatchedDigest, d, got)
 	}
 
 	defer w.release()
