@@ -12,8 +12,8 @@ import (
 	"strings"
 )
 
-// tarLayer is one tar layer being extracted.
-type tarLayer struct {
+// tarState is one tar layer being extracted.
+type tarState struct {
 	index int
 	// base confines entries when the layer carries AnnotationUnpack: like
 	// oras, entry names start at the artifact directory and must lie inside
@@ -26,7 +26,7 @@ type tarLayer struct {
 
 func (b *builder) tarLayer(i int) error {
 	desc := b.layers[i]
-	l := &tarLayer{index: i, base: ".", files: make(map[string]bool)}
+	l := &tarState{index: i, base: ".", files: make(map[string]bool)}
 	if desc.Annotations[AnnotationUnpack] == "true" {
 		name := title(desc)
 		if name == "" {
@@ -111,7 +111,7 @@ func (b *builder) tarLayer(i int) error {
 	}
 }
 
-func (b *builder) tarEntry(l *tarLayer, hdr *tar.Header, tr io.Reader) error {
+func (b *builder) tarEntry(l *tarState, hdr *tar.Header, tr io.Reader) error {
 	switch hdr.Typeflag {
 	case tar.TypeXGlobalHeader:
 		return nil
