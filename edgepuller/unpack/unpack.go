@@ -88,7 +88,7 @@ func (o Options) maxExpansion() int64 {
 // others read.
 func Build(ctx context.Context, src BlobSource, layers []ocispec.Descriptor, dir string, opts Options) error {
 	if err := os.Mkdir(dir, 0o755); err != nil {
-		return fmt.Errorf("build %s: %w", dir, err)
+		return fmt.Errorf("build: %w", err) // names dir already
 	}
 	if err := build(ctx, src, layers, dir, opts); err != nil {
 		_ = os.RemoveAll(dir)

@@ -81,6 +81,12 @@ func ensureVersion(ctx context.Context, src BlobSource, layers []ocispec.Descrip
 // pointCurrent replaces root/current by a symlink to target, atomically.
 func pointCurrent(root, target string) error {
 	current := filepath.Join(root, "current")
+	switch fi, err := os.Lstat(current); {
+	case err == nil && fi.Mode()&fs.ModeSymlink == 0:
+		return fmt.Errorf("%s is not a symlink; refusing to replace it", current)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return err
+	}
 	if old, err := os.Readlink(current); err == nil && old == target {
 		return nil
 	}
