@@ -90,8 +90,11 @@ func checkDest(dest string, overwrite bool) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return true, errors.New("exists and is a symlink, not a directory")
+	}
 	if !fi.IsDir() {
-		return true, fmt.Errorf("%s exists and is not a directory (%s)", dest, fi.Mode().Type())
+		return true, errors.New("exists and is not a directory")
 	}
 	if overwrite {
 		return true, nil
@@ -109,7 +112,7 @@ func checkDest(dest string, overwrite bool) (bool, error) {
 	} else if err != nil {
 		return true, err
 	}
-	return true, fmt.Errorf("%w: %s is not empty and has no %s; set Overwrite to replace it and delete what it holds", ErrNotOwned, dest, PullMarker)
+	return true, fmt.Errorf("%w: it is not empty and has no %s; set Overwrite to replace it and delete what it holds", ErrNotOwned, PullMarker)
 }
 
 func writeMarker(dir string) error {
