@@ -34,9 +34,8 @@ func analyzeCSV(ctx context.Context, dir string, opts Options, acc *accumulator)
 // parseCSV counts the records of one CSV file of split. The first file's
 // header becomes the dataset's Columns; labelColumn is as in Options.
 func parseCSV(ctx context.Context, r io.Reader, rel, split, labelColumn string, acc *accumulator) error {
-	src := &csvSource{lines: lineTracker{r: skipBOM(r)}}
+	src := &csvSource{r: skipBOM(r)}
 	cr := csv.NewReader(src)
-	src.consumed = cr.InputOffset
 	cr.FieldsPerRecord = -1 // checked here, to report and go on
 	cr.ReuseRecord = true
 
@@ -46,41 +45,36 @@ func parseCSV(ctx context.Context, r io.Reader, rel, split, labelColumn string, 
 		return nil
 	}
 	if err != nil {
-		csvProblem(acc, rel, src, err)
+		csvProblem(acc, rel, 1, err)
 		return nil
 	}
-	header = slices.Clone(header)
-	if acc.s.Columns == nil {
-		acc.s.Columns = header
-	} else if !slices.Equal(acc.s.Columns, header) {
-		acc.problem(rel, 1, "header %q differs from the first CSV file's %q", header, acc.s.Columns)
-	}
 	label := labelIndex(header, labelColumn)
-	switch {
-	case label >= 0 && acc.s.LabelColumn == "":
-		acc.s.LabelColumn = header[label]
-	case label < 0 && labelColumn != "":
+	acc.csvHeader(rel, header, label)
+	if label < 0 && labelColumn != "" {
 		acc.problem(rel, 1, "no label column %q in the header: samples of this file counted without class", labelColumn)
 	}
 
+	next := 2 // the line after the last record read: where the next one starts, but for blank lines
 	for n := 0; ; n++ {
 		if n%checkEvery == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 		}
-		src.lines.lineAt(cr.InputOffset())
+		src.mark = src.read
 		rec, err := cr.Read()
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
-			if !csvProblem(acc, rel, src, err) {
+			if !csvProblem(acc, rel, next, err) {
 				return nil
 			}
 			continue
 		}
 		line, _ := cr.FieldPos(0)
+		last, _ := cr.FieldPos(len(rec) - 1)
+		next = last + strings.Count(rec[len(rec)-1], "\n") + 1
 		if len(rec) == 1 && len(header) > 1 && strings.TrimSpace(rec[0]) == "" {
 			continue // a line of spaces: blank, not a record
 		}
@@ -99,7 +93,8 @@ func parseCSV(ctx context.Context, r io.Reader, rel, split, labelColumn string, 
 }
 
 // csvProblem reports a read error and whether reading can go on after it.
-func csvProblem(acc *accumulator, rel string, src *csvSource, err error) bool {
+// start is the line where the record began, as far as is known.
+func csvProblem(acc *accumulator, rel string, start int, err error) bool {
 	var pe *csv.ParseError
 	switch {
 	case errors.As(err, &pe):
@@ -110,7 +105,7 @@ func csvProblem(acc *accumulator, rel string, src *csvSource, err error) bool {
 		acc.problem(rel, pe.Line, "%s: not counted", msg)
 		return true
 	case errors.Is(err, errRecordTooLong):
-		acc.problem(rel, src.lines.lineAt(src.consumed()),
+		acc.problem(rel, start,
 			"record longer than %d MiB (an unbalanced quote?): rest of the file not read", maxRecord>>20)
 	default:
 		acc.problem(rel, 0, "read: %v", err)
@@ -145,16 +140,87 @@ func skipBOM(r io.Reader) io.Reader {
 	return br
 }
 
-// csvSource feeds a csv.Reader, tracking lines, and fails once the reader has
-// buffered more than maxRecord bytes past the end of its last record.
+// csvSource feeds a csv.Reader. It fails once the reader has
+// taken more than maxRecord bytes since mark, set before each record: the
+// reader keeps a whole record in memory, and one quote too many makes the
+// rest of the file one record.
 type csvSource struct {
-	lines    lineTracker
-	consumed func() int64
+	r    io.Reader
+	read int64
+	mark int64
 }
 
 func (s *csvSource) Read(p []byte) (int, error) {
-	if s.consumed != nil && s.lines.read-s.consumed() > maxRecord {
+	if s.read-s.mark > maxRecord {
 		return 0, errRecordTooLong
 	}
-	return s.lines.Read(p)
+	n, err := s.r.Read(p)
+	s.read += int64(n)
+	return n, err
+}
+
+// csvHeaders collects the distinct headers of a dataset's CSV files, so the
+// schema is the header most files share, not whichever file sorts first.
+type csvHeaders struct {
+	list     []*csvHeader
+	overflow bool
+}
+
+type csvHeader struct {
+	columns []string
+	label   string // the label column found in it, if any
+	files   int
+	example string
+}
+
+// maxHeaders bounds the distinct CSV headers remembered.
+const maxHeaders = 100
+
+func (a *accumulator) csvHeader(rel string, header []string, label int) {
+	if a.headers == nil {
+		a.headers = &csvHeaders{}
+	}
+	for _, h := range a.headers.list {
+		if slices.Equal(h.columns, header) {
+			h.files++
+			return
+		}
+	}
+	if len(a.headers.list) == maxHeaders {
+		if !a.headers.overflow {
+			a.headers.overflow = true
+			a.problem(rel, 1, "more than %d different CSV headers: the files are not one table", maxHeaders)
+		}
+		return
+	}
+	h := &csvHeader{columns: slices.Clone(header), files: 1, example: rel}
+	if label >= 0 {
+		h.label = header[label]
+	}
+	a.headers.list = append(a.headers.list, h)
+}
+
+// finishCSV sets Columns to the header most files have (the first seen on a
+// tie) and reports the files whose header differs.
+func (a *accumulator) finishCSV() {
+	if a.headers == nil || len(a.headers.list) == 0 {
+		return
+	}
+	top := a.headers.list[0]
+	for _, h := range a.headers.list[1:] {
+		if h.files > top.files {
+			top = h
+		}
+	}
+	a.s.Columns, a.s.LabelColumn = top.columns, top.label
+	for _, h := range a.headers.list {
+		if h == top {
+			continue
+		}
+		who := "its header"
+		if h.files > 1 {
+			who = fmt.Sprintf("it and %d more files have header", h.files-1)
+		}
+		a.problem(h.example, 1, "%s %q, not the %q of %d other files", who, h.columns, top.columns, top.files)
+	}
 }

@@ -194,6 +194,8 @@ type accumulator struct {
 	warnedClasses bool
 	// anyLabel is set once a sample had a label.
 	anyLabel bool
+	// headers are the CSV headers seen.
+	headers *csvHeaders
 }
 
 func newAccumulator(f Format) *accumulator {
@@ -256,6 +258,7 @@ func (a *accumulator) sample(split string, labels ...string) {
 
 // finish completes the statistics once every file has been read.
 func (a *accumulator) finish() *Stats {
+	a.finishCSV()
 	if !a.anyLabel {
 		a.s.Unlabeled = 0
 		for _, c := range a.s.Splits {
