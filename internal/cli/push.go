@@ -1,0 +1,138 @@
+package cli
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/Masterminds/semver/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/bargeml/barge/artifact"
+)
+
+func newPushCommand(s streams) *cobra.Command {
+	var (
+		rf          remoteFlags
+		out         output
+		kind        string
+		annotations []string
+		meta        artifact.Metadata
+		labelsFile  string
+		allowOut    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "push DIR REF",
+		Short: "Pack a directory as a model (or code) artifact and push it",
+		Long: `Pack every file under DIR as one layer titled by its relative path and push
+the artifact to REF. Files the registry has already are not uploaded again.
+Files under preprocess/, postprocess/, train/ or aggregate/ are code layers
+with that role. Prints the manifest digest.`,
+		Example: `  barge push ./resnet 127.0.0.1:5000/models/resnet:1.0.0 --task image-classification --framework onnx
+  DIGEST=$(barge push ./scripts registry.example.com/code/prep:2 --kind code)`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, refArg := args[0], args[1]
+			ref, err := parseRef(refArg)
+			if err != nil {
+				return err
+			}
+			if ref.Reference == "" {
+				ref.Reference = "latest"
+			}
+			if strings.HasPrefix(ref.Reference, "sha256:") {
+				return fmt.Errorf("push %s: give a tag, not a digest: the digest is computed from the files", refArg)
+			}
+			k, err := artifact.ParseKind(kind)
+			if err != nil {
+				return err
+			}
+			if k == artifact.KindDataset {
+				return fmt.Errorf("push --kind dataset is not available yet: push the files as a model or with `oras push`")
+			}
+			opts := artifact.PackOptions{Kind: k, Metadata: meta, AllowOutsideSymlinks: allowOut}
+			if opts.Annotations, err = parseAnnotations(annotations); err != nil {
+				return err
+			}
+			if labelsFile != "" {
+				labels, err := readLabels(labelsFile)
+				if err != nil {
+					return err
+				}
+				opts.Labels = append(opts.Labels, labels...)
+			}
+			if opts.Version == "" {
+				if _, err := semver.NewVersion(ref.Reference); err == nil {
+					opts.Version = ref.Reference
+				}
+			}
+			repo, err := rf.repository(ref)
+			if err != nil {
+				return err
+			}
+			p := newProgress(s, out == "json")
+			desc, err := artifact.Pack(cmd.Context(), progressStorage{Storage: repo, p: p}, dir, opts)
+			p.wait()
+			if err != nil {
+				return explain(err, ref)
+			}
+			if err := repo.Tag(cmd.Context(), desc, ref.Reference); err != nil {
+				return explain(fmt.Errorf("tag %s: %w", ref, err), ref)
+			}
+			if out == "json" {
+				return writeJSON(s.out, map[string]any{
+					"reference": ref.String(), "digest": desc.Digest, "mediaType": desc.MediaType,
+					"artifactType": desc.ArtifactType, "size": desc.Size,
+				})
+			}
+			fmt.Fprintf(s.err, "Pushed %s\n", ref)
+			fmt.Fprintln(s.out, desc.Digest)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&rf.plainHTTP, "plain-http", false, "use plain HTTP (loopback registries always do)")
+	f.StringVar(&kind, "kind", "model", "artifact kind: model or code")
+	f.StringArrayVarP(&annotations, "annotation", "a", nil, "manifest annotation KEY=VALUE (repeatable)")
+	f.StringVar(&meta.Name, "name", "", "model name (ModelPack descriptor)")
+	f.StringVar(&meta.Version, "artifact-version", "", "model version (default: the tag, when it is a semantic version)")
+	f.StringVar(&meta.Task, "task", "", "model task, such as image-classification or object-detection")
+	f.StringVar(&meta.Framework, "framework", "", "serving framework or format, such as onnx or tensorrt")
+	f.StringArrayVar(&meta.Labels, "label", nil, "a label the model predicts (repeatable)")
+	f.StringVar(&labelsFile, "labels-file", "", "file with one label per line")
+	f.BoolVar(&allowOut, "allow-outside-symlinks", false, "pack the targets of symlinks that point outside DIR")
+	addOutputFlag(cmd, &out)
+	return cmd
+}
+
+func parseAnnotations(kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	m := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("annotation %q is not KEY=VALUE", kv)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+func readLabels(name string) ([]string, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("read labels: %w", err)
+	}
+	defer f.Close()
+	var labels []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if l := strings.TrimSpace(sc.Text()); l != "" {
+			labels = append(labels, l)
+		}
+	}
+	return labels, sc.Err()
+}

@@ -1,0 +1,113 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/errcode"
+	"oras.land/oras-go/v2/registry/remote/retry"
+)
+
+// remoteFlags are the flags every command that talks to a registry has.
+type remoteFlags struct {
+	plainHTTP bool
+}
+
+// isLoopback says whether host (without port) is this machine; those
+// registries speak plain HTTP by default, as Docker assumes.
+func isLoopback(host string) bool {
+	h, _, err := net.SplitHostPort(host)
+	if err != nil {
+		h = host
+	}
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(h, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// parseRef parses a reference such as registry.example.com/models/resnet:1.0.
+func parseRef(s string) (registry.Reference, error) {
+	ref, err := registry.ParseReference(s)
+	if err != nil {
+		return registry.Reference{}, fmt.Errorf("%q is not a reference: write it as HOST[:PORT]/REPOSITORY[:TAG|@DIGEST], e.g. 127.0.0.1:5000/models/resnet:1.0 (%v)", s, err)
+	}
+	return ref, nil
+}
+
+// repository opens the repository a reference names, with credentials from
+// the Docker config and its credential helpers.
+func (f remoteFlags) repository(ref registry.Reference) (*remote.Repository, error) {
+	repo, err := remote.NewRepository(ref.Registry + "/" + ref.Repository)
+	if err != nil {
+		return nil, err
+	}
+	repo.PlainHTTP = f.plainHTTP || isLoopback(ref.Registry)
+	store, err := credentialStore()
+	if err != nil {
+		return nil, err
+	}
+	repo.Client = &auth.Client{
+		Client:     retry.DefaultClient,
+		Cache:      auth.NewCache(),
+		Credential: credentials.Credential(store),
+		Header:     http.Header{"User-Agent": {"barge/" + Version}},
+	}
+	return repo, nil
+}
+
+func credentialStore() (credentials.Store, error) {
+	store, err := credentials.NewStoreFromDocker(credentials.StoreOptions{AllowPlaintextPut: true})
+	if err != nil {
+		return nil, fmt.Errorf("read registry credentials (Docker config): %w", err)
+	}
+	return store, nil
+}
+
+// explain turns a registry error into one that says what to do.
+func explain(err error, ref registry.Reference) error {
+	if err == nil {
+		return nil
+	}
+	host := ref.Registry
+	var errResp *errcode.ErrorResponse
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("%w\nregistry %s is not reachable (connection refused): is it running? `barge serve` starts one", err, host)
+	case isDNS(err):
+		return fmt.Errorf("%w\nregistry host %s is not known: check the reference", err, host)
+	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return fmt.Errorf("%w\nregistry %s speaks plain HTTP: add --plain-http", err, host)
+	case errors.As(err, &errResp) && errResp.StatusCode == http.StatusUnauthorized:
+		return fmt.Errorf("%w\nregistry %s wants credentials: run `barge login %s`", err, host, host)
+	case errors.As(err, &errResp) && errResp.StatusCode == http.StatusForbidden:
+		return fmt.Errorf("%w\nyour credentials for %s do not allow this: check the repository name and your access", err, host)
+	case errors.Is(err, errdef.ErrNotFound) || (errors.As(err, &errResp) && errResp.StatusCode == http.StatusNotFound):
+		return fmt.Errorf("%s not found: check the name, and list versions with `barge versions %s/%s`", ref, ref.Registry, ref.Repository)
+	}
+	return err
+}
+
+func isDNS(err error) bool {
+	var dnsErr *net.DNSError
+	return errors.As(err, &dnsErr)
+}
+
+// resolve turns a tag or digest into the manifest's descriptor with a HEAD.
+func resolve(ctx context.Context, repo *remote.Repository, ref registry.Reference) (ocispec.Descriptor, error) {
+	desc, err := repo.Resolve(ctx, ref.ReferenceOrDefault())
+	return desc, explain(err, ref)
+}
