@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
+	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd" // auth "htpasswd"
 	"github.com/distribution/distribution/v3/registry/handlers"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem" // storage driver "filesystem"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"   // storage driver "inmemory"
@@ -30,6 +31,10 @@ type Options struct {
 	// Root is the storage directory. If empty, content is kept in memory and
 	// lost on Close.
 	Root string
+	// Htpasswd is the path of an htpasswd file (bcrypt entries); when set,
+	// every request needs HTTP basic credentials from it. Use it behind TLS
+	// or on loopback only: basic credentials travel in the clear.
+	Htpasswd string
 	// Log receives the registry's access and error log. If nil, logs are
 	// discarded.
 	Log io.Writer
@@ -69,6 +74,9 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 			"filesystem": configuration.Parameters{"rootdirectory": opts.Root},
 			"delete":     configuration.Parameters{"enabled": true},
 		}
+	}
+	if opts.Htpasswd != "" {
+		config.Auth = configuration.Auth{"htpasswd": configuration.Parameters{"realm": "barge", "path": opts.Htpasswd}}
 	}
 	// Upload purging is a background goroutine that outlives Close; the
 	// embedded registry has no abandoned uploads worth a timer.
