@@ -91,7 +91,7 @@ func explain(err error, ref registry.Reference) error {
 		return fmt.Errorf("%w\nregistry host %s is not known: check the reference", err, host)
 	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return fmt.Errorf("%w\nregistry %s speaks plain HTTP: add --plain-http", err, host)
-	case errors.As(err, &errResp) && errResp.StatusCode == http.StatusUnauthorized:
+	case errors.Is(err, auth.ErrBasicCredentialNotFound) || (errors.As(err, &errResp) && errResp.StatusCode == http.StatusUnauthorized):
 		return fmt.Errorf("%w\nregistry %s wants credentials: run `barge login %s`", err, host, host)
 	case errors.As(err, &errResp) && errResp.StatusCode == http.StatusForbidden:
 		return fmt.Errorf("%w\nyour credentials for %s do not allow this: check the repository name and your access", err, host)

@@ -57,6 +57,7 @@ Stops cleanly on SIGINT or SIGTERM.`,
 	f := cmd.Flags()
 	f.StringVar(&opts.Addr, "addr", registry.DefaultAddr, "listen address host:port")
 	f.StringVar(&opts.Root, "root", "", "storage directory (default: in memory)")
+	f.StringVar(&opts.Htpasswd, "htpasswd", "", "require basic auth from this htpasswd file (bcrypt)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log every request")
 	return cmd
 }

@@ -1,0 +1,104 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/bargeml/barge/registry"
+)
+
+func TestMetricsAndVersions(t *testing.T) {
+	reg := registry.StartForTest(t)
+	repo := reg.Host() + "/models/ranked"
+	src := t.TempDir()
+	digests := map[string]string{}
+	for i, tag := range []string{"1.2.0", "1.10.0", "latest", "2.0.0-rc.1", "v0.9"} {
+		writeTree(t, src, map[string]string{"w.bin": strings.Repeat("w", i+1)})
+		digests[tag] = strings.TrimSpace(must(t, barge(t, "push", src, repo+":"+tag)).stdout)
+	}
+	metrics := filepath.Join(t.TempDir(), "m.json")
+	os.WriteFile(metrics, []byte(`{"accuracy": 0.93, "f1": 0.9}`), 0o644)
+	must(t, barge(t, "metrics", "attach", repo+":1.10.0", metrics, "--dataset", "sha256:"+strings.Repeat("d", 64)))
+
+	// The model's digest is unchanged and its metrics read back.
+	var recs []struct {
+		Metrics map[string]float64 `json:"metrics"`
+		Dataset string             `json:"dataset"`
+	}
+	if err := json.Unmarshal([]byte(must(t, barge(t, "metrics", "get", "-o", "json", repo+"@"+digests["1.10.0"])).stdout), &recs); err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || recs[0].Metrics["accuracy"] != 0.93 || !strings.HasPrefix(recs[0].Dataset, "sha256:ddd") {
+		t.Errorf("metrics %+v", recs)
+	}
+
+	var rows []struct {
+		Tag     string             `json:"tag"`
+		Digest  string             `json:"digest"`
+		Metrics map[string]float64 `json:"metrics"`
+	}
+	if err := json.Unmarshal([]byte(must(t, barge(t, "versions", "-o", "json", repo)).stdout), &rows); err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, r := range rows {
+		order = append(order, r.Tag)
+		if r.Digest != digests[r.Tag] {
+			t.Errorf("%s: digest %s, pushed %s", r.Tag, r.Digest, digests[r.Tag])
+		}
+	}
+	// Newest semantic version first (1.10 after 1.2 numerically), then
+	// the tags that are not versions; the referrers tag is not listed.
+	if got, want := strings.Join(order, " "), "2.0.0-rc.1 1.10.0 1.2.0 v0.9 latest"; got != want {
+		t.Errorf("order %q, want %q", got, want)
+	}
+	if rows[1].Metrics["f1"] != 0.9 {
+		t.Errorf("1.10.0 metrics %v", rows[1].Metrics)
+	}
+
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	os.WriteFile(bad, []byte(`{"accuracy": "great"}`), 0o644)
+	if r := barge(t, "metrics", "attach", repo+":1.2.0", bad); r.err == nil || !strings.Contains(r.stderr, "not a number") {
+		t.Errorf("bad metrics: %s", r)
+	}
+}
+
+func TestLoginUsesDockerConfig(t *testing.T) {
+	hash, _ := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	htpasswd := filepath.Join(t.TempDir(), "htpasswd")
+	os.WriteFile(htpasswd, []byte("robot:"+string(hash)+"\n"), 0o600)
+	reg, err := registry.Start(context.Background(), registry.Options{Addr: "127.0.0.1:0", Htpasswd: htpasswd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close(context.Background())
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+
+	src := t.TempDir()
+	writeTree(t, src, map[string]string{"w.bin": "w"})
+	ref := reg.Host() + "/private/model:1"
+	if r := barge(t, "push", src, ref); r.err == nil || !strings.Contains(r.stderr, "barge login "+reg.Host()) {
+		t.Fatalf("push without login: %s", r)
+	}
+	if r := runCmd(t, "wrong\n", bargeBin, "login", reg.Host(), "-u", "robot", "--password-stdin"); r.err == nil {
+		t.Fatalf("login with a wrong password: %s", r)
+	}
+	must(t, runCmd(t, "s3cret\n", bargeBin, "login", reg.Host(), "-u", "robot", "--password-stdin"))
+	cfg, err := os.ReadFile(filepath.Join(os.Getenv("DOCKER_CONFIG"), "config.json"))
+	if err != nil || !strings.Contains(string(cfg), reg.Host()) {
+		t.Fatalf("docker config after login: %s %v", cfg, err)
+	}
+	must(t, barge(t, "push", src, ref))
+	// oras reads the same credentials.
+	must(t, oras(t, "manifest", "fetch", "--plain-http", ref))
+	must(t, barge(t, "logout", reg.Host()))
+	if r := barge(t, "inspect", ref); r.err == nil {
+		t.Errorf("inspect after logout: %s", r)
+	}
+}
