@@ -50,6 +50,9 @@ func parseCSV(ctx context.Context, r io.Reader, rel, split, labelColumn string, 
 	}
 	label := labelIndex(header, labelColumn)
 	acc.csvHeader(rel, header, label)
+	if label >= 0 {
+		acc.hasLabels = true
+	}
 	if label < 0 && labelColumn != "" {
 		acc.problem(rel, 1, "no label column %q in the header: samples of this file counted without class", labelColumn)
 	}

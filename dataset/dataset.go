@@ -192,8 +192,9 @@ type accumulator struct {
 	s *Stats
 	// warnedClasses is set once the MaxClasses problem has been reported.
 	warnedClasses bool
-	// anyLabel is set once a sample had a label.
-	anyLabel bool
+	// hasLabels is set once a sample had a label, or the format has a
+	// place for labels (a CSV label column).
+	hasLabels bool
 	// headers are the CSV headers seen.
 	headers *csvHeaders
 }
@@ -243,7 +244,7 @@ func (a *accumulator) counts(split string) []*Counts {
 // had a label: then the dataset has no labels, not unlabeled samples).
 func (a *accumulator) sample(split string, labels ...string) {
 	if len(labels) > 0 {
-		a.anyLabel = true
+		a.hasLabels = true
 	}
 	for _, c := range a.counts(split) {
 		c.NumberOfSamples++
@@ -259,7 +260,7 @@ func (a *accumulator) sample(split string, labels ...string) {
 // finish completes the statistics once every file has been read.
 func (a *accumulator) finish() *Stats {
 	a.finishCSV()
-	if !a.anyLabel {
+	if !a.hasLabels {
 		a.s.Unlabeled = 0
 		for _, c := range a.s.Splits {
 			c.Unlabeled = 0

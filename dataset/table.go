@@ -37,10 +37,19 @@ func (s *Stats) WriteTable(w io.Writer) error {
 	}
 	splits := s.splitNames()
 	if len(splits) > 0 {
-		fmt.Fprintln(tw, "\nSPLIT\tSAMPLES\tOBJECTS\tCLASSES")
+		objects := s.NumberOfObjects > 0
+		if objects {
+			fmt.Fprintln(tw, "\nSPLIT\tSAMPLES\tOBJECTS\tCLASSES")
+		} else {
+			fmt.Fprintln(tw, "\nSPLIT\tSAMPLES\tCLASSES")
+		}
 		for _, name := range splits {
 			c := s.Splits[name]
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", name, c.NumberOfSamples, c.NumberOfObjects, len(c.Classes))
+			if objects {
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", name, c.NumberOfSamples, c.NumberOfObjects, len(c.Classes))
+			} else {
+				fmt.Fprintf(tw, "%s\t%d\t%d\n", name, c.NumberOfSamples, len(c.Classes))
+			}
 		}
 	}
 	if len(s.Classes) > 0 {
