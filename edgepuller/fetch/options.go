@@ -1,0 +1,155 @@
+package fetch
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"oras.land/oras-go/v2/registry/remote"
+)
+
+// Options configures Pull and FetchBlob. The zero value is what production wants.
+type Options struct {
+	// Concurrency is how many layers are fetched at once; if <= 0, 4 is used.
+	Concurrency int
+	// LimitRate caps the bytes per second received over all layers of one
+	// Pull (or one FetchBlob); 0 means unlimited.
+	LimitRate int64
+	// Mirrors are registry hosts (host[:port]; prefix http:// for plain
+	// HTTP) tried in order before the origin, like containerd's hosts.toml,
+	// for blobs and manifests by digest. Tags are always resolved at the
+	// origin, so a stale mirror cannot change which version is pulled. A
+	// mirror that fails (cannot connect, 404, 5xx after a few attempts)
+	// falls through to the next one, then to the origin.
+	Mirrors []string
+	// PlainHTTP reaches the origin over plain HTTP instead of HTTPS.
+	PlainHTTP bool
+	// Client sends every request and carries credentials. If nil, an
+	// auth.Client over retry.DefaultClient is used. Blob downloads use the
+	// same client without oras-go's retry.Transport when it is visible (an
+	// *auth.Client whose http.Client has one): Fetch retries blobs itself,
+	// resuming with Range, and a second retry loop underneath would
+	// multiply MaxAttempts and restart cut bodies from their first byte.
+	Client remote.Client
+	// MaxAttempts bounds the attempts per blob and source without progress:
+	// an attempt that received bytes before failing resets the count, so a
+	// long download over a link that drops every few minutes still
+	// completes. If <= 0, 8 is used. A mirror gets at most 3.
+	MaxAttempts int
+	// Backoff is the wait before retry number attempt (1 for the first
+	// retry) when the registry gives no Retry-After. If nil, an exponential
+	// backoff from 200ms to 10s with full jitter is used.
+	Backoff func(attempt int) time.Duration
+	// StallTimeout is how long a request may go without receiving a byte
+	// (response headers or body) before it counts as cut and is resumed.
+	// If <= 0, 30s is used.
+	StallTimeout time.Duration
+	// Progress, if set, receives events about every blob. It is called
+	// from many goroutines at once and must not block for long.
+	Progress func(Event)
+}
+
+const (
+	defaultConcurrency  = 4
+	defaultMaxAttempts  = 8
+	defaultStallTimeout = 30 * time.Second
+	// mirrorAttempts caps the attempts without progress on a mirror: it is
+	// a shortcut, not the source of truth, and the origin is one step away.
+	mirrorAttempts = 3
+	// maxRetryAfter caps a registry's Retry-After, so that a bogus "come
+	// back tomorrow" does not freeze a node; ctx can always end it sooner.
+	maxRetryAfter = 2 * time.Minute
+)
+
+func (o Options) withDefaults() Options {
+	if o.Concurrency <= 0 {
+		o.Concurrency = defaultConcurrency
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = defaultMaxAttempts
+	}
+	if o.Backoff == nil {
+		o.Backoff = DefaultBackoff
+	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = defaultStallTimeout
+	}
+	return o
+}
+
+// DefaultBackoff waits a random time between 0 and 200ms·2^(attempt-1),
+// capped at 10s ("full jitter"): edge nodes that lost the link together do
+// not come back in lockstep.
+func DefaultBackoff(attempt int) time.Duration {
+	const base, ceiling = 200 * time.Millisecond, 10 * time.Second
+	d := ceiling
+	if attempt < 16 {
+		d = min(ceiling, base<<max(attempt-1, 0))
+	}
+	return rand.N(d + 1)
+}
+
+// EventKind says what happened to a blob.
+type EventKind int
+
+const (
+	// Started: the download begins; Offset is where (non-zero when resumed).
+	Started EventKind = iota + 1
+	// Progress: Offset bytes of Total are in the store's ingest.
+	Progress
+	// Resumed: a partial left by an earlier pull is continued at Offset.
+	Resumed
+	// Retrying: an attempt failed with Err; the next continues at Offset.
+	Retrying
+	// Done: the blob is verified and committed.
+	Done
+	// Skipped: the blob was already in the store (dedup).
+	Skipped
+	// Failed: the blob could not be fetched; Err says why.
+	Failed
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case Started:
+		return "started"
+	case Progress:
+		return "progress"
+	case Resumed:
+		return "resumed"
+	case Retrying:
+		return "retrying"
+	case Done:
+		return "done"
+	case Skipped:
+		return "skipped"
+	case Failed:
+		return "failed"
+	}
+	return fmt.Sprintf("EventKind(%d)", int(k))
+}
+
+// Event reports progress on one blob.
+type Event struct {
+	Digest digest.Digest
+	// Name is the layer's file title (org.opencontainers.image.title), if any.
+	Name   string
+	Kind   EventKind
+	Offset int64
+	Total  int64
+	Err    error
+}
+
+// Result sums up what a Pull or FetchBlob did.
+type Result struct {
+	// Fetched is the bytes received from the network: manifest, config and
+	// blob bodies, including bytes received and then discarded.
+	Fetched int64
+	// Reused is the bytes of blobs that were already in the store.
+	Reused int64
+	// Resumed counts blobs continued from a partial left by an earlier pull.
+	Resumed int
+	// Retries counts attempts after the first, over all blobs.
+	Retries int
+}

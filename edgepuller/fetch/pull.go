@@ -1,0 +1,181 @@
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/bargeml/barge/artifact"
+	"github.com/bargeml/barge/edgepuller/store"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
+)
+
+// Pull resolves ref ("host[:port]/name:tag" or "...@sha256:…") at the
+// origin, fetches its manifest and config into st, then every layer, at most
+// opts.Concurrency at once, and returns the manifest's descriptor and typed
+// view. Blobs already in st are not downloaded again; partial downloads
+// resume. An index (a joint model, a multi-platform image) is stored and
+// returned with its Manifests; pull the member you want by digest.
+//
+// On error, res still counts what was done, and every partial download is
+// kept for the next Pull to resume.
+func Pull(ctx context.Context, st *store.Store, ref string, opts Options) (manifest ocispec.Descriptor, a *artifact.Artifact, res Result, err error) {
+	r, err := registry.ParseReference(ref)
+	if err != nil {
+		return ocispec.Descriptor{}, nil, Result{}, fmt.Errorf("pull %s: %w", ref, err)
+	}
+	if r.Reference == "" {
+		return ocispec.Descriptor{}, nil, Result{}, fmt.Errorf("pull %s: no tag or digest: name the version to pull, as in %s:v1", ref, ref)
+	}
+	p, err := newPuller(st, r, opts)
+	if err != nil {
+		return ocispec.Descriptor{}, nil, Result{}, fmt.Errorf("pull %s: %w", ref, err)
+	}
+	manifest, a, err = p.pull(ctx, r.Reference)
+	if err != nil {
+		err = fmt.Errorf("pull %s: %w", ref, err)
+	}
+	return manifest, a, p.result(), err
+}
+
+func (p *puller) pull(ctx context.Context, reference string) (ocispec.Descriptor, *artifact.Artifact, error) {
+	desc, err := p.resolve(ctx, reference)
+	if err != nil {
+		return ocispec.Descriptor{}, nil, err
+	}
+	b, err := p.manifest(ctx, desc)
+	if err != nil {
+		return desc, nil, err
+	}
+	// Parse before downloading anything big: a manifest Barge refuses
+	// (a title escaping the directory, two layers with one path) fails now.
+	if _, err := artifact.Parse(desc, b); err != nil {
+		return desc, nil, err
+	}
+	var m ocispec.Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return desc, nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	if m.Config.Digest != "" {
+		if m.Config.Size > artifact.MaxManifestBytes {
+			return desc, nil, fmt.Errorf("config %s is %d bytes, more than the %d MiB limit for configs", m.Config.Digest, m.Config.Size, artifact.MaxManifestBytes>>20)
+		}
+		if err := p.fetchBlob(ctx, m.Config, ""); err != nil {
+			return desc, nil, fmt.Errorf("config: %w", err)
+		}
+	}
+	// Read back from the store: the model config is there now, and Inspect
+	// takes the name and version from it.
+	a, err := artifact.Inspect(ctx, p.st, desc)
+	if err != nil {
+		return desc, nil, err
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(p.opts.Concurrency)
+	seen := map[string]bool{}
+	for i, l := range m.Layers {
+		if seen[l.Digest.String()] {
+			continue // the same bytes under two names: fetch them once
+		}
+		seen[l.Digest.String()] = true
+		name := l.Annotations[ocispec.AnnotationTitle]
+		g.Go(func() error {
+			if err := p.fetchBlob(gctx, l, name); err != nil {
+				if name == "" {
+					name = fmt.Sprintf("%d", i)
+				}
+				return fmt.Errorf("layer %s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return desc, a, err
+	}
+	return desc, a, nil
+}
+
+// resolve finds what reference names. A tag is resolved at the origin only;
+// a digest can be resolved anywhere, since the content is checked against it.
+func (p *puller) resolve(ctx context.Context, reference string) (ocispec.Descriptor, error) {
+	srcs := p.srcs[len(p.srcs)-1:]
+	ref := p.ref
+	ref.Reference = reference
+	if _, err := ref.Digest(); err == nil {
+		srcs = p.usable(nil)
+	}
+	var errs []error
+	for _, s := range srcs {
+		desc, err := s.repository(p.ref, p.meta).Resolve(ctx, reference)
+		if err == nil {
+			return desc, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", s, err))
+	}
+	return ocispec.Descriptor{}, fmt.Errorf("resolve %s: %w%s", reference, joinErrors(errs), resolveHint(errs))
+}
+
+func resolveHint(errs []error) string {
+	if len(errs) > 0 && errors.Is(errs[len(errs)-1], errdef.ErrNotFound) {
+		return " (check the repository name and that the tag was pushed)"
+	}
+	return ""
+}
+
+// manifest returns the manifest's bytes, verified against desc and stored
+// in the store: from the store if there, else from the mirrors, else from
+// the origin.
+func (p *puller) manifest(ctx context.Context, desc ocispec.Descriptor) ([]byte, error) {
+	if ok, err := p.st.Exists(ctx, desc); err == nil && ok {
+		b, err := artifact.FetchLimited(ctx, p.st, desc)
+		if err == nil {
+			p.reused.Add(desc.Size)
+			return b, nil
+		}
+	}
+	var errs []error
+	for _, s := range p.usable(nil) {
+		b, err := artifact.FetchLimited(ctx, s.repository(p.ref, p.meta), desc)
+		if err != nil {
+			if s.mirror && isUnreachable(err) {
+				p.markDown(s)
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", s, err))
+			continue
+		}
+		p.fetched.Add(int64(len(b)))
+		if err := p.st.Push(ctx, desc, bytes.NewReader(b)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
+			return nil, fmt.Errorf("store manifest %s: %w", desc.Digest, err)
+		}
+		return b, nil
+	}
+	return nil, fmt.Errorf("fetch manifest %s: %w", desc.Digest, joinErrors(errs))
+}
+
+// joinErrors is errors.Join on one line: these end up in conditions and logs.
+func joinErrors(errs []error) error {
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	return multiError(errs)
+}
+
+type multiError []error
+
+func (m multiError) Unwrap() []error { return m }
+func (m multiError) Error() string {
+	s := ""
+	for i, e := range m {
+		if i > 0 {
+			s += "; "
+		}
+		s += e.Error()
+	}
+	return s
+}

@@ -1,0 +1,194 @@
+package fetch_test
+
+import (
+	"context"
+	"net/http"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bargeml/barge/edgepuller/fetch"
+	"github.com/opencontainers/go-digest"
+)
+
+func fourFiles(seed uint64) map[string][]byte {
+	return map[string][]byte{
+		"weights.bin":    randomBytes(3<<20+123, seed),
+		"config.json":    []byte(`{"layers": 50}`),
+		"code/pre.py":    randomBytes(10<<10, seed+1),
+		"docs/README.md": randomBytes(700, seed+2),
+	}
+}
+
+// TestPullEndToEnd pulls a four-file model with the default client, as a
+// node would, and finds every file in the store and every layer reported.
+func TestPullEndToEnd(t *testing.T) {
+	ctx := context.Background()
+	reg := startRegistry(t)
+	m := pushModel(t, reg.Host(), "models/resnet", "v1", fourFiles(1))
+	st := newStore(t)
+	var ev events
+
+	desc, a, res, err := fetch.Pull(ctx, st, m.ref, fetch.Options{PlainHTTP: true, Progress: ev.record})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if desc.Digest != m.manifest.Digest {
+		t.Errorf("pulled manifest %s, pushed %s", desc.Digest, m.manifest.Digest)
+	}
+	if a.Name != "models/resnet" || a.Version != "v1" {
+		t.Errorf("artifact is %q version %q, want the name and version from the model config", a.Name, a.Version)
+	}
+	var paths []string
+	for _, f := range a.Files {
+		paths = append(paths, f.Path)
+		if f.Digest != m.digestOf(f.Path) {
+			t.Errorf("%s: digest %s, want %s", f.Path, f.Digest, m.digestOf(f.Path))
+		}
+		if len(ev.of(f.Digest, fetch.Started)) != 1 || len(ev.of(f.Digest, fetch.Done)) != 1 {
+			t.Errorf("%s: want one Started and one Done event", f.Path)
+		}
+	}
+	if want := []string{"code/pre.py", "config.json", "docs/README.md", "weights.bin"}; !equal(paths, want) {
+		t.Errorf("files %v, want %v", paths, want)
+	}
+	assertStored(t, st, m)
+	for _, d := range []digest.Digest{desc.Digest, a.Config.Digest} {
+		if ok, _ := st.Exists(ctx, ocispecDesc(d)); !ok {
+			t.Errorf("%s (manifest or config) is not in the store", d)
+		}
+	}
+	if res.Fetched < a.Size || res.Fetched > a.Size+1<<10 || res.Reused != 0 || res.Resumed != 0 || res.Retries != 0 {
+		t.Errorf("result %+v, want Fetched = %d (manifest, config and files) and nothing else", res, a.Size)
+		for _, e := range ev.all {
+			if e.Kind == fetch.Retrying {
+				t.Logf("%s %s: %v", e.Name, e.Kind, e.Err)
+			}
+		}
+	}
+}
+
+// TestPullSharedLayers pulls a second version that shares three of its
+// four files with the first: only the new file and the new config cross
+// the network.
+func TestPullSharedLayers(t *testing.T) {
+	ctx := context.Background()
+	reg := startRegistry(t)
+	v1 := pushModel(t, reg.Host(), "models/resnet", "v1", fourFiles(1))
+	files := fourFiles(1)
+	files["weights.bin"] = randomBytes(2<<20, 99)
+	v2 := pushModel(t, reg.Host(), "models/resnet", "v2", files)
+	st := newStore(t)
+	if _, _, _, err := fetch.Pull(ctx, st, v1.ref, fetch.Options{PlainHTTP: true}); err != nil {
+		t.Fatal(err)
+	}
+
+	c := newCounter(t)
+	var ev events
+	_, a, res, err := fetch.Pull(ctx, st, v2.ref, fetch.Options{PlainHTTP: true, Client: c.client(), Progress: ev.record})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertStored(t, st, v2)
+	gets := c.blobGETs("", "")
+	var got []string
+	for _, g := range gets {
+		got = append(got, g.Path[len(g.Path)-71:])
+	}
+	want := []string{a.Config.Digest.String(), v2.digestOf("weights.bin").String()}
+	sort.Strings(got)
+	sort.Strings(want)
+	if !equal(got, want) {
+		t.Errorf("blob GETs %v, want only the new config and weights %v", got, want)
+	}
+	if n, want := bodyBytes(gets), a.Config.Size+int64(len(files["weights.bin"])); n != want {
+		t.Errorf("blob bodies carried %d bytes, want %d", n, want)
+	}
+	var shared int64
+	for _, name := range []string{"config.json", "code/pre.py", "docs/README.md"} {
+		shared += int64(len(files[name]))
+		if len(ev.of(v2.digestOf(name), fetch.Skipped)) != 1 {
+			t.Errorf("%s: no Skipped event", name)
+		}
+	}
+	if res.Reused != shared {
+		t.Errorf("Reused = %d, want the %d bytes of the three shared files", res.Reused, shared)
+	}
+}
+
+// TestPullResumesPartial leaves half of a blob in the store's ingest, as a
+// pull killed midway does, and checks that the next pull asks for the rest
+// only.
+func TestPullResumesPartial(t *testing.T) {
+	ctx := context.Background()
+	reg := startRegistry(t)
+	m := pushModel(t, reg.Host(), "models/resnet", "v1", fourFiles(1))
+	st := newStore(t)
+	weights := m.files["weights.bin"]
+	half := int64(len(weights) / 2)
+	w, err := st.Writer(ctx, fileDesc(weights))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(weights[:half]); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	c := newCounter(t)
+	var ev events
+	_, _, res, err := fetch.Pull(ctx, st, m.ref, fetch.Options{PlainHTTP: true, Client: c.client(), Progress: ev.record})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertStored(t, st, m)
+	gets := c.blobGETs("", m.digestOf("weights.bin"))
+	if len(gets) != 1 || gets[0].Range != "bytes="+itoa(half)+"-" || gets[0].Status != http.StatusPartialContent {
+		t.Fatalf("weights GETs %+v, want one Range request from %d answered 206", gets, half)
+	}
+	if gets[0].Body != int64(len(weights))-half {
+		t.Errorf("received %d bytes of weights, want only the missing %d", gets[0].Body, int64(len(weights))-half)
+	}
+	if res.Resumed != 1 {
+		t.Errorf("Resumed = %d, want 1", res.Resumed)
+	}
+	if r := ev.of(m.digestOf("weights.bin"), fetch.Resumed); len(r) != 1 || r[0].Offset != half {
+		t.Errorf("Resumed events %+v, want one at offset %d", r, half)
+	}
+}
+
+// TestPullConcurrency holds every blob response for a while and counts how
+// many are in flight at once.
+func TestPullConcurrency(t *testing.T) {
+	reg := startRegistry(t)
+	files := map[string][]byte{}
+	for i := range 6 {
+		files["part"+itoa(int64(i))] = randomBytes(64<<10, uint64(i)+10)
+	}
+	pushModel(t, reg.Host(), "datasets/parts", "v1", files)
+	for _, concurrency := range []int{1, 3} {
+		t.Run(itoa(int64(concurrency)), func(t *testing.T) {
+			var mu sync.Mutex
+			inflight, peak := 0, 0
+			p := newProxy(t, reg)
+			p.hold = func() func() {
+				mu.Lock()
+				inflight++
+				peak = max(peak, inflight)
+				mu.Unlock()
+				time.Sleep(50 * time.Millisecond)
+				return func() { mu.Lock(); inflight--; mu.Unlock() }
+			}
+			ref := p.Host() + "/datasets/parts:v1"
+			if _, _, _, err := fetch.Pull(context.Background(), newStore(t), ref, fetch.Options{PlainHTTP: true, Concurrency: concurrency}); err != nil {
+				t.Fatal(err)
+			}
+			if peak != concurrency {
+				t.Errorf("%d blob downloads at once, want %d", peak, concurrency)
+			}
+		})
+	}
+}
