@@ -31,8 +31,8 @@ func analyzeCSV(ctx context.Context, dir string, opts Options, acc *accumulator)
 	})
 }
 
-// parseCSV counts the records of one CSV file of split. The first file's
-// header becomes the dataset's Columns; labelColumn is as in Options.
+// parseCSV counts the records of one CSV file of split and records its header
+// (see finishCSV); labelColumn is as in Options.
 func parseCSV(ctx context.Context, r io.Reader, rel, split, labelColumn string, acc *accumulator) error {
 	src := &csvSource{r: skipBOM(r)}
 	cr := csv.NewReader(src)

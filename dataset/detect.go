@@ -3,6 +3,7 @@ package dataset
 import (
 	"context"
 	"encoding/json"
+	"encoding/xml"
 	"fmt"
 	"io"
 	"io/fs"
@@ -158,7 +159,7 @@ func (inv *inventory) classify(rel, abs string) {
 		inv.found1(JSONL, rel)
 	case ext == ".json" && looksLikeCOCO(abs):
 		inv.found1(COCO, rel)
-	case ext == ".xml" && inDir(rel, "Annotations"):
+	case ext == ".xml" && (inDir(rel, "Annotations") || looksLikeVOC(abs)):
 		inv.found1(VOC, rel)
 	case ext == ".txt" && inDir(rel, "ImageSets"), isNamesFile(name), isYAML(name):
 		// Side files of VOC and YOLO: not data by themselves.
@@ -237,8 +238,8 @@ func looksLikeCOCO(abs string) bool {
 	return false
 }
 
-// looksLikeImageList reports whether the first lines of the text file at abs
-// that are not blank or comments all read "path label".
+// looksLikeImageList reports whether most of the first lines of the text
+// file at abs that are not blank or comments read "path label".
 func looksLikeImageList(abs string) bool {
 	f, err := os.Open(abs)
 	if err != nil {
@@ -246,26 +247,41 @@ func looksLikeImageList(abs string) bool {
 	}
 	defer f.Close()
 	sc := newLineScanner(io.LimitReader(f, 64<<10), 4<<10)
-	seen := 0
-	for seen < 10 && sc.Scan() {
+	good, bad := 0, 0
+	for good+bad < 10 && sc.Scan() {
 		line := strings.TrimSpace(string(sc.Bytes()))
-		if sc.TooLong() {
-			return false
-		}
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
 		fields := strings.Fields(line)
-		if len(fields) < 2 {
-			return false
+		if sc.TooLong() || len(fields) < 2 || !strings.Contains(fields[0], "/") && path.Ext(fields[0]) == "" {
+			bad++
+		} else {
+			good++
 		}
-		ref := fields[0]
-		if !strings.Contains(ref, "/") && path.Ext(ref) == "" {
-			return false
-		}
-		seen++
 	}
-	return seen > 0
+	return good > 0 && good >= bad
+}
+
+// looksLikeVOC reports whether the XML file at abs has an <annotation> root,
+// for VOC exports that keep annotations next to the images.
+func looksLikeVOC(abs string) bool {
+	f, err := os.Open(abs)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	dec := xml.NewDecoder(io.LimitReader(f, 64<<10))
+	dec.CharsetReader = charsetReader
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		if se, ok := tok.(xml.StartElement); ok {
+			return se.Name.Local == "annotation"
+		}
+	}
 }
 
 // skipValue consumes the next JSON value token by token, so a large value is

@@ -16,6 +16,10 @@ func analyzeImageList(ctx context.Context, dir string, _ Options, acc *accumulat
 		if !strings.EqualFold(path.Ext(name), ".txt") || isNamesFile(name) {
 			return nil
 		}
+		if !looksLikeImageList(abs) {
+			acc.problem(rel, 0, "not a list of \"path label\" lines: skipped")
+			return nil
+		}
 		listDir := filepath.Dir(abs)
 		exists := func(ref string) bool {
 			ref = filepath.FromSlash(ref)

@@ -57,6 +57,7 @@ func TestAnalyzeImageList(t *testing.T) {
 		"lists/train.txt":   "# relative to the root, or to the list\nimages/1.jpg cat\n3.jpg dog\n",
 		"lists/val.txt":     "images/2.jpg cat\nimages/9.jpg dog\n",
 		"lists/classes.txt": "cat\ndog\n",
+		"lists/synsets.txt": "n01 cat\nn02 dog\n",
 		"LICENSE.txt":       "MIT\n",
 	})
 	s := analyze(t, dir, Options{})
@@ -66,5 +67,8 @@ func TestAnalyzeImageList(t *testing.T) {
 	checkCounts(t, "dataset", &s.Counts, Counts{NumberOfSamples: 4, Classes: m{"cat": 2, "dog": 2}})
 	checkCounts(t, "train", s.Splits["train"], Counts{NumberOfSamples: 2, Classes: m{"cat": 1, "dog": 1}})
 	checkCounts(t, "val", s.Splits["val"], Counts{NumberOfSamples: 2, Classes: m{"cat": 1, "dog": 1}})
-	checkProblems(t, s, []prob{{"lists/val.txt", 2, `file "images/9.jpg" not found`}})
+	checkProblems(t, s, []prob{
+		{"lists/synsets.txt", 0, `not a list of "path label" lines: skipped`},
+		{"lists/val.txt", 2, `file "images/9.jpg" not found`},
+	})
 }

@@ -116,3 +116,24 @@ func TestAnalyzeVOCSplits(t *testing.T) {
 		{"VOC2012/ImageSets/Main/val.txt", 3, `image "006" is listed but has no annotation file`},
 	})
 }
+
+// Exports such as Roboflow's keep the XML files next to the images, in split
+// folders, with no Annotations directory.
+func TestAnalyzeVOCNextToImages(t *testing.T) {
+	dir := tree(t, map[string]string{
+		"train/1.jpg":         "jpg",
+		"train/1.xml":         vocXML("cat"),
+		"train/2.xml":         vocXML("cat", "dog"),
+		"valid/3.xml":         vocXML("dog!"),
+		"valid/3.jpg":         "jpg",
+		"README.roboflow.txt": "exported",
+	})
+	s := analyze(t, dir, Options{})
+	if s.Format != VOC {
+		t.Fatalf("Format = %q, want voc", s.Format)
+	}
+	checkCounts(t, "dataset", &s.Counts, Counts{NumberOfSamples: 3, NumberOfObjects: 4, Classes: m{"cat": 2, "dog": 2}, Difficult: m{"dog": 1}})
+	checkCounts(t, "train", s.Splits["train"], Counts{NumberOfSamples: 2, NumberOfObjects: 3, Classes: m{"cat": 2, "dog": 1}})
+	checkCounts(t, "val", s.Splits["val"], Counts{NumberOfSamples: 1, NumberOfObjects: 1, Classes: m{"dog": 1}, Difficult: m{"dog": 1}})
+	checkProblems(t, s, nil)
+}

@@ -33,24 +33,12 @@ type yoloNames struct {
 func analyzeYOLO(ctx context.Context, dir string, _ Options, acc *accumulator) error {
 	var yamls, lists []string
 	labelsDir := false
-	yamlDepth, listDepth := math.MaxInt, math.MaxInt
 	err := walk(ctx, dir, func(rel, _ string, _ fs.DirEntry) error {
-		depth := strings.Count(rel, "/")
 		switch name := path.Base(rel); {
 		case isYAML(name):
-			if depth < yamlDepth {
-				yamlDepth, yamls = depth, yamls[:0]
-			}
-			if depth == yamlDepth {
-				yamls = append(yamls, rel)
-			}
+			yamls = append(yamls, rel)
 		case isNamesFile(name):
-			if depth < listDepth {
-				listDepth, lists = depth, lists[:0]
-			}
-			if depth == listDepth {
-				lists = append(lists, rel)
-			}
+			lists = append(lists, rel)
 		case strings.EqualFold(path.Ext(name), ".txt") && inDir(rel, "labels"):
 			labelsDir = true
 		}
@@ -59,6 +47,11 @@ func analyzeYOLO(ctx context.Context, dir string, _ Options, acc *accumulator) e
 	if err != nil {
 		return err
 	}
+	byDepth := func(paths []string) {
+		sort.SliceStable(paths, func(i, j int) bool { return strings.Count(paths[i], "/") < strings.Count(paths[j], "/") })
+	}
+	byDepth(yamls)
+	byDepth(lists)
 	names := findYOLONames(dir, yamls, lists, acc)
 	if names == nil {
 		acc.problem(".", 0, "no classes.txt, *.names or data.yaml with names: classes are counted by class id")
@@ -83,8 +76,8 @@ func analyzeYOLO(ctx context.Context, dir string, _ Options, acc *accumulator) e
 	})
 }
 
-// findYOLONames reads class names from the shallowest data.yaml that has
-// them, else from the shallowest classes.txt or *.names.
+// findYOLONames reads class names from the first YAML file that has them,
+// else from the first classes.txt or *.names; both lists are shallowest first.
 func findYOLONames(dir string, yamls, lists []string, acc *accumulator) *yoloNames {
 	for _, rel := range yamls {
 		var names *yoloNames

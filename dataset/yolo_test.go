@@ -145,6 +145,11 @@ func TestAnalyzeYOLO(t *testing.T) {
 		classes:  m{"0": 1, "1": 2, "7": 1},
 		problems: []prob{{".", 0, "no classes.txt, *.names or data.yaml with names"}},
 	}, {
+		name:     "names in a deeper data.yaml than a YAML without names",
+		files:    with(map[string]string{"config.yaml": "epochs: 3\n", "dataset/data.yaml": "names: [a, b]\n"}),
+		classes:  m{"a": 1, "b": 2},
+		problems: []prob{{"labels/val/3.txt", 2, "class id 7 has no name in dataset/data.yaml"}},
+	}, {
 		name:     "data.yaml without names falls back to classes.txt; blank line in names",
 		files:    with(map[string]string{"data.yaml": "train: images/train\n", "classes.txt": "cat\n\ndog\n"}),
 		classes:  m{"cat": 1, "dog": 2},
