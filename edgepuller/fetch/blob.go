@@ -22,6 +22,7 @@ import (
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 )
 
 // bufferSize is the fixed copy buffer of one download: memory stays
@@ -159,7 +160,7 @@ func (p *puller) fetchBlob(ctx context.Context, desc ocispec.Descriptor, name st
 			p.emit(ev)
 			continue
 		case errors.Is(err, content.ErrMismatchedDigest):
-			return p.failed(ev, fmt.Errorf("fetch blob %s from %s: %w; a second download from byte 0 gave the same result, so the registry or a proxy on the way serves corrupt data: nothing was stored",
+			return p.failed(ev, fmt.Errorf("fetch blob %s from %s: downloaded twice from byte 0 and both copies were corrupt, so the registry or a proxy on the way serves bad data; nothing was stored: %w",
 				desc.Digest, p.repoName(), err))
 		}
 		return p.failed(ev, fmt.Errorf("fetch blob %s from %s: %w", desc.Digest, p.repoName(), err))
@@ -396,8 +397,16 @@ func (d *download) networkError(ctx context.Context, src source, err error) *att
 	var (
 		certErr *tls.CertificateVerificationError
 		authErr x509.UnknownAuthorityError
+		tokErr  *errcode.ErrorResponse
 	)
 	switch {
+	case errors.Is(err, auth.ErrBasicCredentialNotFound):
+		return failf(fatal, "%s: %w; the registry wants credentials and none are configured for %s: give the puller pull credentials", src, err, src.host)
+	case errors.As(err, &tokErr) && tokErr.StatusCode >= 400 && tokErr.StatusCode < 500 &&
+		tokErr.StatusCode != http.StatusRequestTimeout && tokErr.StatusCode != http.StatusTooManyRequests:
+		// The token server refused: retrying with the same credentials
+		// cannot help.
+		return failf(fatal, "%s: authentication failed: %w; check the pull credentials for %s", src, err, src.host)
 	case errors.As(err, &certErr), errors.As(err, &authErr):
 		return failf(fatal, "%s: TLS: %w; install the registry's CA on the node, or use plain HTTP if the registry has no TLS", src, err)
 	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
