@@ -104,7 +104,7 @@ func parseCOCO(ctx context.Context, r io.Reader, rel, split string, acc *accumul
 		byCategory: map[int64]*cocoRef{},
 		pending:    map[int64]*cocoPending{},
 	}
-	c.dec.UseNumber()
+	c.dec.UseNumber() // numbers in skipped values need no conversion to float
 	if err := c.parse(ctx); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
