@@ -195,7 +195,7 @@ func (b *builder) tarEntry(l *tarState, hdr *tar.Header, tr io.Reader) error {
 		// Chmod: the create mode went through the umask.
 		err = f.Chmod(mode)
 	}
-	if err == nil {
+	if err == nil && !b.opts.noSync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
