@@ -62,7 +62,8 @@ type Stats struct {
 	// a top-level README or LICENSE are not part of it.
 	Files int64 `json:"files"`
 	Bytes int64 `json:"bytes"`
-	// Columns is the CSV header, the schema of a CSV dataset.
+	// Columns is the CSV header most CSV files share, the schema of a CSV
+	// dataset; files with another header are problems.
 	Columns []string `json:"columns,omitempty"`
 	// LabelColumn is the CSV column the classes were counted from.
 	LabelColumn string `json:"labelColumn,omitempty"`
@@ -80,7 +81,8 @@ type Counts struct {
 	// NumberOfObjects counts the labelled objects of detection formats (VOC
 	// objects, COCO annotations, YOLO boxes); Classes counts them by class.
 	NumberOfObjects int64 `json:"numberOfObjects,omitempty"`
-	// Unlabeled counts samples of a classification format without a label.
+	// Unlabeled counts samples without a label (an empty label cell, an image
+	// outside class folders) in a dataset that has labels.
 	Unlabeled int64 `json:"unlabeled,omitempty"`
 	// Classes counts samples (classification) or objects (detection) by class
 	// name. Classes a format declares but no sample uses appear with 0 in the
@@ -97,7 +99,8 @@ type Counts struct {
 // Problem is something wrong in the dataset's files. A record, line, object or
 // file reported as a problem is not counted, unless the message says it is.
 type Problem struct {
-	// Path is relative to the dataset directory, with forward slashes.
+	// Path is relative to the dataset directory, with forward slashes; "."
+	// for a problem of the dataset as a whole.
 	Path string `json:"path"`
 	// Line is 1-based, or 0 when the problem is about the whole file.
 	Line    int    `json:"line"`
