@@ -6,9 +6,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -198,6 +200,22 @@ func TestBuildErrors(t *testing.T) {
 				t.Errorf("destination: exists=%v, want %v", serr == nil, tc.exists)
 			}
 		})
+	}
+}
+
+// noPaths is a store that knows no blob: the real one answers "" for a
+// digest it cannot hold.
+type noPaths struct{}
+
+func (noPaths) BlobPath(digest.Digest) string { return "" }
+
+func TestBuildStoreWithoutPath(t *testing.T) {
+	s := newStore(t)
+	for _, l := range []testLayer{raw("w", "w"), tarLayer("t", file("a", "a"))} {
+		err := Build(context.Background(), noPaths{}, s.descs(t, l), filepath.Join(t.TempDir(), "out"), Options{})
+		if err == nil || !strings.Contains(err.Error(), "blob not in store") {
+			t.Errorf("%s: err = %v, want blob not in store", l.mediaType, err)
+		}
 	}
 }
 

@@ -52,6 +52,10 @@ func replaceDir(ctx context.Context, src BlobSource, layers []ocispec.Descriptor
 	if _, err := checkDest(dest, opts.Overwrite); err != nil {
 		return err
 	}
+	// Like oras pull -o, create the parents the user named.
+	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+		return err
+	}
 	staging, err := os.MkdirTemp(filepath.Dir(dest), filepath.Base(dest)+".barge-staging-")
 	if err != nil {
 		return err

@@ -83,6 +83,17 @@ func TestReplaceDir(t *testing.T) {
 	}
 }
 
+func TestReplaceDirCreatesParents(t *testing.T) {
+	s := newStore(t)
+	dest := filepath.Join(t.TempDir(), "models", "resnet", "v1")
+	if err := ReplaceDir(context.Background(), s, s.descs(t, raw("weights.bin", "w")), dest, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, filepath.Join(dest, "weights.bin")); got != "w" {
+		t.Errorf("weights.bin = %q", got)
+	}
+}
+
 // errAny marks a case that must fail, whatever the error.
 var errAny = errors.New("any error")
 

@@ -45,7 +45,11 @@ func (b *builder) tarLayer(i int) error {
 		l.base = p
 	}
 
-	f, err := os.Open(b.src.BlobPath(desc.Digest))
+	blob, err := b.blobPath(desc)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(blob)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("blob not in store: %w", err)

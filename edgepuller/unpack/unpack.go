@@ -287,7 +287,10 @@ func (b *builder) rawLayer(i int) error {
 	if err != nil {
 		return fmt.Errorf("title %q: %w", name, err)
 	}
-	blob := b.src.BlobPath(desc.Digest)
+	blob, err := b.blobPath(desc)
+	if err != nil {
+		return err
+	}
 	dst := filepath.Join(b.dir, filepath.FromSlash(p))
 	link := b.opts.link
 	if link == nil {
@@ -313,6 +316,13 @@ func (b *builder) rawLayer(i int) error {
 	default:
 		return err
 	}
+}
+
+func (b *builder) blobPath(desc ocispec.Descriptor) (string, error) {
+	if p := b.src.BlobPath(desc.Digest); p != "" {
+		return p, nil
+	}
+	return "", fmt.Errorf("blob not in store: the store has no path for %s", desc.Digest)
 }
 
 // canCopyInstead reports link errors that mean "no hard link here" rather

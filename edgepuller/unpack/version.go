@@ -30,7 +30,9 @@ import (
 //
 // The previous version stays until the caller removes it with Remove.
 // Activate and Remove on one root must not run concurrently: the caller
-// (the puller's one orchestrator per root) serializes them.
+// (the puller's one orchestrator per root) serializes them. That is what
+// lets Activate delete what a crashed Activate or Remove left in root
+// (.staging-*, .trash-*, .current-*): nothing else can be writing there.
 func Activate(ctx context.Context, src BlobSource, layers []ocispec.Descriptor, root string, dgst digest.Digest, opts Options) (string, error) {
 	name, err := versionName(dgst)
 	if err != nil {
@@ -39,6 +41,9 @@ func Activate(ctx context.Context, src BlobSource, layers []ocispec.Descriptor, 
 	versions := filepath.Join(root, "versions")
 	final := filepath.Join(versions, name)
 	if err := os.MkdirAll(versions, 0o755); err != nil {
+		return "", fmt.Errorf("activate %s: %w", dgst, err)
+	}
+	if err := removeLeftovers(root); err != nil {
 		return "", fmt.Errorf("activate %s: %w", dgst, err)
 	}
 	if err := ensureVersion(ctx, src, layers, root, final, opts); err != nil {
@@ -76,6 +81,23 @@ func ensureVersion(ctx context.Context, src BlobSource, layers []ocispec.Descrip
 		return err
 	}
 	return syncDir(filepath.Dir(final))
+}
+
+func removeLeftovers(root string) error {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		for _, prefix := range []string{".staging-", ".trash-", ".current-"} {
+			if strings.HasPrefix(e.Name(), prefix) {
+				if err := os.RemoveAll(filepath.Join(root, e.Name())); err != nil {
+					return fmt.Errorf("remove leftover of an interrupted run: %w", err)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // pointCurrent replaces root/current by a symlink to target, atomically.

@@ -280,3 +280,34 @@ func TestActivateRefusesBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestActivateRemovesLeftovers: what a crash leaves in root (a half-built
+// staging tree, a half-deleted version, a temporary link) is gone after the
+// next Activate, and never taken for a version.
+func TestActivateRemovesLeftovers(t *testing.T) {
+	s := newStore(t)
+	root := t.TempDir()
+	for _, p := range []string{".staging-123/weights.bin", ".trash-456/src/pre.py"} {
+		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, p), []byte("partial"), 0o444); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("versions/nowhere", filepath.Join(root, ".current-789")); err != nil {
+		t.Fatal(err)
+	}
+	d, layers, _ := modelVersion(t, s, 1)
+	if _, err := Activate(context.Background(), s, layers, root, d, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(root)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if !slices.Equal(names, []string{"current", "versions"}) {
+		t.Errorf("root holds %v; want only current and versions", names)
+	}
+}
