@@ -211,7 +211,9 @@ func (p *puller) transfer(ctx context.Context, desc ocispec.Descriptor, name str
 		}
 		failures++
 		ev := Event{Digest: desc.Digest, Name: name, Kind: Retrying, Total: desc.Size, Err: aerr}
-		if src.mirror && (aerr.kind != transient || failures >= mirrorAttempts) {
+		// A mirror that asks us to come back later is not waited for: the
+		// origin is the alternative.
+		if src.mirror && (aerr.kind != transient || aerr.retryAfter > 0 || failures >= mirrorAttempts) {
 			if aerr.kind == unreachable {
 				p.markDown(src)
 			}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/bargeml/barge/edgepuller/fetch"
@@ -35,6 +37,18 @@ func TestMirrorFallsBack(t *testing.T) {
 	}{
 		{"down", func(t *testing.T) string { return closedAddr(t) }, func(int) int { return 1 }},
 		{"empty, answers 404", func(t *testing.T) string { return startRegistry(t).Host() }, func(blobs int) int { return 1 + blobs }},
+		{"busy, answers 503 with Retry-After: 60", func(t *testing.T) string {
+			// A real registry does not get busy on cue; this one is scripted.
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method != http.MethodGet || !strings.HasPrefix(r.URL.Path, "/v2/models/resnet/") {
+					t.Errorf("busy mirror: unexpected request %s %s", r.Method, r.URL)
+				}
+				w.Header().Set("Retry-After", "60")
+				registryError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "busy")
+			}))
+			t.Cleanup(srv.Close)
+			return srv.Listener.Addr().String()
+		}, func(blobs int) int { return 1 + blobs }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			origin := startRegistry(t)

@@ -20,8 +20,8 @@ type Options struct {
 	// HTTP) tried in order before the origin, like containerd's hosts.toml,
 	// for blobs and manifests by digest. Tags are always resolved at the
 	// origin, so a stale mirror cannot change which version is pulled. A
-	// mirror that fails (cannot connect, 404, 5xx after a few attempts)
-	// falls through to the next one, then to the origin.
+	// mirror that fails (cannot connect, 404, 5xx after a few attempts, a
+	// Retry-After) falls through to the next one, then to the origin.
 	Mirrors []string
 	// PlainHTTP reaches the origin over plain HTTP instead of HTTPS.
 	PlainHTTP bool
