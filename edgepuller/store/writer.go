@@ -142,7 +142,8 @@ func (w *Writer) Write(p []byte) (int, error) {
 		// Split at checkpoint boundaries so checkpoints land on multiples of
 		// CheckpointBytes whatever the caller's chunking: a crash then loses
 		// less than one interval.
-		next := (w.offset/w.s.checkpoint + 1) * w.s.checkpoint
+		interval := w.s.checkpointFor(w.desc.Size)
+		next := (w.offset/interval + 1) * interval
 		chunk := p[:min(int64(len(p)), next-w.offset)]
 		n, err := w.data.Write(chunk)
 		w.hash.Write(chunk[:n])
