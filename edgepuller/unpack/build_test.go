@@ -236,11 +236,13 @@ func TestUnpackedSizeAnnotation(t *testing.T) {
 
 func TestIsTar(t *testing.T) {
 	for mt, want := range map[string]bool{
-		"application/vnd.cncf.model.code.v1.tar":               true,
-		"application/vnd.cncf.model.dataset.v1.tar":            true,
-		"application/vnd.oci.image.layer.v1.tar":               true,
-		"application/vnd.oci.image.layer.v1.tar+gzip":          true,
-		"application/vnd.docker.image.rootfs.diff.tar.gzip":    true,
+		"application/vnd.cncf.model.code.v1.tar":    true,
+		"application/vnd.cncf.model.dataset.v1.tar": true,
+		// What plain `oras push` gives a file: oras pull writes it as a
+		// file unless the unpack annotation says otherwise; so does Barge.
+		"application/vnd.oci.image.layer.v1.tar":               false,
+		"application/vnd.oci.image.layer.v1.tar+gzip":          false,
+		"application/vnd.docker.image.rootfs.diff.tar.gzip":    false,
 		"application/x-tar":                                    false, // no ".tar" suffix: a file named by its title
 		"application/vnd.example+tar":                          true,
 		"application/vnd.example.tar.gz":                       true,

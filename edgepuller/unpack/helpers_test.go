@@ -19,7 +19,7 @@ import (
 const (
 	mtRaw   = "application/vnd.cncf.model.weight.v1.raw"
 	mtTar   = "application/vnd.cncf.model.code.v1.tar"
-	mtTarGz = "application/vnd.oci.image.layer.v1.tar+gzip"
+	mtTarGz = "application/vnd.cncf.model.weight.v1.tar+gzip"
 )
 
 // dirStore is a blob store laid out like the real one: one read-only file

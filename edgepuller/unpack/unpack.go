@@ -182,12 +182,19 @@ func title(desc ocispec.Descriptor) string {
 	return desc.Annotations[AnnotationFilepath]
 }
 
-// isTar reports whether a layer is extracted rather than written as a file.
+// isTar reports whether a layer is extracted rather than written as a file:
+// the oras unpack annotation says so, or a media type names a tar (ModelPack's
+// ….v1.tar, ….tar+gzip). Generic image layer types are the exception: plain
+// `oras push` gives every file application/vnd.oci.image.layer.v1.tar, and
+// `oras pull` writes such a titled layer as a file, so Barge does too.
 func isTar(desc ocispec.Descriptor) bool {
 	if desc.Annotations[AnnotationUnpack] == "true" {
 		return true
 	}
 	mt := desc.MediaType
+	if strings.HasPrefix(mt, "application/vnd.oci.image.layer.") || strings.HasPrefix(mt, "application/vnd.docker.") {
+		return false
+	}
 	for _, suffix := range []string{"+gzip", ".gzip", ".gz", "+gz"} {
 		if s, ok := strings.CutSuffix(mt, suffix); ok {
 			mt = s

@@ -24,6 +24,9 @@ type progress interface {
 
 type tracker interface {
 	add(n int)
+	// set moves the tracker to an absolute offset, as when a download
+	// resumes or restarts.
+	set(offset int64)
 	done(err error)
 }
 
@@ -46,6 +49,7 @@ func (nopProgress) wait()                               {}
 type nopTracker struct{}
 
 func (nopTracker) add(int)    {}
+func (nopTracker) set(int64)  {}
 func (nopTracker) done(error) {}
 
 type lineProgress struct {
@@ -71,7 +75,8 @@ type lineTracker struct {
 	total, sofar int64
 }
 
-func (t *lineTracker) add(n int) { t.sofar += int64(n) }
+func (t *lineTracker) add(n int)        { t.sofar += int64(n) }
+func (t *lineTracker) set(offset int64) { t.sofar = offset }
 func (t *lineTracker) done(err error) {
 	if err != nil {
 		t.l.note("Failed", t.name, t.sofar)
@@ -112,7 +117,8 @@ func (b *barProgress) wait() { b.p.Wait() }
 
 type barTracker struct{ bar *mpb.Bar }
 
-func (t *barTracker) add(n int) { t.bar.IncrBy(n) }
+func (t *barTracker) add(n int)        { t.bar.IncrBy(n) }
+func (t *barTracker) set(offset int64) { t.bar.SetCurrent(offset) }
 func (t *barTracker) done(err error) {
 	if err != nil {
 		t.bar.Abort(false)

@@ -1,29 +1,32 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
-	"oras.land/oras-go/v2"
-	"oras.land/oras-go/v2/errdef"
 
 	"github.com/bargeml/barge/artifact"
+	"github.com/bargeml/barge/edgepuller/fetch"
 	"github.com/bargeml/barge/edgepuller/store"
 	"github.com/bargeml/barge/edgepuller/unpack"
 )
 
 func newPullCommand(s streams) *cobra.Command {
 	var (
-		rf    remoteFlags
-		out   output
-		cache string
-		force bool
+		rf        remoteFlags
+		out       output
+		cache     string
+		force     bool
+		limitRate string
+		opts      fetch.Options
 	)
 	cmd := &cobra.Command{
 		Use:   "pull REF DIR",
@@ -31,10 +34,13 @@ func newPullCommand(s streams) *cobra.Command {
 		Long: `Fetch every layer of REF into the local content store (--cache), verify it,
 and materialize the files in DIR by their titles: raw files are hard-linked
 from the store and read-only, tar layers are extracted. DIR is built beside
-itself and swapped in whole, so it never holds half a version. Layers the
-store has already (from any artifact) are not downloaded again.`,
+itself and swapped in whole, so it never holds half a version.
+
+Downloads resume: a cut connection continues where it stopped, and a pull
+that was killed continues from the store's partial download when run again.
+Layers the store has already, from any artifact, are not downloaded again.`,
 		Example: `  barge pull 127.0.0.1:5000/models/resnet:1.0.0 ./resnet
-  barge pull --cache /var/cache/barge registry.example.com/models/resnet@sha256:… /srv/models/resnet`,
+  barge pull --limit-rate 2M --mirror http://site-cache:5000 registry.example.com/models/resnet@sha256:… /srv/models/resnet`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ref, err := parseRef(args[0])
@@ -42,6 +48,9 @@ store has already (from any artifact) are not downloaded again.`,
 				return err
 			}
 			dir := args[1]
+			if opts.LimitRate, err = parseRate(limitRate); err != nil {
+				return err
+			}
 			if cache == "" {
 				if cache, err = defaultCache(); err != nil {
 					return err
@@ -60,6 +69,8 @@ store has already (from any artifact) are not downloaded again.`,
 			if err != nil {
 				return err
 			}
+			// Inspect first: refuse an image or an unsafe manifest before
+			// downloading anything big.
 			a, err := artifact.Inspect(ctx, repo, desc)
 			if err != nil {
 				return explain(fmt.Errorf("pull %s: %w", ref, err), ref)
@@ -71,13 +82,14 @@ store has already (from any artifact) are not downloaded again.`,
 				fmt.Fprintf(s.err, "Warning: %s\n", w)
 			}
 			p := newProgress(s, out == "json")
-			err = oras.CopyGraph(ctx, repo, progressStore{Store: st, p: p}, desc, oras.CopyGraphOptions{Concurrency: 4})
+			opts.PlainHTTP = repo.PlainHTTP
+			opts.Client = repo.Client
+			opts.Progress = fetchProgress(p, a)
+			pinned := ref.Registry + "/" + ref.Repository + "@" + desc.Digest.String()
+			_, _, res, err := fetch.Pull(ctx, st, pinned, opts)
 			p.wait()
 			if err != nil {
-				return explain(fmt.Errorf("pull %s: %w", ref, err), ref)
-			}
-			if err := os.MkdirAll(filepath.Dir(filepath.Clean(dir)), 0o755); err != nil {
-				return fmt.Errorf("pull into %s: %w", dir, err)
+				return explain(err, ref)
 			}
 			if err := unpack.ReplaceDir(ctx, st, fileLayers(a), dir, unpack.Options{Overwrite: force}); err != nil {
 				if errors.Is(err, unpack.ErrNotOwned) {
@@ -87,19 +99,51 @@ store has already (from any artifact) are not downloaded again.`,
 			}
 			abs, _ := filepath.Abs(dir)
 			if out == "json" {
-				return writeJSON(s.out, map[string]any{"reference": ref.String(), "digest": desc.Digest, "path": abs, "files": a.Files})
+				return writeJSON(s.out, map[string]any{
+					"reference": ref.String(), "digest": desc.Digest, "path": abs, "files": a.Files,
+					"fetchedBytes": res.Fetched, "reusedBytes": res.Reused, "resumed": res.Resumed, "retries": res.Retries,
+				})
 			}
-			fmt.Fprintf(s.err, "Pulled %s\nDigest: %s\n", ref, desc.Digest)
+			fmt.Fprintf(s.err, "Pulled %s\nDigest: %s\nFetched %s, reused %s from the cache", ref, desc.Digest, humanBytes(res.Fetched), humanBytes(res.Reused))
+			if res.Resumed > 0 {
+				fmt.Fprintf(s.err, ", resumed %d partial download(s)", res.Resumed)
+			}
+			fmt.Fprintln(s.err)
 			fmt.Fprintln(s.out, abs)
 			return nil
 		},
 	}
 	f := cmd.Flags()
 	f.BoolVar(&rf.plainHTTP, "plain-http", false, "use plain HTTP (loopback registries always do)")
-	f.StringVar(&cache, "cache", "", "local content store (default: the user's cache directory, barge/store)")
+	f.StringVar(&cache, "cache", "", "local content store (default: the user's cache directory, barge/store, or $BARGE_CACHE)")
 	f.BoolVar(&force, "force", false, "replace DIR even if a previous pull did not create it")
+	f.IntVar(&opts.Concurrency, "concurrency", 4, "layers downloaded at once")
+	f.StringVar(&limitRate, "limit-rate", "", "cap the download rate, in bytes per second with an optional K, M or G suffix (e.g. 2M)")
+	f.StringArrayVar(&opts.Mirrors, "mirror", nil, "registry mirror tried before the origin, host[:port] or http://host[:port] (repeatable, tried in order)")
 	addOutputFlag(cmd, &out)
 	return cmd
+}
+
+// parseRate reads a rate such as 500K or 2M (binary units).
+func parseRate(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	mult := int64(1)
+	num := strings.TrimSuffix(strings.ToUpper(s), "B")
+	switch {
+	case strings.HasSuffix(num, "K"):
+		mult, num = 1<<10, strings.TrimSuffix(num, "K")
+	case strings.HasSuffix(num, "M"):
+		mult, num = 1<<20, strings.TrimSuffix(num, "M")
+	case strings.HasSuffix(num, "G"):
+		mult, num = 1<<30, strings.TrimSuffix(num, "G")
+	}
+	n, err := strconv.ParseFloat(num, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("--limit-rate %q is not a rate: write bytes per second, such as 500K or 2M", s)
+	}
+	return int64(n * float64(mult)), nil
 }
 
 func defaultCache() (string, error) {
@@ -141,30 +185,44 @@ func fileLayers(a *artifact.Artifact) []ocispec.Descriptor {
 	return layers
 }
 
-// progressStore shows the layers a pull downloads and those the store has.
-type progressStore struct {
-	*store.Store
-	p progress
-}
-
-func (s progressStore) Exists(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
-	ok, err := s.Store.Exists(ctx, desc)
-	if name, file := fileName(desc); ok && err == nil && file {
-		s.p.note("Cached", name, desc.Size)
+// fetchProgress turns fetch events about file layers into progress.
+func fetchProgress(p progress, a *artifact.Artifact) func(fetch.Event) {
+	names := map[digest.Digest]string{}
+	for _, f := range a.Files {
+		names[f.Digest] = f.Path
 	}
-	return ok, err
-}
-
-func (s progressStore) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
-	name, file := fileName(desc)
-	if !file {
-		return s.Store.Push(ctx, desc, r)
+	var mu sync.Mutex
+	trackers := map[digest.Digest]tracker{}
+	return func(e fetch.Event) {
+		name, ok := names[e.Digest]
+		if !ok {
+			return // manifest and config
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		t := trackers[e.Digest]
+		switch e.Kind {
+		case fetch.Skipped:
+			p.note("Cached", name, e.Total)
+		case fetch.Resumed:
+			p.note("Resuming", fmt.Sprintf("%s at %s", name, humanBytes(e.Offset)), e.Total)
+			fallthrough
+		case fetch.Started:
+			if t == nil {
+				t = p.start("Downloaded", name, e.Total)
+				trackers[e.Digest] = t
+			}
+			t.set(e.Offset)
+		case fetch.Progress, fetch.Retrying:
+			if t != nil {
+				t.set(e.Offset)
+			}
+		case fetch.Done, fetch.Failed:
+			if t != nil {
+				t.set(e.Offset)
+				t.done(e.Err)
+				delete(trackers, e.Digest)
+			}
+		}
 	}
-	t := s.p.start("Downloaded", name, desc.Size)
-	err := s.Store.Push(ctx, desc, &countingReader{r: r, t: t})
-	if errors.Is(err, errdef.ErrAlreadyExists) {
-		err = nil
-	}
-	t.done(err)
-	return err
 }
