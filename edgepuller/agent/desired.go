@@ -1,0 +1,162 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"oras.land/oras-go/v2/registry"
+)
+
+// Desired is one artifact a node should have.
+type Desired struct {
+	// Name identifies the artifact on the node and names its directory,
+	// root/artifacts/<Name>: letters, digits, '.', '_' and '-', starting with
+	// a letter or digit, optionally behind one "namespace/".
+	Name string `json:"name"`
+	// Reference is host[:port]/repository:tag or host[:port]/repository@sha256:….
+	Reference string `json:"reference"`
+	// Insecure reaches the registry over plain HTTP.
+	Insecure bool `json:"insecure,omitempty"`
+}
+
+var nameSegment = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// maxName keeps root/artifacts/<name>/versions/sha256-<hex> within the
+// file-name limits of common filesystems.
+const maxName = 200
+
+// Validate checks one entry on its own.
+func (d Desired) Validate() error {
+	segs := strings.Split(d.Name, "/")
+	switch {
+	case d.Name == "":
+		return errors.New("name is empty")
+	case len(d.Name) > maxName:
+		return fmt.Errorf("name %q is longer than %d characters", d.Name, maxName)
+	case len(segs) > 2:
+		return fmt.Errorf("name %q has more than one '/': use name or namespace/name", d.Name)
+	}
+	for _, s := range segs {
+		if !nameSegment.MatchString(s) {
+			return fmt.Errorf("name %q: use letters, digits, '.', '_' and '-', starting with a letter or digit, and at most one '/'", d.Name)
+		}
+	}
+	if d.Reference == "" {
+		return fmt.Errorf("artifact %s has no reference", d.Name)
+	}
+	ref, err := registry.ParseReference(d.Reference)
+	if err != nil {
+		return fmt.Errorf("artifact %s: reference %q: %w", d.Name, d.Reference, err)
+	}
+	if ref.Reference == "" {
+		return fmt.Errorf("artifact %s: reference %q names no version: add :tag or @sha256:…", d.Name, d.Reference)
+	}
+	return nil
+}
+
+// EntryError says which entry of a desired list is wrong.
+type EntryError struct {
+	Index int // 0-based
+	Name  string
+	Err   error
+}
+
+func (e *EntryError) Error() string {
+	if e.Name == "" {
+		return fmt.Sprintf("artifact #%d: %v", e.Index+1, e.Err)
+	}
+	return fmt.Sprintf("artifact #%d (%s): %v", e.Index+1, e.Name, e.Err)
+}
+
+func (e *EntryError) Unwrap() error { return e.Err }
+
+// Validate checks a desired list: every entry, and that no two entries
+// claim one directory. It returns the first problem as an *EntryError.
+func Validate(list []Desired) error {
+	for i, d := range list {
+		if err := d.Validate(); err != nil {
+			return &EntryError{Index: i, Name: d.Name, Err: err}
+		}
+		for _, prev := range list[:i] {
+			if overlaps(prev.Name, d.Name) {
+				return &EntryError{Index: i, Name: d.Name, Err: fmt.Errorf("its directory overlaps that of artifact %s", prev.Name)}
+			}
+		}
+	}
+	return nil
+}
+
+// overlaps reports whether two names share a directory: the same name, or
+// one is the other's namespace.
+func overlaps(a, b string) bool {
+	return a == b || strings.HasPrefix(a, b+"/") || strings.HasPrefix(b, a+"/")
+}
+
+// desiredFile is root/desired.json.
+type desiredFile struct {
+	Artifacts []Desired `json:"artifacts"`
+}
+
+// loadDesired reads the list persisted by a previous run. ok is false when
+// there is none.
+func loadDesired(path string) (list []Desired, ok bool, err error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read the persisted desired state: %w", err)
+	}
+	var f desiredFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, false, fmt.Errorf("persisted desired state %s is damaged (%v): ignoring it until the source sends a list", path, err)
+	}
+	return f.Artifacts, true, nil
+}
+
+func saveDesired(path string, list []Desired) error {
+	if list == nil {
+		list = []Desired{}
+	}
+	b, err := json.MarshalIndent(desiredFile{Artifacts: list}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, append(b, '\n'))
+}
+
+// writeFileAtomic replaces path with b so that a crash leaves the old
+// content or the new one, never a mix.
+func writeFileAtomic(path string, b []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}

@@ -1,0 +1,63 @@
+package agent
+
+import (
+	"context"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Source delivers the desired artifacts: a file in standalone mode, the
+// node's NodeArtifacts in the Kubernetes mode.
+type Source interface {
+	// Watch calls set with the full desired list when it first knows it and
+	// whenever it changes, until ctx ends. set does not block. An error
+	// that ends Watch early is logged; the agent goes on with the last list.
+	Watch(ctx context.Context, set func([]Desired)) error
+}
+
+// Reporter receives the status of each artifact whenever it changes, and
+// during a pull about once a second. It is called from several goroutines
+// at once and must not block for long: a reporter that talks to a server
+// queues.
+type Reporter interface {
+	Report(Status)
+}
+
+// Phase is where an artifact stands.
+type Phase string
+
+const (
+	// Pending: known, not being pulled yet (waiting for a free slot, or
+	// nothing tried yet).
+	Pending Phase = "Pending"
+	// Pulling: bytes are on their way.
+	Pulling Phase = "Pulling"
+	// Ready: the desired version is current.
+	Ready Phase = "Ready"
+	// Failed: the last attempt failed; it is retried with backoff. An
+	// older version may still be current (see Status.Digest).
+	Failed Phase = "Failed"
+)
+
+// Phases lists every phase, in the order above.
+var Phases = []Phase{Pending, Pulling, Ready, Failed}
+
+// Status is one artifact's state on this node.
+type Status struct {
+	Name      string
+	Reference string
+	Phase     Phase
+	// Digest is the manifest digest of the version current on disk, if any:
+	// during a rollout or after a failure it is the version still served.
+	Digest digest.Digest
+	// Path is the directory workloads read, root/artifacts/<name>/current,
+	// set once a version is current. It is a symlink switched atomically;
+	// a reader needing several files from one version resolves it once.
+	Path string
+	// BytesDone and BytesTotal are the progress of the pull under way,
+	// blobs already in the store included.
+	BytesDone, BytesTotal int64
+	// Message says why, for Pending and Failed, or notes something, such as
+	// a registry that cannot be reached while the current version is served.
+	Message string
+}
