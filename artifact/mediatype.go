@@ -64,6 +64,8 @@ const (
 	AnnotationFramework = "dev.barge.framework"
 	// AnnotationLayer marks a joint model's member as edge or cloud.
 	AnnotationLayer = "dev.barge.layer"
+	// AnnotationShardFiles is how many files a dataset tar shard holds.
+	AnnotationShardFiles = "dev.barge.shard-files"
 	// AnnotationUnpackedSize is the byte count a tar layer expands to, so
 	// an extractor can refuse more.
 	AnnotationUnpackedSize = "dev.barge.unpacked-size"

@@ -52,14 +52,17 @@ type File struct {
 	Size      int64         `json:"size"`
 	MediaType string        `json:"mediaType"`
 	Role      string        `json:"role,omitempty"`
-	// Unpack means the layer is a tar (or tar+gzip) to extract into the
-	// directory named by Path.
+	// Unpack means the layer is a tar (or tar+gzip) to extract rather than
+	// a file to write.
 	Unpack bool `json:"unpack,omitempty"`
+	// Annotations are the layer's, which the unpacker reads (title, the
+	// oras unpack flag, the unpacked size).
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // Descriptor is the file's layer descriptor, for fetching it.
 func (f File) Descriptor() ocispec.Descriptor {
-	return ocispec.Descriptor{MediaType: f.MediaType, Digest: f.Digest, Size: f.Size}
+	return ocispec.Descriptor{MediaType: f.MediaType, Digest: f.Digest, Size: f.Size, Annotations: f.Annotations}
 }
 
 type manifestDoc struct {
@@ -155,8 +158,9 @@ func Parse(desc ocispec.Descriptor, b []byte) (*Artifact, error) {
 			Digest:    l.Digest,
 			Size:      l.Size,
 			MediaType: l.MediaType,
-			Role:      l.Annotations[AnnotationRole],
-			Unpack:    isUnpack(l),
+			Role:        l.Annotations[AnnotationRole],
+			Unpack:      isUnpack(l),
+			Annotations: l.Annotations,
 		}
 		if !knownLayerTypes[l.MediaType] && !isGenericFile(l.MediaType) {
 			a.Warnings = append(a.Warnings, fmt.Sprintf("%s: layer media type %q is not one Barge knows; it is pulled as a plain file", p, l.MediaType))

@@ -49,6 +49,14 @@ step "Inspect it"
 step "List its versions"
 "$barge" versions "$addr/models/tiny-classifier"
 
+dsref=$addr/datasets/vibration:1
+step "Push the example dataset (statistics go into its config)"
+"$barge" push --kind dataset examples/datasets/vibration "$dsref"
+
+step "Pull the dataset and show the statistics it carries"
+"$barge" pull --cache "$work/cache" "$dsref" "$work/pulled/vibration"
+"$barge" inspect "$dsref"
+
 step "Stop the registry"
 stop
 trap - EXIT
@@ -57,6 +65,6 @@ cat <<MSG
 Done. Where everything is:
   registry storage   $work/registry
   content store      $work/cache   (blobs/sha256/<hex>: pulled layers, shared across artifacts)
-  pulled files       $work/pulled/tiny-classifier
+  pulled files       $work/pulled/tiny-classifier, $work/pulled/vibration
 Run 'make quickstart' again to start over.
 MSG

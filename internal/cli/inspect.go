@@ -13,12 +13,14 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 
 	"github.com/bargeml/barge/artifact"
+	"github.com/bargeml/barge/dataset"
 )
 
 // inspection is what `barge inspect -o json` prints.
 type inspection struct {
 	Reference string `json:"reference"`
 	*artifact.Artifact
+	Dataset        *dataset.Stats           `json:"dataset,omitempty"`
 	Metrics        map[string]float64       `json:"metrics,omitempty"`
 	MetricsRecords []artifact.MetricsRecord `json:"metricsRecords,omitempty"`
 }
@@ -69,6 +71,15 @@ func inspect(ctx context.Context, repo *remote.Repository, ref registry.Referenc
 		return nil, explain(fmt.Errorf("inspect %s: %w", ref, err), ref)
 	}
 	in := &inspection{Reference: ref.String(), Artifact: a}
+	if a.Kind == artifact.KindDataset && a.Config.MediaType == artifact.MediaTypeDatasetConfig {
+		b, err := artifact.FetchLimited(ctx, repo, a.Config)
+		if err != nil {
+			return nil, explain(fmt.Errorf("read dataset config: %w", err), ref)
+		}
+		if in.Dataset, err = datasetStatsOf(b); err != nil {
+			return nil, fmt.Errorf("inspect %s: %w", ref, err)
+		}
+	}
 	if a.Kind == artifact.KindModel || a.Kind == artifact.KindGeneric || a.Kind == artifact.KindCode {
 		recs, err := artifact.ListMetrics(ctx, repo, desc)
 		if err != nil {
@@ -107,6 +118,10 @@ func printInspection(w io.Writer, in *inspection) {
 		row("Metrics", formatMetrics(in.Metrics))
 	}
 	tw.Flush()
+	if in.Dataset != nil {
+		fmt.Fprintln(w)
+		in.Dataset.WriteTable(w)
+	}
 	for _, warn := range a.Warnings {
 		fmt.Fprintf(w, "Warning: %s\n", warn)
 	}

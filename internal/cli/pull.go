@@ -171,16 +171,11 @@ func pullable(a *artifact.Artifact, ref string) error {
 	return nil
 }
 
-// fileLayers are the layers to materialize, with the annotations unpack reads.
+// fileLayers are the layers to materialize.
 func fileLayers(a *artifact.Artifact) []ocispec.Descriptor {
-	layers := make([]ocispec.Descriptor, 0, len(a.Files))
-	for _, f := range a.Files {
-		d := f.Descriptor()
-		d.Annotations = map[string]string{artifact.AnnotationTitle: f.Path}
-		if f.Unpack {
-			d.Annotations[artifact.AnnotationUnpack] = "true"
-		}
-		layers = append(layers, d)
+	layers := make([]ocispec.Descriptor, len(a.Files))
+	for i, f := range a.Files {
+		layers[i] = f.Descriptor()
 	}
 	return layers
 }

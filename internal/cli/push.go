@@ -2,14 +2,18 @@ package cli
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
 
 	"github.com/Masterminds/semver/v3"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 
 	"github.com/bargeml/barge/artifact"
+	"github.com/bargeml/barge/dataset"
 )
 
 func newPushCommand(s streams) *cobra.Command {
@@ -21,6 +25,9 @@ func newPushCommand(s streams) *cobra.Command {
 		meta        artifact.Metadata
 		labelsFile  string
 		allowOut    bool
+		df          datasetFlags
+		strict      bool
+		shardBytes  string
 	)
 	cmd := &cobra.Command{
 		Use:   "push DIR REF",
@@ -48,9 +55,6 @@ with that role. Prints the manifest digest.`,
 			if err != nil {
 				return err
 			}
-			if k == artifact.KindDataset {
-				return fmt.Errorf("push --kind dataset is not available yet: push the files as a model or with `oras push`")
-			}
 			opts := artifact.PackOptions{Kind: k, Metadata: meta, AllowOutsideSymlinks: allowOut}
 			if opts.Annotations, err = parseAnnotations(annotations); err != nil {
 				return err
@@ -72,7 +76,12 @@ with that role. Prints the manifest digest.`,
 				return err
 			}
 			p := newProgress(s, out == "json")
-			desc, err := artifact.Pack(cmd.Context(), progressStorage{Storage: repo, p: p}, dir, opts)
+			var desc ocispec.Descriptor
+			if k == artifact.KindDataset {
+				desc, err = pushDataset(cmd.Context(), s, progressStorage{Storage: repo, p: p}, dir, df, strict, shardBytes, opts)
+			} else {
+				desc, err = artifact.Pack(cmd.Context(), progressStorage{Storage: repo, p: p}, dir, opts)
+			}
 			p.wait()
 			if err != nil {
 				return explain(err, ref)
@@ -93,7 +102,7 @@ with that role. Prints the manifest digest.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&rf.plainHTTP, "plain-http", false, "use plain HTTP (loopback registries always do)")
-	f.StringVar(&kind, "kind", "model", "artifact kind: model or code")
+	f.StringVar(&kind, "kind", "model", "artifact kind: model, code or dataset")
 	f.StringArrayVarP(&annotations, "annotation", "a", nil, "manifest annotation KEY=VALUE (repeatable)")
 	f.StringVar(&meta.Name, "name", "", "model name (ModelPack descriptor)")
 	f.StringVar(&meta.Version, "artifact-version", "", "model version (default: the tag, when it is a semantic version)")
@@ -102,8 +111,36 @@ with that role. Prints the manifest digest.`,
 	f.StringArrayVar(&meta.Labels, "label", nil, "a label the model predicts (repeatable)")
 	f.StringVar(&labelsFile, "labels-file", "", "file with one label per line")
 	f.BoolVar(&allowOut, "allow-outside-symlinks", false, "pack the targets of symlinks that point outside DIR")
+	df.add(cmd)
+	f.BoolVar(&strict, "strict", false, "with --kind dataset: refuse to push a dataset that has problems")
+	f.StringVar(&shardBytes, "shard-size", "64M", "with --kind dataset: bound on a tar shard of small files")
 	addOutputFlag(cmd, &out)
 	return cmd
+}
+
+// pushDataset computes a dataset's statistics into its config and packs its
+// files into shards.
+func pushDataset(ctx context.Context, s streams, dst artifact.Storage, dir string, df datasetFlags, strict bool, shardBytes string, opts artifact.PackOptions) (ocispec.Descriptor, error) {
+	shard, err := parseRate(shardBytes)
+	if err != nil || shard <= 0 {
+		return ocispec.Descriptor{}, fmt.Errorf("--shard-size %q is not a size: write bytes with an optional K, M or G suffix, such as 64M", shardBytes)
+	}
+	st, err := dataset.Analyze(ctx, dir, df.options())
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	fmt.Fprintf(s.err, "Dataset: %s, %d samples, %d classes, %d files\n", st.Format, st.NumberOfSamples, len(st.Classes), st.Files)
+	printProblems(s.err, st, 5)
+	if strict && st.NumberOfProblems > 0 {
+		return ocispec.Descriptor{}, fmt.Errorf("push %s: the dataset has %d problem(s) and --strict is set: fix them (barge dataset stats %s lists them) or push without --strict", dir, st.NumberOfProblems, dir)
+	}
+	config, err := json.Marshal(st)
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	return artifact.PackDataset(ctx, dst, dir, config, artifact.DatasetOptions{
+		ShardBytes: shard, Annotations: opts.Annotations, AllowOutsideSymlinks: opts.AllowOutsideSymlinks,
+	})
 }
 
 func parseAnnotations(kvs []string) (map[string]string, error) {

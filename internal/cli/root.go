@@ -56,6 +56,7 @@ pushes them to any OCI registry, and pulls them with resume and dedup.`,
 		newInspectCommand(s),
 		newMetricsCommand(s),
 		newVersionsCommand(s),
+		newDatasetCommand(s),
 		newLoginCommand(s),
 		newLogoutCommand(s),
 	)

@@ -1,0 +1,489 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// row is one line of the results table. Values are medians over the runs;
+// samples keeps every run for the record.
+type row struct {
+	metric      string
+	barge, oras string
+	crane       string
+	ratio       float64 // barge / oras; 0 when it does not apply
+	target      string
+	met         bool
+	note        string
+	unit        string // of the samples
+	samples     map[string][]string
+}
+
+// cold times full pulls of the model into empty directories (barge with a
+// fresh --cache each run, fsync on as by default), alternating the tools,
+// after one untimed warm-up round. Before each run every dirty page is
+// written back, so that no run pays for the previous one's writes.
+func (b *bench) cold(ctx context.Context) ([]row, error) {
+	tools := []tool{b.bargeTool(), b.orasTool()}
+	if b.crane != "" {
+		tools = append(tools, b.craneTool())
+	}
+	wall := map[string][]time.Duration{}
+	rss := map[string][]int64{}
+	ref := b.direct(b.model)
+	for round := 0; round <= b.cfg.runs; round++ {
+		for _, t := range alternate(tools, round) {
+			base := filepath.Join(b.work, "cold", t.name)
+			if err := os.RemoveAll(base); err != nil {
+				return nil, err
+			}
+			dir, cache := filepath.Join(base, "out"), filepath.Join(base, "cache")
+			syscall.Sync()
+			r := b.run(ctx, t.argv(ref, dir, cache))
+			if r.err != nil {
+				return nil, fmt.Errorf("%s pull: %w\n%s", t.name, r.err, r.stderr)
+			}
+			if err := checkFiles(t, dir, b.model); err != nil {
+				return nil, err
+			}
+			if round == 0 {
+				logf("%s warm-up %.2fs", t.name, r.wall.Seconds())
+				continue
+			}
+			logf("%s run %d: %.2fs, peak RSS %d MiB", t.name, round, r.wall.Seconds(), r.rss>>20)
+			wall[t.name] = append(wall[t.name], r.wall)
+			rss[t.name] = append(rss[t.name], r.rss)
+		}
+	}
+	os.RemoveAll(filepath.Join(b.work, "cold"))
+
+	secs := func(name string) string {
+		if len(wall[name]) == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.2f s", median(wall[name]).Seconds())
+	}
+	mib := func(name string) string {
+		if len(rss[name]) == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%d MiB", median(rss[name])>>20)
+	}
+	size := fmt.Sprintf("%d MiB in %d layers", b.model.size()>>20, len(b.model.layers))
+	timeRatio := median(wall["barge"]).Seconds() / median(wall["oras"]).Seconds()
+	bargeRSS := median(rss["barge"])
+	timeRow := row{
+		metric: "cold pull, " + size + " (median wall time)",
+		barge:  secs("barge"), oras: secs("oras"), crane: secs("crane"),
+		ratio: timeRatio, target: "≤ 1.0 (aim 0.8)", met: timeRatio <= 1.0,
+		unit: "s", samples: map[string][]string{},
+	}
+	rssRow := row{
+		metric: "peak RSS of that pull (median)",
+		barge:  mib("barge"), oras: mib("oras"), crane: mib("crane"),
+		ratio:  float64(bargeRSS) / float64(median(rss["oras"])),
+		target: "≤ 64 MiB", met: bargeRSS <= 64<<20,
+		unit: "MiB", samples: map[string][]string{},
+	}
+	for _, t := range tools {
+		for i := range wall[t.name] {
+			timeRow.samples[t.name] = append(timeRow.samples[t.name], fmt.Sprintf("%.2f", wall[t.name][i].Seconds()))
+			rssRow.samples[t.name] = append(rssRow.samples[t.name], fmt.Sprintf("%d", rss[t.name][i]>>20))
+		}
+	}
+	return []row{timeRow, rssRow}, nil
+}
+
+// cut pulls the model through the proxy, which cuts the connection once
+// half way into the first layer. Barge resumes within the same pull; a tool
+// whose pull fails is run again as a user would, into the same directory.
+func (b *bench) cut(ctx context.Context) ([]row, error) {
+	first := b.model.layers[0]
+	total := b.model.size()
+	ratios := map[string][]float64{}
+	attempts := map[string][]int{}
+	ref := b.proxied(b.model)
+	for round := range b.cfg.byteRuns {
+		for _, t := range alternate([]tool{b.bargeTool(), b.orasTool()}, round) {
+			base := filepath.Join(b.work, "cut", t.name)
+			if err := os.RemoveAll(base); err != nil {
+				return nil, err
+			}
+			dir, cache := filepath.Join(base, "out"), filepath.Join(base, "cache")
+			b.proxy.reset()
+			b.proxy.cutOnce(first.Digest.String(), first.Size/2)
+			n := 0
+			for {
+				n++
+				r := b.run(ctx, t.argv(ref, dir, cache))
+				if r.err == nil {
+					break
+				}
+				if n == 3 || t.name == "barge" || ctx.Err() != nil {
+					return nil, fmt.Errorf("%s pull after a cut, attempt %d: %w\n%s", t.name, n, r.err, r.stderr)
+				}
+				logf("%s failed after the cut (%s); running it again", t.name, lastLine(r.stderr))
+			}
+			if err := checkFiles(t, dir, b.model); err != nil {
+				return nil, err
+			}
+			if t.name == "barge" {
+				if err := resumedWithRange(b.proxy.requests(), first.Digest.String(), first.Size/2); err != nil {
+					return nil, err
+				}
+			}
+			sent := b.proxy.sentBytes()
+			ratio := float64(sent) / float64(total)
+			logf("%s run %d: %d MiB sent for %d MiB (%.3f×) in %d run(s)", t.name, round+1, sent>>20, total>>20, ratio, n)
+			ratios[t.name] = append(ratios[t.name], ratio)
+			attempts[t.name] = append(attempts[t.name], n)
+		}
+	}
+	os.RemoveAll(filepath.Join(b.work, "cut"))
+	r := byteRow("bytes sent, one cut at 50% of a layer (× artifact)", ratios, 1.05, "≤ 1.05×")
+	r.note = fmt.Sprintf("runs needed: barge %v, oras %v (oras stops at a cut; it was run again into the same directory)", attempts["barge"], attempts["oras"])
+	return []row{r}, nil
+}
+
+// resumedWithRange checks that the cut blob was continued with a Range
+// request, not fetched again from 0.
+func resumedWithRange(reqs []blobRequest, digest string, at int64) error {
+	var seen []string
+	for _, r := range reqs {
+		if r.Digest == digest {
+			seen = append(seen, fmt.Sprintf("%q→%d", r.Range, r.Status))
+			if r.Status == 206 && rangeStart(r.Range) >= at-16<<20 {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("barge did not resume blob %s with a Range request after the cut; its requests: %v", digest, seen)
+}
+
+// rangeStart reads N from a Range header "bytes=N-"; -1 if there is none.
+func rangeStart(h string) int64 {
+	first, _, ok := strings.Cut(strings.TrimPrefix(h, "bytes="), "-")
+	n, err := strconv.ParseInt(first, 10, 64)
+	if !ok || err != nil {
+		return -1
+	}
+	return n
+}
+
+// kill SIGKILLs a pull once the registry has sent half the model (the
+// proxy kills the client from its copy loop, so the point is exact however
+// fast the tool is), then runs it again: barge with the same cache, oras
+// into the same directory.
+func (b *bench) kill(ctx context.Context) ([]row, error) {
+	total := b.model.size()
+	ratios := map[string][]float64{}
+	ref := b.proxied(b.model)
+	for round := range b.cfg.byteRuns {
+		for _, t := range alternate([]tool{b.bargeTool(), b.orasTool()}, round) {
+			base := filepath.Join(b.work, "kill", t.name)
+			if err := os.RemoveAll(base); err != nil {
+				return nil, err
+			}
+			dir, cache := filepath.Join(base, "out"), filepath.Join(base, "cache")
+			b.proxy.reset()
+			r, err := b.runKilledAt(ctx, t.argv(ref, dir, cache), total/2)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", t.name, err)
+			}
+			killedAt := b.proxy.sentBytes()
+			if r = b.run(ctx, t.argv(ref, dir, cache)); r.err != nil {
+				return nil, fmt.Errorf("%s rerun after SIGKILL: %w\n%s", t.name, r.err, r.stderr)
+			}
+			if err := checkFiles(t, dir, b.model); err != nil {
+				return nil, err
+			}
+			sent := b.proxy.sentBytes()
+			ratio := float64(sent) / float64(total)
+			logf("%s run %d: killed at %d MiB, %d MiB sent in all for %d MiB (%.3f×)", t.name, round+1, killedAt>>20, sent>>20, total>>20, ratio)
+			ratios[t.name] = append(ratios[t.name], ratio)
+		}
+	}
+	os.RemoveAll(filepath.Join(b.work, "kill"))
+	return []row{byteRow("bytes sent, SIGKILL at 50% + rerun (× artifact)", ratios, 1.10, "≤ 1.10×")}, nil
+}
+
+// runKilledAt runs argv and SIGKILLs it when the proxy has sent n bytes.
+func (b *bench) runKilledAt(ctx context.Context, argv []string, n int64) (result, error) {
+	var proc atomic.Pointer[os.Process]
+	tripped := make(chan struct{})
+	b.proxy.tripAt(n, func() {
+		if p := proc.Load(); p != nil {
+			p.Signal(syscall.SIGKILL)
+		}
+		close(tripped)
+	})
+	p, err := b.start(ctx, argv)
+	if err != nil {
+		return result{}, err
+	}
+	proc.Store(p.cmd.Process)
+	select {
+	case <-tripped:
+		p.cmd.Process.Signal(syscall.SIGKILL) // in case it tripped before Store
+	default:
+	}
+	r := p.wait()
+	if !r.killed {
+		return r, fmt.Errorf("the pull ended before the registry had sent %d MiB (%v)\n%s", n>>20, r.err, r.stderr)
+	}
+	return r, nil
+}
+
+// dedup pulls the model's next version, which changes one file: barge with
+// a cache holding the first version (a fresh hard-linked copy each run),
+// oras into an empty directory, as it has no cache.
+func (b *bench) dedup(ctx context.Context) ([]row, error) {
+	var changed []int64
+	old := map[string]bool{}
+	for _, l := range b.model.layers {
+		old[l.Digest.String()] = true
+	}
+	var changedSize int64
+	for _, l := range b.modelV2.layers {
+		if !old[l.Digest.String()] {
+			changed = append(changed, l.Size)
+			changedSize += l.Size
+		}
+	}
+	if len(changed) != 1 {
+		return nil, fmt.Errorf("the new version changes %d layers, want 1", len(changed))
+	}
+	base := filepath.Join(b.work, "dedup")
+	warm := filepath.Join(base, "warm")
+	if r := b.run(ctx, b.bargeTool().argv(b.direct(b.model), filepath.Join(base, "warm-out"), warm)); r.err != nil {
+		return nil, fmt.Errorf("warm the cache: %w\n%s", r.err, r.stderr)
+	}
+	ratios := map[string][]float64{}
+	ref := b.proxied(b.modelV2)
+	for round := range b.cfg.byteRuns {
+		for _, t := range alternate([]tool{b.bargeTool(), b.orasTool()}, round) {
+			run := filepath.Join(base, t.name)
+			if err := os.RemoveAll(run); err != nil {
+				return nil, err
+			}
+			dir, cache := filepath.Join(run, "out"), filepath.Join(run, "cache")
+			if t.name == "barge" {
+				if err := linkTree(warm, cache); err != nil {
+					return nil, err
+				}
+			}
+			b.proxy.reset()
+			if r := b.run(ctx, t.argv(ref, dir, cache)); r.err != nil {
+				return nil, fmt.Errorf("%s pull of the new version: %w\n%s", t.name, r.err, r.stderr)
+			}
+			if err := checkFiles(t, dir, b.modelV2); err != nil {
+				return nil, err
+			}
+			sent := b.proxy.sentBytes()
+			ratio := float64(sent) / float64(changedSize)
+			logf("%s run %d: %d MiB sent for a changed layer of %d MiB (%.3f×)", t.name, round+1, sent>>20, changedSize>>20, ratio)
+			ratios[t.name] = append(ratios[t.name], ratio)
+		}
+	}
+	os.RemoveAll(base)
+	r := byteRow(fmt.Sprintf("bytes sent, new version sharing %d of %d layers (× changed layer)", len(b.modelV2.layers)-1, len(b.modelV2.layers)), ratios, 1.10, "≤ 1.1×")
+	r.note = "barge with the cache of the previous version; oras has no cache and pulls into an empty directory"
+	return []row{r}, nil
+}
+
+// linkTree copies a store by hard links: committed blobs are read-only and
+// never changed in place, so the copy is as good as a real one.
+func linkTree(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(target, 0o755)
+		}
+		return os.Link(p, target)
+	})
+}
+
+// resume builds a partial of at least half the big blob (a rate-limited
+// pull SIGKILLed once its ingest passes 50%), then times reruns with the
+// same cache from process start to the first body byte the registry sends
+// for the resumed Range request. Every rerun but the last is SIGKILLed
+// right after that byte, leaving the partial for the next; the last one
+// completes. For comparison, oras (which cannot resume) is timed to its
+// first body byte from 0.
+func (b *bench) resume(ctx context.Context) ([]row, error) {
+	blob := b.big.layers[0]
+	size := blob.Size
+	base := filepath.Join(b.work, "resume")
+	cache, dir := filepath.Join(base, "cache"), filepath.Join(base, "out")
+	ref := b.proxied(b.big)
+
+	b.proxy.reset()
+	const rate = "400M"
+	p, err := b.start(ctx, []string{b.barge, "pull", "--cache", cache, "--limit-rate", rate, ref, dir})
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan result, 1)
+	go func() { done <- p.wait() }()
+	data := filepath.Join(cache, "ingest", blob.Digest.Encoded(), "data")
+	var r result
+poll:
+	for {
+		if fi, err := os.Stat(data); err == nil && fi.Size() >= size/2 {
+			p.cmd.Process.Signal(syscall.SIGKILL)
+		}
+		select {
+		case r = <-done:
+			break poll
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if !r.killed {
+		return nil, fmt.Errorf("the rate-limited pull of %d MiB ended before its ingest reached half: %v\n%s", size>>20, r.err, r.stderr)
+	}
+	partial := int64(0)
+	if fi, err := os.Stat(data); err == nil {
+		partial = fi.Size()
+	}
+	logf("partial: %d MiB of %d MiB in the ingest", partial>>20, size>>20)
+
+	var bargeTTFB, orasTTFB []time.Duration
+	var firstRange string
+	for i := range b.cfg.runs {
+		last := i == b.cfg.runs-1
+		b.proxy.reset()
+		d, req, r, err := b.firstByte(ctx, []string{b.barge, "pull", "--cache", cache, ref, dir}, blob.Digest.String(), !last)
+		if err != nil {
+			return nil, fmt.Errorf("barge rerun %d: %w", i+1, err)
+		}
+		if req.Range == "" || req.Status != 206 {
+			return nil, fmt.Errorf("barge rerun %d did not resume: its first request for the blob had Range %q and got HTTP %d", i+1, req.Range, req.Status)
+		}
+		if last {
+			if r.err != nil {
+				return nil, fmt.Errorf("barge rerun %d: %w\n%s", i+1, r.err, r.stderr)
+			}
+			if err := checkFiles(b.bargeTool(), dir, b.big); err != nil {
+				return nil, err
+			}
+		}
+		if i == 0 {
+			firstRange = req.Range
+		}
+		logf("barge rerun %d: first new byte after %d ms (Range: %s)", i+1, d.Milliseconds(), req.Range)
+		bargeTTFB = append(bargeTTFB, d)
+
+		odir := filepath.Join(base, "oras")
+		os.RemoveAll(odir)
+		b.proxy.reset()
+		d, _, _, err = b.firstByte(ctx, b.orasTool().argv(ref, odir, ""), blob.Digest.String(), true)
+		if err != nil {
+			return nil, fmt.Errorf("oras: %w", err)
+		}
+		logf("oras run %d: first byte (from 0) after %d ms", i+1, d.Milliseconds())
+		orasTTFB = append(orasTTFB, d)
+	}
+	os.RemoveAll(base)
+
+	bm, om := median(bargeTTFB), median(orasTTFB)
+	rw := row{
+		metric: fmt.Sprintf("restart → first new byte, %d MiB partial of %d MiB (median)", partial>>20, size>>20),
+		barge:  fmt.Sprintf("%d ms", bm.Milliseconds()),
+		oras:   fmt.Sprintf("no resume (%d ms to byte 0)", om.Milliseconds()),
+		crane:  "—",
+		target: "< 200 ms", met: bm < 200*time.Millisecond,
+		note: fmt.Sprintf("the rerun's first request for the blob had Range: %s (blob of %d bytes)", firstRange, size),
+		unit: "ms", samples: map[string][]string{},
+	}
+	for i := range bargeTTFB {
+		rw.samples["barge"] = append(rw.samples["barge"], fmt.Sprint(bargeTTFB[i].Milliseconds()))
+		rw.samples["oras"] = append(rw.samples["oras"], fmt.Sprint(orasTTFB[i].Milliseconds()))
+	}
+	return []row{rw}, nil
+}
+
+// firstByte starts argv and waits for the first body byte of blob digest
+// to leave the registry. It returns the time from the start of the process
+// to that byte and the request; if kill, it then SIGKILLs the process,
+// else it waits for it to finish.
+func (b *bench) firstByte(ctx context.Context, argv []string, digest string, kill bool) (time.Duration, blobRequest, result, error) {
+	p, err := b.start(ctx, argv)
+	if err != nil {
+		return 0, blobRequest{}, result{}, err
+	}
+	var req blobRequest
+	for req.FirstByte.IsZero() {
+		for _, r := range b.proxy.requests() {
+			if r.Digest == digest && !r.FirstByte.IsZero() {
+				req = r
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			p.cmd.Process.Signal(syscall.SIGKILL)
+			p.wait()
+			return 0, req, result{}, ctx.Err()
+		}
+		time.Sleep(time.Millisecond)
+		if req.FirstByte.IsZero() && time.Since(p.start) > 2*time.Minute {
+			p.cmd.Process.Signal(syscall.SIGKILL)
+			r := p.wait()
+			return 0, req, r, fmt.Errorf("no byte of the blob after 2 minutes\n%s", r.stderr)
+		}
+	}
+	if kill {
+		p.cmd.Process.Signal(syscall.SIGKILL)
+	}
+	r := p.wait()
+	return req.FirstByte.Sub(p.start), req, r, nil
+}
+
+// byteRow makes a row of bytes-sent ratios, lower is better.
+func byteRow(metric string, ratios map[string][]float64, limit float64, target string) row {
+	bm, om := median(ratios["barge"]), median(ratios["oras"])
+	r := row{
+		metric: metric,
+		barge:  fmt.Sprintf("%.3f×", bm), oras: fmt.Sprintf("%.3f×", om), crane: "—",
+		ratio: bm / om, target: target, met: bm <= limit,
+		unit: "×", samples: map[string][]string{},
+	}
+	for _, name := range []string{"barge", "oras"} {
+		for _, v := range ratios[name] {
+			r.samples[name] = append(r.samples[name], fmt.Sprintf("%.3f", v))
+		}
+	}
+	return r
+}
+
+func median[T int64 | float64 | time.Duration](xs []T) T {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func lastLine(s string) string {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '\n' {
+			return s[i+1:]
+		}
+	}
+	return s
+}
