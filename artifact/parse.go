@@ -154,10 +154,10 @@ func Parse(desc ocispec.Descriptor, b []byte) (*Artifact, error) {
 		}
 		seen[p] = true
 		f := File{
-			Path:      p,
-			Digest:    l.Digest,
-			Size:      l.Size,
-			MediaType: l.MediaType,
+			Path:        p,
+			Digest:      l.Digest,
+			Size:        l.Size,
+			MediaType:   l.MediaType,
 			Role:        l.Annotations[AnnotationRole],
 			Unpack:      isUnpack(l),
 			Annotations: l.Annotations,
