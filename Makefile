@@ -4,9 +4,19 @@ GO      ?= go
 BIN     := $(CURDIR)/bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/bargeml/barge/internal/cli.Version=$(VERSION)
-# Tools are built from hack/tools/go.mod, pinned there.
-TOOLS_MOD := $(CURDIR)/hack/tools/go.mod
-ORAS      := $(BIN)/oras
+# Tools are built from hack/tools/go.mod, the control plane for envtest from
+# hack/controlplane/go.mod; each binary depends on its go.mod, so a bump rebuilds it.
+TOOLS_MOD      := $(CURDIR)/hack/tools/go.mod
+CONTROLPLANE_MOD := $(CURDIR)/hack/controlplane/go.mod
+ORAS           := $(BIN)/oras
+CONTROLLER_GEN := $(BIN)/controller-gen
+HELM           := $(BIN)/helm
+KUBE_APISERVER := $(BIN)/kube-apiserver
+ETCD           := $(BIN)/etcd
+# The server reports the version pinned in hack/controlplane/go.mod.
+KUBE_VERSION   := $(shell awk '$$1 == "k8s.io/kubernetes" { print $$2 }' $(CONTROLPLANE_MOD))
+KUBE_SEMVER    := $(subst ., ,$(KUBE_VERSION:v%=%))
+KUBE_LDFLAGS   := -s -w $(foreach v,gitVersion=$(KUBE_VERSION) gitMajor=$(word 1,$(KUBE_SEMVER)) gitMinor=$(word 2,$(KUBE_SEMVER)) gitTreeState=clean,-X k8s.io/component-base/version.$(v))
 FUZZTIME  ?= 10s
 
 export GOFLAGS := -buildvcs=false
@@ -27,8 +37,12 @@ build: ## Build the binaries into bin/.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 .PHONY: test
-test: tools ## Run every test (unit, fuzz seeds, interop with the real oras CLI).
+test: tools ## Run every test (unit, fuzz seeds, envtest on the real kube-apiserver, interop with oras).
 	BARGE_ORAS=$(ORAS) $(GO) test -count=1 -timeout 30m ./...
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate deepcopy code and the CRDs in charts/barge/crds/.
+	$(CONTROLLER_GEN) object paths=./api/... crd:allowDangerousTypes=false paths=./api/... output:crd:artifacts:config=charts/barge/crds
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 10s).
@@ -45,6 +59,8 @@ verify: ## Check formatting, vet, go.mod tidiness and generated files.
 	$(GO) vet ./...
 	$(GO) mod tidy -diff
 	cd hack/tools && $(GO) mod tidy -diff
+	cd hack/controlplane && $(GO) mod tidy -diff
+	@$(MAKE) --no-print-directory generate && git diff --exit-code -- api charts/barge/crds && test -z "$$(git status --porcelain -- api charts/barge/crds)" || { echo "generated files are stale: run make generate and commit"; exit 1; }
 
 .PHONY: quickstart
 quickstart: build ## Start the embedded registry, push, attach metrics, pull and inspect the example model.
@@ -53,10 +69,24 @@ quickstart: build ## Start the embedded registry, push, attach metrics, pull and
 ##@ Tools
 
 .PHONY: tools
-tools: $(ORAS) ## Build the pinned tools into bin/.
+# Cold, on 2 shared cores with an empty build cache: kube-apiserver COLD_APISERVER,
+# etcd COLD_ETCD, controller-gen and helm COLD_TOOLS. Later runs only check timestamps.
+tools: $(ORAS) $(CONTROLLER_GEN) $(HELM) $(KUBE_APISERVER) $(ETCD) ## Build the pinned tools and control plane into bin/.
 
 $(ORAS): $(TOOLS_MOD)
 	cd hack/tools && $(GO) build -o $(ORAS) oras.land/oras/cmd/oras
+
+$(CONTROLLER_GEN): $(TOOLS_MOD)
+	cd hack/tools && $(GO) build -o $@ sigs.k8s.io/controller-tools/cmd/controller-gen
+
+$(HELM): $(TOOLS_MOD)
+	cd hack/tools && $(GO) build -o $@ helm.sh/helm/v3/cmd/helm
+
+$(KUBE_APISERVER): $(CONTROLPLANE_MOD)
+	cd hack/controlplane && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(KUBE_LDFLAGS)' -o $@ k8s.io/kubernetes/cmd/kube-apiserver
+
+$(ETCD): $(CONTROLPLANE_MOD)
+	cd hack/controlplane && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $@ go.etcd.io/etcd/server/v3
 
 .PHONY: clean
 clean: ## Remove bin/.

@@ -53,11 +53,8 @@ func Start() (*Env, error) {
 	}
 	bin := filepath.Join(root, "bin")
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		for _, name := range []string{"kube-apiserver", "etcd"} {
-			if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
-				return nil, fmt.Errorf("envtest: %s is missing: run `make tools` to build the control plane into %s "+
-					"(about 9 minutes the first time), or set KUBEBUILDER_ASSETS to a directory holding kube-apiserver and etcd", filepath.Join(bin, name), bin)
-			}
+		if err := checkBinaries(bin); err != nil {
+			return nil, err
 		}
 	}
 	setLogger()
@@ -138,6 +135,19 @@ func (e *Env) Namespace(t testing.TB) string {
 		t.Fatalf("create namespace for %s: %v", t.Name(), err)
 	}
 	return ns.Name
+}
+
+// checkBinaries says what to do when the control plane was not built, rather
+// than letting envtest fail on a missing file in /usr/local/kubebuilder.
+func checkBinaries(bin string) error {
+	for _, name := range []string{"kube-apiserver", "etcd"} {
+		if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
+			return fmt.Errorf("envtest: %s is missing: run `make tools` to build the control plane into %s "+
+				"(about 9 minutes the first time), or set KUBEBUILDER_ASSETS to a directory holding kube-apiserver and etcd",
+				filepath.Join(bin, name), bin)
+		}
+	}
+	return nil
 }
 
 // moduleRoot is the directory of Barge's go.mod, found upwards from the
