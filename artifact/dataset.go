@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 	"oras.land/oras-go/v2/content"
@@ -96,43 +95,12 @@ func PackDataset(ctx context.Context, dst Storage, dir string, config []byte, op
 	if err := g.Wait(); err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("pack %s: %w", dir, err)
 	}
-	layers := make([]ocispec.Descriptor, len(shards))
+	layers := make([]layer, len(shards))
 	for i, s := range shards {
-		layers[i] = s.desc
+		layers[i] = s
 	}
 	configDesc := content.NewDescriptorFromBytes(MediaTypeDatasetConfig, config)
-	manifest, manifestBytes, err := encodeManifest(ocispec.Manifest{
-		Versioned:    specs.Versioned{SchemaVersion: 2},
-		MediaType:    ocispec.MediaTypeImageManifest,
-		ArtifactType: ArtifactTypeDataset,
-		Config:       configDesc,
-		Layers:       layers,
-		Annotations:  opts.Annotations,
-	})
-	if err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("pack %s: %w", dir, err)
-	}
-
-	g, gctx = errgroup.WithContext(ctx)
-	g.SetLimit(limit)
-	pushing := map[digest.Digest]bool{}
-	for _, s := range shards {
-		if pushing[s.desc.Digest] {
-			continue
-		}
-		pushing[s.desc.Digest] = true
-		g.Go(func() error { return s.push(gctx, dst) })
-	}
-	if err := g.Wait(); err != nil {
-		return ocispec.Descriptor{}, err
-	}
-	if err := pushBytes(ctx, dst, configDesc, config); err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("pack %s: push config: %w", dir, err)
-	}
-	if err := pushBytes(ctx, dst, manifest, manifestBytes); err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("pack %s: push manifest %s: %w", dir, manifest.Digest, err)
-	}
-	return manifest, nil
+	return publish(ctx, dst, dir, ArtifactTypeDataset, configDesc, config, layers, opts.Annotations, limit)
 }
 
 // planShards groups files (in lexical order) into layers.
@@ -203,6 +171,8 @@ func pathHash(p string) uint32 {
 // tarSize is the bytes a file of size bytes takes in a tar: a header and
 // its data padded to 512.
 func tarSize(size int64) int64 { return 512 + (size+511)/512*512 }
+
+func (s *shard) descriptor() ocispec.Descriptor { return s.desc }
 
 // describe computes the shard's layer descriptor by streaming it once.
 func (s *shard) describe(ctx context.Context) error {

@@ -144,11 +144,7 @@ func Pack(ctx context.Context, dst Storage, dir string, opts PackOptions) (ocisp
 		return ocispec.Descriptor{}, err
 	}
 
-	layers := make([]ocispec.Descriptor, len(files))
-	for i, f := range files {
-		layers[i] = f.desc
-	}
-	config, configBytes, err := buildConfig(kind, opts, layers)
+	config, configBytes, err := buildConfig(kind, opts, files)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
@@ -160,28 +156,53 @@ func Pack(ctx context.Context, dst Storage, dir string, opts PackOptions) (ocisp
 	if kind == KindCode {
 		artifactType = ArtifactTypeCode
 	}
+	layers := make([]layer, len(files))
+	for i, f := range files {
+		layers[i] = f
+	}
+	return publish(ctx, dst, dir, artifactType, config, configBytes, layers, annotations, limit)
+}
+
+// layer is what publish pushes: a file or a dataset shard.
+type layer interface {
+	descriptor() ocispec.Descriptor
+	push(ctx context.Context, dst Storage) error
+}
+
+func (f *packFile) descriptor() ocispec.Descriptor              { return f.desc }
+func (f *packFile) push(ctx context.Context, dst Storage) error { return pushFile(ctx, dst, f) }
+
+// publish checks that the manifest fits a registry, then pushes the layers
+// (each digest once, limit at a time), the config and last the manifest, so
+// that nothing reaches dst for a manifest that cannot be pushed and a
+// manifest never names a blob dst lacks.
+func publish(ctx context.Context, dst Storage, dir, artifactType string, config ocispec.Descriptor, configBytes []byte,
+	layers []layer, annotations map[string]string, limit int) (ocispec.Descriptor, error) {
+	descs := make([]ocispec.Descriptor, len(layers))
+	for i, l := range layers {
+		descs[i] = l.descriptor()
+	}
 	manifest, manifestBytes, err := encodeManifest(ocispec.Manifest{
 		Versioned:    specs.Versioned{SchemaVersion: 2},
 		MediaType:    ocispec.MediaTypeImageManifest,
 		ArtifactType: artifactType,
 		Config:       config,
-		Layers:       layers,
+		Layers:       descs,
 		Annotations:  annotations,
 	})
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("pack %s: %w", dir, err)
 	}
-
-	// Only now, with everything known to fit, does anything reach dst.
-	g, gctx = errgroup.WithContext(ctx)
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(limit)
 	pushing := map[digest.Digest]bool{}
-	for _, f := range files {
-		if pushing[f.desc.Digest] {
+	for _, l := range layers {
+		d := l.descriptor().Digest
+		if pushing[d] {
 			continue // identical files are one blob
 		}
-		pushing[f.desc.Digest] = true
-		g.Go(func() error { return pushFile(gctx, dst, f) })
+		pushing[d] = true
+		g.Go(func() error { return l.push(gctx, dst) })
 	}
 	if err := g.Wait(); err != nil {
 		return ocispec.Descriptor{}, err
@@ -234,21 +255,21 @@ func pushBytes(ctx context.Context, dst Storage, desc ocispec.Descriptor, b []by
 	return err
 }
 
-func buildConfig(kind Kind, opts PackOptions, layers []ocispec.Descriptor) (ocispec.Descriptor, []byte, error) {
+func buildConfig(kind Kind, opts PackOptions, files []*packFile) (ocispec.Descriptor, []byte, error) {
 	if kind == KindCode {
 		return ocispec.DescriptorEmptyJSON, ocispec.DescriptorEmptyJSON.Data, nil
 	}
 	cfg := ModelConfig{
 		Descriptor: ModelDescriptor{Name: opts.Name, Version: opts.Version},
 		Config:     ModelSettings{Format: opts.Framework},
-		ModelFS:    ModelFS{Type: "layers", DiffIDs: make([]digest.Digest, len(layers))},
+		ModelFS:    ModelFS{Type: "layers", DiffIDs: make([]digest.Digest, len(files))},
 	}
 	if !opts.Created.IsZero() {
 		t := opts.Created.UTC()
 		cfg.Descriptor.CreatedAt = &t
 	}
-	for i, l := range layers {
-		cfg.ModelFS.DiffIDs[i] = l.Digest
+	for i, f := range files {
+		cfg.ModelFS.DiffIDs[i] = f.desc.Digest
 	}
 	b, err := json.Marshal(cfg)
 	if err != nil {
