@@ -1,0 +1,192 @@
+// Command barge-edgepuller keeps a node's models and datasets as a desired
+// file says: it pulls them from an OCI registry into a content-addressed
+// store, with resume and dedup, and switches each artifact's current version
+// atomically. This is the standalone mode; the Kubernetes mode reads
+// NodeArtifacts instead of a file.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/bargeml/barge/edgepuller/agent"
+	"github.com/bargeml/barge/edgepuller/gc"
+)
+
+const usage = `Usage: barge-edgepuller --root DIR --desired FILE.yaml [flags]
+
+Keeps the artifacts listed in FILE.yaml materialized under DIR/artifacts/<name>/current,
+re-reading the file when it changes. The file:
+
+  artifacts:
+    - name: resnet
+      reference: registry.example.com:5000/models/resnet:1.0
+      insecure: false   # true: plain HTTP
+
+Flags:
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	fl := flag.NewFlagSet("barge-edgepuller", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	fl.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fl.PrintDefaults()
+	}
+	var (
+		root        = fl.String("root", "/var/lib/barge", "directory for the blob store, the artifacts and the persisted desired state")
+		desired     = fl.String("desired", "", "YAML file listing the desired artifacts (required)")
+		metricsAddr = fl.String("metrics-addr", ":9090", "address serving /metrics, /healthz and /status; empty to disable")
+		concurrency = fl.Int("concurrency", 2, "artifacts pulled at once")
+		layers      = fl.Int("layers", 4, "layers of one artifact downloaded at once")
+		resolve     = fl.Duration("resolve-interval", 5*time.Minute, "how often tags are resolved again to roll out a moved tag")
+		poll        = fl.Duration("poll-interval", time.Second, "how often the desired file is checked for changes")
+		gcInterval  = fl.Duration("gc-interval", time.Hour, "how often garbage is collected, besides after each activation")
+		keep        = fl.Int("keep-previous", 1, "versions kept besides the current one, per artifact, for rollback")
+		logLevel    = fl.String("log-level", "info", "debug, info, warn or error")
+		mirrors     []string
+		limitRate   int64
+		quota       int64
+	)
+	fl.Func("mirror", "registry mirror tried before the origin, host[:port] or http://host[:port] (repeatable, tried in order)", func(s string) error {
+		mirrors = append(mirrors, s)
+		return nil
+	})
+	fl.Func("limit-rate", "cap on the node's download rate in bytes per second, with an optional K, M or G suffix (e.g. 2M)", func(s string) (err error) {
+		limitRate, err = parseBytes(s)
+		return err
+	})
+	fl.Func("quota", "disk quota for the store and artifacts together, such as 10G; least recently used old versions go first", func(s string) (err error) {
+		quota, err = parseBytes(s)
+		return err
+	})
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *desired == "" || fl.NArg() > 0 {
+		fmt.Fprintln(stderr, "barge-edgepuller: --desired FILE.yaml is required, and takes no arguments")
+		fl.Usage()
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "barge-edgepuller: --log-level %q: use debug, info, warn or error\n", *logLevel)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	previous := *keep
+	if previous == 0 {
+		previous = -1 // gc.Options: 0 means the default, negative means none
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	opts := agent.Options{
+		Root:            *root,
+		Concurrency:     *concurrency,
+		ResolveInterval: *resolve,
+		GC:              gc.Options{Previous: previous, Quota: quota},
+		GCInterval:      *gcInterval,
+		Metrics:         reg,
+		Log:             log,
+	}
+	opts.Fetch.Mirrors = mirrors
+	opts.Fetch.LimitRate = limitRate
+	opts.Fetch.Concurrency = *layers
+	a, err := agent.New(opts)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	if *metricsAddr != "" {
+		ln, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			log.Error("cannot serve metrics", "addr", *metricsAddr, "err", err)
+			return 1
+		}
+		srv := &http.Server{Handler: handler(a, reg), ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+		log.Info("serving metrics", "addr", ln.Addr().String())
+	}
+
+	log.Info("starting", "root", *root, "desired", *desired)
+	src := &fileSource{path: *desired, interval: *poll, log: log}
+	if err := a.Run(ctx, src); err != nil {
+		log.Error("stopped", "err", err)
+		return 1
+	}
+	log.Info("stopped; partial downloads are kept for the next run")
+	return 0
+}
+
+func handler(a *agent.Agent, reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(a.Statuses())
+	})
+	return mux
+}
+
+// parseBytes reads a size such as 500K, 2M or 10G (binary units), or a
+// plain number of bytes.
+func parseBytes(s string) (int64, error) {
+	num := strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B")
+	num = strings.TrimSuffix(num, "I") // 2Mi
+	mult := int64(1)
+	if n := len(num); n > 0 {
+		switch num[n-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			num = num[:n-1]
+		}
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f <= 0 || f*float64(mult) > 1<<62 {
+		return 0, fmt.Errorf("%q is not a size: write bytes with an optional K, M, G or T suffix, such as 2M", s)
+	}
+	return int64(f * float64(mult)), nil
+}
