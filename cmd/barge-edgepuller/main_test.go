@@ -507,31 +507,45 @@ func TestDaemonRestartOffline(t *testing.T) {
 	d.stop()
 }
 
-// (f) Killed in the middle of a pull, the daemon finishes it after a
-// restart, downloading little more than the artifact's size in all.
+// (f) Killed in the middle of a pull, then stopped by SIGTERM in the
+// middle of the rest, the daemon finishes the pull on the third start,
+// downloading little more than the artifact's size in all.
 func TestDaemonResumesAfterKill(t *testing.T) {
 	s := newSite(t)
 	const size = 40 << 20
 	weightsBin := randomString(size, 2)
 	m, total := s.push("models/big", "1", map[string]string{"weights.bin": weightsBin, "config.json": "{}"})
-	s.proxy.rate.Store(16 << 20)
+	s.proxy.rate.Store(16 << 20) // 2.5 s for the whole artifact
 	s.writeDesired(s.entry("big", "models/big:1"))
-	d := s.start()
-
-	// The store checkpoints every 16 MiB; kill as soon as one is written.
 	st, err := store.Open(filepath.Join(s.root, "store"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	weights := digest.FromString(weightsBin)
-	waitFor(t, "a checkpointed partial download", func() bool {
-		in, err := st.Status(context.Background(), weights)
-		return err == nil && in.Offset >= size/2
-	})
+	// Offset is the partial's last checkpoint: where a resume continues.
+	waitPartial := func(atLeast int64) {
+		t.Helper()
+		waitFor(t, fmt.Sprintf("a partial download of %d bytes", atLeast), func() bool {
+			in, err := st.Status(context.Background(), weights)
+			return err == nil && in.Offset >= atLeast
+		})
+	}
+
+	d := s.start()
+	waitPartial(size / 3)
 	d.kill()
-	first := s.proxy.sent.Load()
-	if first >= total {
-		t.Fatalf("the whole artifact (%d bytes) was sent before the kill; the test proves nothing", first)
+	if sent := s.proxy.sent.Load(); sent >= total {
+		t.Fatalf("the whole artifact (%d bytes) was sent before the kill; the test proves nothing", sent)
+	}
+
+	d = s.start()
+	waitPartial(2 * size / 3)
+	d.stop() // SIGTERM: exits 0 within 10 s, asserted by stop
+	if in, err := st.Status(context.Background(), weights); err != nil || in.Offset < 2*size/3 {
+		t.Fatalf("after SIGTERM the partial is %+v, %v; want it kept", in, err)
+	}
+	if _, err := s.read("big", "weights.bin"); err == nil {
+		t.Fatal("weights.bin is visible before its pull finished")
 	}
 
 	d = s.start()
@@ -543,10 +557,10 @@ func TestDaemonResumesAfterKill(t *testing.T) {
 	if float64(sent) > 1.1*float64(total) {
 		t.Errorf("the registry sent %d bytes for a %d-byte artifact (%.2fx), want at most 1.1x", sent, total, float64(sent)/float64(total))
 	}
-	if got := d.metrics()["barge_edgepuller_resumes_total"]; got < 1 {
-		t.Errorf("resumes_total = %v after resuming", got)
+	if got := d.metrics()["barge_edgepuller_resumes_total"]; got != 1 {
+		t.Errorf("resumes_total = %v after the third start, want 1", got)
 	}
-	t.Logf("sent %d bytes before the kill, %d in all, for %d (%.3fx)", first, sent, total, float64(sent)/float64(total))
+	t.Logf("the registry sent %d bytes for a %d-byte artifact over three starts (%.3fx)", sent, total, float64(sent)/float64(total))
 	d.stop()
 }
 

@@ -15,6 +15,12 @@ type Source interface {
 	Watch(ctx context.Context, set func([]Desired)) error
 }
 
+// SourceFunc adapts a function to Source.
+type SourceFunc func(ctx context.Context, set func([]Desired)) error
+
+// Watch calls f.
+func (f SourceFunc) Watch(ctx context.Context, set func([]Desired)) error { return f(ctx, set) }
+
 // Reporter receives the status of each artifact whenever it changes, and
 // during a pull about once a second. It is called from several goroutines
 // at once and must not block for long: a reporter that talks to a server
@@ -22,6 +28,12 @@ type Source interface {
 type Reporter interface {
 	Report(Status)
 }
+
+// ReporterFunc adapts a function to Reporter.
+type ReporterFunc func(Status)
+
+// Report calls f.
+func (f ReporterFunc) Report(s Status) { f(s) }
 
 // Phase is where an artifact stands.
 type Phase string
