@@ -1,6 +1,8 @@
 package agent_test
 
 import (
+	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,7 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/prometheus/client_golang/prometheus"
+	"oras.land/oras-go/v2/registry/remote"
+
+	"github.com/bargeml/barge/artifact"
 
 	"github.com/bargeml/barge/edgepuller/agent"
 )
@@ -294,4 +301,51 @@ func metric(t *testing.T, reg *prometheus.Registry, name, phase string) float64 
 	}
 	t.Fatalf("metric %s %s not exposed", name, phase)
 	return 0
+}
+
+// A container image is refused before its layers are downloaded: on an
+// edge link, a mistaken reference must not cost gigabytes.
+func TestRefusesImageBeforeItsLayers(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	repo, err := remote.NewRepository(e.reg.Host() + "/apps/server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo.PlainHTTP = true
+	layer := bytes.Repeat([]byte("image layer "), 200_000) // 2.4 MB
+	push := func(mediaType string, b []byte) ocispec.Descriptor {
+		desc := ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(b), Size: int64(len(b))}
+		if err := repo.Push(ctx, desc, bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+		return desc
+	}
+	m := ocispec.Manifest{
+		MediaType: ocispec.MediaTypeImageManifest,
+		Config:    push(ocispec.MediaTypeImageConfig, []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)),
+		Layers:    []ocispec.Descriptor{push(ocispec.MediaTypeImageLayerGzip, layer)},
+	}
+	m.SchemaVersion = 2
+	desc, err := artifact.PushManifest(ctx, repo, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Tag(ctx, desc, "1"); err != nil {
+		t.Fatal(err)
+	}
+
+	r := e.start(nil)
+	r.set(agent.Desired{Name: "server", Reference: e.ref("apps/server:1"), Insecure: true})
+	waitFor(t, "server Failed", func() bool { return r.rec.sawPhase("server", agent.Failed) })
+	if s, _ := r.rec.get("server"); !strings.Contains(s.Message, "container image") {
+		t.Errorf("message %q does not say it is a container image", s.Message)
+	}
+	time.Sleep(200 * time.Millisecond) // a retry or two
+	if n := e.proxy.bodyOut.Load(); n >= int64(len(layer)) {
+		t.Errorf("%d bytes were downloaded; the %d-byte image layer should not have been", n, len(layer))
+	}
+	if _, err := os.Stat(filepath.Join(e.root, "store", "blobs", "sha256", m.Layers[0].Digest.Encoded())); err == nil {
+		t.Error("the image layer is in the store")
+	}
 }

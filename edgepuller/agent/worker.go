@@ -174,14 +174,20 @@ func (w *worker) pull(ctx context.Context, cur, target digest.Digest) error {
 
 	w.a.pin(w.d.Name, target)
 	start := time.Now()
-	p := &progress{w: w, cur: cur, target: target, done: map[digest.Digest]int64{}}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p := &progress{w: w, cur: cur, target: target, done: map[digest.Digest]int64{}, cancel: cancel}
 	w.report(Pulling, cur, "")
 	opts := w.a.opts.Fetch
 	opts.PlainHTTP = w.d.Insecure
 	opts.Progress = p.event
 	pinned := w.ref.Registry + "/" + w.ref.Repository + "@" + target.String()
-	_, art, res, err := fetch.Pull(ctx, w.a.st, pinned, opts)
+	_, art, res, err := fetch.Pull(pctx, w.a.st, pinned, opts)
 	w.a.metrics.pulled(res)
+	if refused := p.refusal(); refused != nil {
+		w.a.unpin(w.d.Name) // its layers are not wanted
+		return refused
+	}
 	if err == nil {
 		err = activatable(art, w.d.Reference)
 	}
@@ -353,10 +359,41 @@ type progress struct {
 	w           *worker
 	cur, target digest.Digest
 
-	mu    sync.Mutex
-	done  map[digest.Digest]int64
-	total int64
-	last  time.Time
+	cancel context.CancelFunc // stops the pull
+
+	mu      sync.Mutex
+	done    map[digest.Digest]int64
+	checked bool
+	refused error
+	total   int64
+	last    time.Time
+}
+
+// check refuses, before any layer is downloaded, an artifact that cannot
+// be materialized (a container image of several GiB, say): fetch stores
+// the manifest, then fetches the config, then the layers, so at the first
+// event the manifest can be read from the store. Called with mu held.
+func (p *progress) check() {
+	p.checked = true
+	b, err := os.ReadFile(p.w.a.st.BlobPath(p.target))
+	if err != nil || len(b) > artifact.MaxManifestBytes {
+		return // fetch reports what is wrong
+	}
+	art, err := artifact.Parse(ocispec.Descriptor{Digest: p.target}, b)
+	if err != nil {
+		return
+	}
+	p.total = art.Size - int64(len(b))
+	if err := activatable(art, p.w.d.Reference); err != nil {
+		p.refused = err
+		p.cancel()
+	}
+}
+
+func (p *progress) refusal() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refused
 }
 
 const progressEvery = time.Second
@@ -369,9 +406,8 @@ func (p *progress) event(e fetch.Event) {
 	case fetch.Started, fetch.Progress, fetch.Resumed, fetch.Retrying:
 		p.done[e.Digest] = e.Offset
 	}
-	if p.total == 0 {
-		// fetch stores the manifest before any other blob.
-		p.total = p.w.a.sizeOf(p.target)
+	if !p.checked {
+		p.check()
 	}
 	now := time.Now()
 	if now.Sub(p.last) < progressEvery {
