@@ -407,9 +407,15 @@ func TestDaemonKeepsRollsOutAndRemoves(t *testing.T) {
 	}()
 	s.proxy.rate.Store(8 << 20)
 	s.writeDesired(s.entry("resnet", "models/resnet:2.0"), s.entry("vision/yolo", "models/yolo:1.0"))
-	d.waitLog(regexp.MustCompile(`artifact pulling.*artifact=resnet`))
+	waitFor(t, "resnet:2.0 being pulled", func() bool {
+		st := d.statuses()["resnet"]
+		return st.Phase == agent.Pulling && strings.HasSuffix(st.Reference, ":2.0")
+	})
 	if got := s.mustRead("resnet", "model.onnx"); got != "resnet v1" {
 		t.Errorf("while v2 is pulled, current/model.onnx = %q; want v1 still", got)
+	}
+	if st := d.statuses()["resnet"]; st.Digest != v1 {
+		t.Errorf("while v2 is pulled, the status says %s is current, want v1 %s", st.Digest, v1)
 	}
 	d.waitReady("resnet", v2)
 	close(stop)
