@@ -36,8 +36,8 @@ type Options struct {
 	Concurrency int
 	// Fetch configures downloads: mirrors, layers per pull, credentials.
 	// PlainHTTP comes from each Desired.Insecure, and Progress is the
-	// agent's. LimitRate caps the node: each of the Concurrency pulls that
-	// may run at once gets an equal share.
+	// agent's. LimitRate caps the node: all the pulls running at once share
+	// one limiter, so one pull alone gets the whole rate.
 	Fetch fetch.Options
 	// ResolveInterval is how often a tag is resolved again, to roll out a
 	// version the tag was moved to; if <= 0, 5 minutes.
@@ -103,8 +103,8 @@ func New(opts Options) (*Agent, error) {
 	if opts.GCInterval <= 0 {
 		opts.GCInterval = time.Hour
 	}
-	if opts.Fetch.LimitRate > 0 {
-		opts.Fetch.LimitRate = max(opts.Fetch.LimitRate/int64(opts.Concurrency), 1)
+	if opts.Fetch.Limiter == nil {
+		opts.Fetch.Limiter = fetch.NewLimiter(opts.Fetch.LimitRate)
 	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()

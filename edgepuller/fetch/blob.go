@@ -58,7 +58,7 @@ type puller struct {
 	srcs  []source // mirrors in order, then the origin
 	meta  remote.Client
 	blob  remote.Client
-	limit *limiter
+	limit *Limiter
 
 	fetched, reused  atomic.Int64
 	resumed, retries atomic.Int64
@@ -76,7 +76,7 @@ func newPuller(st *store.Store, ref registry.Reference, opts Options) (*puller, 
 	meta, blob := clients(opts.Client)
 	return &puller{
 		st: st, ref: ref, opts: opts, srcs: srcs, meta: meta, blob: blob,
-		limit: newLimiter(opts.LimitRate),
+		limit: opts.limiter(),
 		down:  map[string]bool{},
 	}, nil
 }

@@ -7,10 +7,11 @@ import (
 	"time"
 )
 
-// limiter is a token bucket shared by every download of one Pull. A reader
-// takes tokens after it read, going into debt if it must: the debt is
-// paid by sleeping, so the long-run rate holds whatever the read sizes.
-type limiter struct {
+// Limiter is a token bucket shared by every download it is given to: those
+// of one Pull (Options.LimitRate), or of many (Options.Limiter). A reader
+// takes tokens after it read, going into debt if it must: the debt is paid
+// by sleeping, so the long-run rate holds whatever the read sizes.
+type Limiter struct {
 	rate  float64 // bytes per second
 	burst int     // largest read allowed, and the bucket's capacity
 
@@ -19,18 +20,20 @@ type limiter struct {
 	last   time.Time
 }
 
-func newLimiter(bytesPerSecond int64) *limiter {
+// NewLimiter returns a limiter of bytesPerSecond, or nil (no limit) if it
+// is <= 0.
+func NewLimiter(bytesPerSecond int64) *Limiter {
 	if bytesPerSecond <= 0 {
 		return nil
 	}
 	// A tenth of a second of traffic, at least 4 KiB: small enough that
 	// the rate is smooth, large enough not to cost a syscall per byte.
 	burst := int(max(bytesPerSecond/10, 4<<10))
-	return &limiter{rate: float64(bytesPerSecond), burst: burst, tokens: float64(burst), last: time.Now()}
+	return &Limiter{rate: float64(bytesPerSecond), burst: burst, tokens: float64(burst), last: time.Now()}
 }
 
 // take accounts for n bytes received and sleeps until they are paid for.
-func (l *limiter) take(ctx context.Context, n int) error {
+func (l *Limiter) take(ctx context.Context, n int) error {
 	if l == nil || n <= 0 {
 		return nil
 	}
@@ -68,11 +71,11 @@ func sleep(ctx context.Context, d time.Duration) error {
 type meter struct {
 	ctx   context.Context
 	r     io.Reader
-	limit *limiter
+	limit *Limiter
 	count func(n int)
 }
 
-func newMeter(ctx context.Context, r io.Reader, limit *limiter, count func(n int)) io.Reader {
+func newMeter(ctx context.Context, r io.Reader, limit *Limiter, count func(n int)) io.Reader {
 	m := &meter{ctx: ctx, r: r, limit: limit, count: count}
 	_, seeker := r.(io.Seeker)
 	_, readerAt := r.(io.ReaderAt)

@@ -27,7 +27,7 @@ func TestMeterKeepsInterfaces(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var n int
-			m := newMeter(context.Background(), tc.r, newLimiter(1<<30), func(k int) { n += k })
+			m := newMeter(context.Background(), tc.r, NewLimiter(1<<30), func(k int) { n += k })
 			if _, ok := m.(io.Seeker); ok != tc.seeker {
 				t.Errorf("io.Seeker: %v, want %v", ok, tc.seeker)
 			}

@@ -16,6 +16,10 @@ type Options struct {
 	// LimitRate caps the bytes per second received over all layers of one
 	// Pull (or one FetchBlob); 0 means unlimited.
 	LimitRate int64
+	// Limiter, if set, caps the rate of this Pull together with every other
+	// Pull given the same Limiter, such as all the pulls of one node; it
+	// takes the place of LimitRate.
+	Limiter *Limiter
 	// Mirrors are registry hosts (host[:port]; prefix http:// for plain
 	// HTTP) tried in order before the origin, like containerd's hosts.toml,
 	// for blobs and manifests by digest. Tags are always resolved at the
@@ -61,6 +65,13 @@ const (
 	// back tomorrow" does not freeze a node; ctx can always end it sooner.
 	maxRetryAfter = 2 * time.Minute
 )
+
+func (o Options) limiter() *Limiter {
+	if o.Limiter != nil {
+		return o.Limiter
+	}
+	return NewLimiter(o.LimitRate)
+}
 
 func (o Options) withDefaults() Options {
 	if o.Concurrency <= 0 {
