@@ -95,19 +95,6 @@ func TestParseDesired(t *testing.T) {
 	}
 }
 
-func TestParseBytes(t *testing.T) {
-	for in, want := range map[string]int64{"2M": 2 << 20, "10G": 10 << 30, "500k": 500 << 10, "1.5M": 3 << 19, "4096": 4096, "2MiB": 2 << 20} {
-		if got, err := parseBytes(in); err != nil || got != want {
-			t.Errorf("parseBytes(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "M", "-1", "fast", "0"} {
-		if _, err := parseBytes(in); err == nil {
-			t.Errorf("parseBytes(%q) accepted", in)
-		}
-	}
-}
-
 // FuzzParseDesired: whatever is in the file, parsing returns a list that
 // validates, or an error; it never panics.
 func FuzzParseDesired(f *testing.F) {

@@ -17,8 +17,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -27,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/bargeml/barge/edgepuller/agent"
+	"github.com/bargeml/barge/edgepuller/fetch"
 	"github.com/bargeml/barge/edgepuller/gc"
 )
 
@@ -74,11 +73,11 @@ func run(args []string, stderr io.Writer) int {
 		return nil
 	})
 	fl.Func("limit-rate", "cap on the node's download rate in bytes per second, with an optional K, M or G suffix (e.g. 2M)", func(s string) (err error) {
-		limitRate, err = parseBytes(s)
+		limitRate, err = fetch.ParseBytes(s)
 		return err
 	})
 	fl.Func("quota", "disk quota for the store and artifacts together, such as 10G; least recently used old versions go first", func(s string) (err error) {
-		quota, err = parseBytes(s)
+		quota, err = fetch.ParseBytes(s)
 		return err
 	})
 	if err := fl.Parse(args); err != nil {
@@ -165,28 +164,3 @@ func handler(a *agent.Agent, reg *prometheus.Registry) http.Handler {
 
 // parseBytes reads a size such as 500K, 2M or 10G (binary units), or a
 // plain number of bytes.
-func parseBytes(s string) (int64, error) {
-	num := strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B")
-	num = strings.TrimSuffix(num, "I") // 2Mi
-	mult := int64(1)
-	if n := len(num); n > 0 {
-		switch num[n-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			num = num[:n-1]
-		}
-	}
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || f <= 0 || f*float64(mult) > 1<<62 {
-		return 0, fmt.Errorf("%q is not a size: write bytes with an optional K, M, G or T suffix, such as 2M", s)
-	}
-	return int64(f * float64(mult)), nil
-}

@@ -3,6 +3,8 @@ package fetch
 import (
 	"fmt"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -163,4 +165,32 @@ type Result struct {
 	Resumed int
 	// Retries counts attempts after the first, over all blobs.
 	Retries int
+}
+
+// ParseBytes reads a byte count or rate as people write it: 2M, 500K,
+// 1.5G, 10Gi (binary units).
+func ParseBytes(s string) (int64, error) {
+	num := strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B")
+	num = strings.TrimSuffix(num, "I") // 2Mi
+	mult := int64(1)
+	if n := len(num); n > 0 {
+		switch num[n-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			num = num[:n-1]
+		}
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f <= 0 || f*float64(mult) > 1<<62 {
+		return 0, fmt.Errorf("%q is not a size: write bytes with an optional K, M, G or T suffix, such as 2M", s)
+	}
+	return int64(f * float64(mult)), nil
 }

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -48,7 +46,7 @@ Layers the store has already, from any artifact, are not downloaded again.`,
 				return err
 			}
 			dir := args[1]
-			if opts.LimitRate, err = parseRate(limitRate); err != nil {
+			if opts.LimitRate, err = parseRate("--limit-rate", limitRate); err != nil {
 				return err
 			}
 			if cache == "" {
@@ -124,26 +122,16 @@ Layers the store has already, from any artifact, are not downloaded again.`,
 	return cmd
 }
 
-// parseRate reads a rate such as 500K or 2M (binary units).
-func parseRate(s string) (int64, error) {
+// parseRate reads a byte size or rate flag; empty means none.
+func parseRate(flag, s string) (int64, error) {
 	if s == "" {
 		return 0, nil
 	}
-	mult := int64(1)
-	num := strings.TrimSuffix(strings.ToUpper(s), "B")
-	switch {
-	case strings.HasSuffix(num, "K"):
-		mult, num = 1<<10, strings.TrimSuffix(num, "K")
-	case strings.HasSuffix(num, "M"):
-		mult, num = 1<<20, strings.TrimSuffix(num, "M")
-	case strings.HasSuffix(num, "G"):
-		mult, num = 1<<30, strings.TrimSuffix(num, "G")
+	n, err := fetch.ParseBytes(s)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", flag, err)
 	}
-	n, err := strconv.ParseFloat(num, 64)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("--limit-rate %q is not a rate: write bytes per second, such as 500K or 2M", s)
-	}
-	return int64(n * float64(mult)), nil
+	return n, nil
 }
 
 func defaultCache() (string, error) {

@@ -121,9 +121,9 @@ with that role. Prints the manifest digest.`,
 // pushDataset computes a dataset's statistics into its config and packs its
 // files into shards.
 func pushDataset(ctx context.Context, s streams, dst artifact.Storage, dir string, df datasetFlags, strict bool, shardBytes string, opts artifact.PackOptions) (ocispec.Descriptor, error) {
-	shard, err := parseRate(shardBytes)
-	if err != nil || shard <= 0 {
-		return ocispec.Descriptor{}, fmt.Errorf("--shard-size %q is not a size: write bytes with an optional K, M or G suffix, such as 64M", shardBytes)
+	shard, err := parseRate("--shard-size", shardBytes)
+	if err != nil {
+		return ocispec.Descriptor{}, err
 	}
 	st, err := dataset.Analyze(ctx, dir, df.options())
 	if err != nil {
