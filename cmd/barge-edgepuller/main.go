@@ -24,6 +24,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/retry"
+
 	"github.com/bargeml/barge/edgepuller/agent"
 	"github.com/bargeml/barge/edgepuller/fetch"
 	"github.com/bargeml/barge/edgepuller/gc"
@@ -64,6 +68,7 @@ func run(args []string, stderr io.Writer) int {
 		gcInterval  = fl.Duration("gc-interval", time.Hour, "how often garbage is collected, besides after each activation")
 		keep        = fl.Int("keep-previous", 1, "versions kept besides the current one, per artifact, for rollback")
 		logLevel    = fl.String("log-level", "info", "debug, info, warn or error")
+		regConfig   = fl.String("registry-config", "", "registry credentials in Docker config format (a mounted kubernetes.io/dockerconfigjson Secret); anonymous when empty")
 		mirrors     []string
 		limitRate   int64
 		quota       int64
@@ -116,6 +121,14 @@ func run(args []string, stderr io.Writer) int {
 	opts.Fetch.Mirrors = mirrors
 	opts.Fetch.LimitRate = limitRate
 	opts.Fetch.Concurrency = *layers
+	if *regConfig != "" {
+		store, err := credentials.NewStore(*regConfig, credentials.StoreOptions{})
+		if err != nil {
+			log.Error("cannot read registry credentials", "file", *regConfig, "err", err)
+			return 1
+		}
+		opts.Fetch.Client = &auth.Client{Client: retry.DefaultClient, Cache: auth.NewCache(), Credential: credentials.Credential(store)}
+	}
 	a, err := agent.New(opts)
 	if err != nil {
 		log.Error("cannot start", "err", err)
