@@ -49,6 +49,24 @@ step "Inspect it"
 step "List its versions"
 "$barge" versions "$addr/models/tiny-classifier"
 
+step "A pull killed half way resumes where it stopped"
+mkdir -p "$work/big-model"
+head -c $((64 << 20)) /dev/urandom >"$work/big-model/weights.bin"
+bigref=$addr/models/big:1
+"$barge" push "$work/big-model" "$bigref" >/dev/null 2>&1
+"$barge" pull --cache "$work/cache" --limit-rate 16M "$bigref" "$work/pulled/big" >/dev/null 2>&1 &
+pull_pid=$!
+while :; do
+  size=$(find "$work/cache/ingest" -name data -printf '%s\n' 2>/dev/null | sort -n | tail -1)
+  [ "${size:-0}" -ge $((32 << 20)) ] && break
+  kill -0 "$pull_pid" 2>/dev/null || break
+  sleep 0.1
+done
+kill -KILL "$pull_pid" 2>/dev/null || true
+wait "$pull_pid" 2>/dev/null || true
+echo "killed the pull (SIGKILL) with $((size >> 20)) MiB of 64 MiB downloaded; running it again:"
+"$barge" pull --cache "$work/cache" "$bigref" "$work/pulled/big"
+
 dsref=$addr/datasets/vibration:1
 step "Push the example dataset (statistics go into its config)"
 "$barge" push --kind dataset examples/datasets/vibration "$dsref"
