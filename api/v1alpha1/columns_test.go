@@ -100,7 +100,7 @@ func getTable(t *testing.T, path string) *metav1.Table {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := http.NewRequest(http.MethodGet, base.String()+path, nil)
+	req, err := http.NewRequest(http.MethodGet, base.JoinPath(path).String(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
