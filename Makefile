@@ -71,10 +71,9 @@ quickstart: build ## Start the embedded registry, push, attach metrics, pull and
 ##@ Tools
 
 .PHONY: tools
-# Cold, with an empty build cache on 2 cores shared with other builds: kube-apiserver
-# 10m51s, helm 2m10s, controller-gen 1m15s, etcd 23s, oras 1m (about 15 min in all;
-# the first `make test` includes it). Warm: nothing to do; after a go.mod bump that
-# changes no package, 1s.
+# Cold (empty build cache, 2 cores shared with other builds), measured: kube-apiserver
+# 10m51s (7m34s CPU), helm 2m10s, controller-gen 1m15s, etcd 23s; the first `make test`
+# includes this. Warm: nothing to do; a go.mod bump that changes no package relinks in 1s.
 tools: $(ORAS) $(CONTROLLER_GEN) $(HELM) $(KUBE_APISERVER) $(ETCD) ## Build the pinned tools and control plane into bin/.
 
 $(ORAS): $(TOOLS_MOD)

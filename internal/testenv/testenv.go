@@ -143,7 +143,7 @@ func checkBinaries(bin string) error {
 	for _, name := range []string{"kube-apiserver", "etcd"} {
 		if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
 			return fmt.Errorf("envtest: %s is missing: run `make tools` to build the control plane into %s "+
-				"(about 9 minutes the first time), or set KUBEBUILDER_ASSETS to a directory holding kube-apiserver and etcd",
+				"(10-15 minutes on 2 cores the first time), or set KUBEBUILDER_ASSETS to a directory holding kube-apiserver and etcd",
 				filepath.Join(bin, name), bin)
 		}
 	}
