@@ -37,11 +37,7 @@ func newInspectCommand(s streams) *cobra.Command {
   barge inspect -o json 127.0.0.1:5000/models/resnet@sha256:…`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ref, err := parseRef(args[0])
-			if err != nil {
-				return err
-			}
-			repo, err := rf.repository(ref)
+			ref, repo, err := rf.open(args[0])
 			if err != nil {
 				return err
 			}

@@ -85,11 +85,7 @@ func newMetricsGetCommand(s streams) *cobra.Command {
 		Short: "List the metrics attached to a model, oldest first",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ref, err := parseRef(args[0])
-			if err != nil {
-				return err
-			}
-			repo, err := rf.repository(ref)
+			ref, repo, err := rf.open(args[0])
 			if err != nil {
 				return err
 			}

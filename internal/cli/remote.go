@@ -77,6 +77,16 @@ func credentialStore() (credentials.Store, error) {
 	return store, nil
 }
 
+// open parses a reference and opens its repository.
+func (f remoteFlags) open(arg string) (registry.Reference, *remote.Repository, error) {
+	ref, err := parseRef(arg)
+	if err != nil {
+		return ref, nil, err
+	}
+	repo, err := f.repository(ref)
+	return ref, repo, err
+}
+
 // explain turns a registry error into one that says what to do.
 func explain(err error, ref registry.Reference) error {
 	if err == nil {
