@@ -52,6 +52,12 @@ type Options struct {
 	GCInterval time.Duration
 	// Reporter, if set, receives every artifact's status.
 	Reporter Reporter
+	// Removed, if set, is called with an artifact's name once the directory
+	// of an artifact no longer desired is gone from disk (or was never
+	// there), so that whoever waits for the files to go, such as a
+	// NodeArtifact's finalizer, can let go. A removal that fails is not
+	// reported.
+	Removed func(name string)
 	// Metrics, if set, gets the agent's Prometheus collectors.
 	Metrics prometheus.Registerer
 	// Log receives the agent's log. If nil, slog.Default() is used.
@@ -414,12 +420,15 @@ func (a *Agent) remove(ctx context.Context, name string) {
 	defer a.disk.RUnlock()
 	dir := a.ArtifactDir(name)
 	trash := filepath.Join(a.opts.Root, "artifacts", ".trash-"+crand.Text())
+	gone := true
 	if err := os.Rename(dir, trash); err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			a.log.Error("cannot remove the directory of an artifact no longer desired", "artifact", name, "err", err)
+			gone = false
 		}
 	} else if err := os.RemoveAll(trash); err != nil {
 		a.log.Error("cannot remove the directory of an artifact no longer desired", "artifact", name, "err", err)
+		gone = false
 	} else {
 		a.log.Info("artifact removed: no longer desired", "artifact", name, "dir", dir)
 	}
@@ -432,6 +441,9 @@ func (a *Agent) remove(ctx context.Context, name string) {
 	a.mu.Unlock()
 	a.updateGauge()
 	a.kickGC()
+	if gone && a.opts.Removed != nil {
+		a.opts.Removed(name)
+	}
 }
 
 // report records and passes on an artifact's status.

@@ -134,6 +134,44 @@ func TestRemovesDroppedArtifact(t *testing.T) {
 	}
 }
 
+// Removed is called once a dropped artifact's directory is gone, and only
+// for what was dropped: a finalizer waiting on it may then let go.
+func TestRemovedHookAfterFilesGone(t *testing.T) {
+	e := newEnv(t)
+	a := e.push("models/a", "1", map[string]string{"a.bin": "aaa"})
+	b := e.push("models/b", "1", map[string]string{"b.bin": "bbb"})
+	removed := make(chan string, 10)
+	r := e.start(func(o *agent.Options) {
+		o.Removed = func(name string) {
+			// Called after the directory is gone: check it here, not later.
+			if _, err := os.Stat(filepath.Join(e.root, "artifacts", "team", "b")); !os.IsNotExist(err) {
+				t.Errorf("Removed(%s) called while its directory is still there (%v)", name, err)
+			}
+			removed <- name
+		}
+	})
+	da := agent.Desired{Name: "a", Reference: e.ref("models/a:1"), Insecure: true}
+	db := agent.Desired{Name: "team/b", Reference: e.ref("models/b:1"), Insecure: true}
+	r.set(da, db)
+	r.waitReady(t, "a", a)
+	r.waitReady(t, "team/b", b)
+
+	r.set(da)
+	select {
+	case name := <-removed:
+		if name != "team/b" {
+			t.Errorf("Removed(%q), want team/b", name)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Removed was not called for the dropped artifact")
+	}
+	select {
+	case name := <-removed:
+		t.Errorf("Removed(%q) called again", name)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
 // A restart without the source and without the registry serves what is on
 // disk and reports it Ready; an artifact dropped while the agent was down
 // (it is not in the persisted list) is removed at the next list.
