@@ -1,0 +1,714 @@
+package chart
+
+import (
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// variants are value sets that together turn every optional part on.
+var variants = map[string][]string{
+	"defaults": nil,
+	"everything": {
+		"--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
+		"--set", "edgePuller.registryConfigSecret=regcred,registry.htpasswd.secretName=htpasswd",
+		"--set", "edgePuller.mirrors={cache.local:5000,http://spegel:5000},edgePuller.limitRate=2M,edgePuller.quota=20G",
+		"--set", "registry.service.type=NodePort,registry.service.nodePort=30500",
+		"--set-json", `controller.servingImages={"onnx":{"image":"registry.example.com/onnx:1","args":["--port","8001"],"port":8001}}`,
+	},
+	"no registry":                  {"--set", "registry.enabled=false"},
+	"registry without persistence": {"--set", "registry.persistence.enabled=false"},
+	"no puller":                    {"--set", "edgePuller.enabled=false"},
+}
+
+func TestLint(t *testing.T) {
+	for name, args := range variants {
+		t.Run(name, func(t *testing.T) {
+			base := []string{"lint", "--strict", chartDir, "--namespace", namespace, "--kube-version", kubeVersion}
+			for i := 0; i < len(args); i++ {
+				if args[i] == "--api-versions" { // not a lint flag
+					i++
+					continue
+				}
+				base = append(base, args[i])
+			}
+			if out, err := helm(base...); err != nil {
+				t.Fatal(err)
+			} else if !strings.Contains(out, "0 chart(s) failed") {
+				t.Fatalf("helm lint: %s", out)
+			}
+		})
+	}
+}
+
+func TestDefaultObjects(t *testing.T) {
+	objs := render(t)
+	got := map[string]int{}
+	for _, o := range objs {
+		got[o.GetKind()+"/"+o.GetLabels()["app.kubernetes.io/component"]]++
+	}
+	want := map[string]int{
+		"ServiceAccount/controller":      1,
+		"ClusterRole/controller":         1,
+		"ClusterRoleBinding/controller":  1,
+		"Role/controller":                1, // leader election
+		"RoleBinding/controller":         1,
+		"ConfigMap/controller":           1, // serving images
+		"Deployment/controller":          1,
+		"Service/controller":             1, // metrics
+		"ServiceAccount/edgepuller":      1,
+		"ClusterRole/edgepuller":         1,
+		"ClusterRoleBinding/edgepuller":  1,
+		"DaemonSet/edgepuller":           1,
+		"Service/edgepuller":             1, // metrics, headless
+		"PersistentVolumeClaim/registry": 1,
+		"Deployment/registry":            1,
+		"Service/registry":               1,
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("rendered kinds/components:\n got %v\nwant %v", got, want)
+	}
+	for _, o := range objs {
+		labels := o.GetLabels()
+		for _, k := range []string{"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+			"app.kubernetes.io/managed-by", "app.kubernetes.io/component", "app.kubernetes.io/part-of", "helm.sh/chart"} {
+			if labels[k] == "" {
+				t.Errorf("%s %s: no label %s", o.GetKind(), o.GetName(), k)
+			}
+		}
+		clusterScoped := o.GetKind() == "ClusterRole" || o.GetKind() == "ClusterRoleBinding"
+		if !clusterScoped && o.GetNamespace() != namespace {
+			t.Errorf("%s %s: namespace %q, want the release's %q", o.GetKind(), o.GetName(), o.GetNamespace(), namespace)
+		}
+	}
+}
+
+// podSpecs returns the pod template of every workload, by object name.
+func podSpecs(t *testing.T, objs objects) map[string]*corev1.PodTemplateSpec {
+	specs := map[string]*corev1.PodTemplateSpec{}
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "Deployment":
+			specs[o.GetName()] = &decode[appsv1.Deployment](t, o).Spec.Template
+		case "DaemonSet":
+			specs[o.GetName()] = &decode[appsv1.DaemonSet](t, o).Spec.Template
+		case "StatefulSet", "Job", "CronJob", "Pod", "ReplicaSet":
+			t.Errorf("%s %s: a workload kind this test does not check", o.GetKind(), o.GetName())
+		}
+	}
+	return specs
+}
+
+func TestSecurityContexts(t *testing.T) {
+	for name, args := range variants {
+		t.Run(name, func(t *testing.T) {
+			objs := render(t, args...)
+			for workload, tmpl := range podSpecs(t, objs) {
+				pod := tmpl.Spec
+				if pod.HostNetwork || pod.HostPID || pod.HostIPC {
+					t.Errorf("%s: shares a host namespace", workload)
+				}
+				puller := tmpl.Labels["app.kubernetes.io/component"] == "edgepuller"
+				for _, c := range slices.Concat(pod.InitContainers, pod.Containers) {
+					where := workload + "/" + c.Name
+					checkContainer(t, where, pod.SecurityContext, c, !puller)
+				}
+			}
+		})
+	}
+}
+
+// checkContainer checks the effective security context of a container: its
+// own settings, or the pod's where the container leaves a field unset.
+func checkContainer(t *testing.T, where string, pod *corev1.PodSecurityContext, c corev1.Container, nonRoot bool) {
+	t.Helper()
+	if pod == nil {
+		pod = &corev1.PodSecurityContext{}
+	}
+	sc := c.SecurityContext
+	if sc == nil {
+		t.Errorf("%s: no securityContext", where)
+		return
+	}
+	if sc.Privileged != nil && *sc.Privileged {
+		t.Errorf("%s: privileged", where)
+	}
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Errorf("%s: allowPrivilegeEscalation is not false", where)
+	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Errorf("%s: readOnlyRootFilesystem is not true", where)
+	}
+	if sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") || len(sc.Capabilities.Add) > 0 {
+		t.Errorf("%s: capabilities %+v, want drop [ALL] and nothing added", where, sc.Capabilities)
+	}
+	seccomp := sc.SeccompProfile
+	if seccomp == nil {
+		seccomp = pod.SeccompProfile
+	}
+	if seccomp == nil || seccomp.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("%s: seccompProfile %+v, want RuntimeDefault", where, seccomp)
+	}
+	if len(c.Ports) > 0 && slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.HostPort != 0 }) {
+		t.Errorf("%s: a host port", where)
+	}
+	if !nonRoot {
+		return
+	}
+	runAsNonRoot := sc.RunAsNonRoot
+	if runAsNonRoot == nil {
+		runAsNonRoot = pod.RunAsNonRoot
+	}
+	uid := sc.RunAsUser
+	if uid == nil {
+		uid = pod.RunAsUser
+	}
+	if runAsNonRoot == nil || !*runAsNonRoot || uid == nil || *uid == 0 {
+		t.Errorf("%s: must run as a non-root user (runAsNonRoot %v, runAsUser %v)", where, deref(runAsNonRoot), deref(uid))
+	}
+}
+
+func deref[T any](p *T) any {
+	if p == nil {
+		return "unset"
+	}
+	return *p
+}
+
+// TestEdgePullerSecurityContext pins the puller's documented default (root
+// without any capability, because kubelet creates the hostPath as root:root
+// 0755) and checks that the documented non-root alternative renders.
+func TestEdgePullerSecurityContext(t *testing.T) {
+	ds := decode[appsv1.DaemonSet](t, render(t).one(t, "DaemonSet", "edgepuller"))
+	pod := ds.Spec.Template.Spec.SecurityContext
+	if pod == nil || pod.RunAsUser == nil || *pod.RunAsUser != 0 {
+		t.Errorf("default puller pod securityContext %+v: want runAsUser 0 as values.yaml documents", pod)
+	}
+
+	nonRoot := `edgePuller.podSecurityContext={"runAsNonRoot":true,"runAsUser":65532,"runAsGroup":65532,"seccompProfile":{"type":"RuntimeDefault"}}`
+	ds = decode[appsv1.DaemonSet](t, render(t, "--set-json", nonRoot).one(t, "DaemonSet", "edgepuller"))
+	spec := ds.Spec.Template.Spec
+	for _, c := range spec.Containers {
+		checkContainer(t, "non-root puller/"+c.Name, spec.SecurityContext, c, true)
+	}
+}
+
+// rbacRules flattens rules into "group resource verb" triples.
+func rbacRules(t *testing.T, where string, rules []rbacv1.PolicyRule) []string {
+	t.Helper()
+	var out []string
+	for _, r := range rules {
+		if len(r.ResourceNames) > 0 || len(r.NonResourceURLs) > 0 {
+			t.Errorf("%s: a rule with resourceNames or nonResourceURLs: %+v", where, r)
+		}
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					if g == "*" || res == "*" || v == "*" || strings.Contains(res, "*") {
+						t.Errorf("%s: a wildcard in %+v", where, r)
+					}
+					out = append(out, g+" "+res+" "+v)
+				}
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func triples(group string, resources []string, verbs ...string) []string {
+	var out []string
+	for _, r := range resources {
+		for _, v := range verbs {
+			out = append(out, group+" "+r+" "+v)
+		}
+	}
+	return out
+}
+
+// boundTo checks that a binding's subject is the ServiceAccount the workload runs as.
+func boundTo(t *testing.T, objs objects, bindingKind, component, role string) {
+	t.Helper()
+	b := decode[rbacv1.RoleBinding](t, objs.one(t, bindingKind, component)) // a ClusterRoleBinding has the same fields
+	sa := objs.one(t, "ServiceAccount", component)
+	if b.RoleRef.Name != role {
+		t.Errorf("%s %s refers to %s, want %s", bindingKind, b.Name, b.RoleRef.Name, role)
+	}
+	if len(b.Subjects) != 1 || b.Subjects[0].Kind != "ServiceAccount" || b.Subjects[0].Name != sa.GetName() || b.Subjects[0].Namespace != namespace {
+		t.Errorf("%s %s subjects %+v, want only ServiceAccount %s/%s", bindingKind, b.Name, b.Subjects, namespace, sa.GetName())
+	}
+	for name, tmpl := range podSpecs(t, objs) {
+		if tmpl.Labels["app.kubernetes.io/component"] == component && tmpl.Spec.ServiceAccountName != sa.GetName() {
+			t.Errorf("%s runs as %q, not the bound ServiceAccount %s", name, tmpl.Spec.ServiceAccountName, sa.GetName())
+		}
+	}
+}
+
+func TestEdgePullerRBAC(t *testing.T) {
+	objs := render(t)
+	role := decode[rbacv1.ClusterRole](t, objs.one(t, "ClusterRole", "edgepuller"))
+	got := rbacRules(t, "puller ClusterRole", role.Rules)
+	want := slices.Concat(
+		triples("barge.dev", []string{"nodeartifacts"}, "get", "list", "watch", "patch"),
+		triples("barge.dev", []string{"nodeartifacts/status"}, "get", "patch", "update"),
+	)
+	sort.Strings(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("puller ClusterRole grants\n%s\nwant exactly\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if n := len(objs.find("Role", "edgepuller")); n != 0 {
+		t.Errorf("the puller has %d Roles besides its ClusterRole", n)
+	}
+	boundTo(t, objs, "ClusterRoleBinding", "edgepuller", role.Name)
+}
+
+func TestControllerRBAC(t *testing.T) {
+	objs := render(t)
+	role := decode[rbacv1.ClusterRole](t, objs.one(t, "ClusterRole", "controller"))
+	got := rbacRules(t, "controller ClusterRole", role.Rules)
+	// The controller's interface, as specified to it. Adjust both together.
+	crud := []string{"get", "list", "watch", "create", "update", "patch", "delete"}
+	want := slices.Concat(
+		triples("barge.dev", []string{"inferencemodels", "datasets"}, "get", "list", "watch", "update", "patch"),
+		triples("barge.dev", []string{"inferencemodels/status", "datasets/status"}, "get", "update", "patch"),
+		triples("barge.dev", []string{"inferencemodels/finalizers", "datasets/finalizers", "nodeartifacts/finalizers"}, "update"),
+		triples("barge.dev", []string{"nodeartifacts"}, crud...),
+		triples("", []string{"nodes"}, "get", "list", "watch"),
+		triples("", []string{"secrets"}, "get"),
+		triples("", []string{"services"}, crud...),
+		triples("apps", []string{"deployments"}, crud...),
+		triples("", []string{"events"}, "create", "patch"),
+		triples("events.k8s.io", []string{"events"}, "create", "patch"),
+	)
+	sort.Strings(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("controller ClusterRole grants\n%s\nwant exactly\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	boundTo(t, objs, "ClusterRoleBinding", "controller", role.Name)
+
+	lease := decode[rbacv1.Role](t, objs.one(t, "Role", "controller"))
+	if lease.Namespace != namespace {
+		t.Errorf("leader election Role in %q, want the release namespace", lease.Namespace)
+	}
+	got = rbacRules(t, "leader election Role", lease.Rules)
+	want = triples("coordination.k8s.io", []string{"leases"}, crud...)
+	sort.Strings(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("leader election Role grants %v, want %v", got, want)
+	}
+	boundTo(t, objs, "RoleBinding", "controller", lease.Name)
+}
+
+func container(t *testing.T, tmpl *corev1.PodTemplateSpec, name string) corev1.Container {
+	t.Helper()
+	for _, c := range tmpl.Spec.Containers {
+		if c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("no container %s", name)
+	return corev1.Container{}
+}
+
+// flag returns the value of --name=value in args, and whether it is there.
+func flag(args []string, name string) (string, bool) {
+	for _, a := range args {
+		if a == "--"+name {
+			return "", true
+		}
+		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+func mountOf(t *testing.T, c corev1.Container, volume string) corev1.VolumeMount {
+	t.Helper()
+	for _, m := range c.VolumeMounts {
+		if m.Name == volume {
+			return m
+		}
+	}
+	t.Fatalf("container %s does not mount volume %s", c.Name, volume)
+	return corev1.VolumeMount{}
+}
+
+func volumeOf(t *testing.T, tmpl *corev1.PodTemplateSpec, name string) corev1.Volume {
+	t.Helper()
+	for _, v := range tmpl.Spec.Volumes {
+		if v.Name == name {
+			return v
+		}
+	}
+	t.Fatalf("no volume %s", name)
+	return corev1.Volume{}
+}
+
+func TestControllerDeployment(t *testing.T) {
+	objs := render(t, variants["everything"]...)
+	d := decode[appsv1.Deployment](t, objs.one(t, "Deployment", "controller"))
+	c := container(t, &d.Spec.Template, "controller")
+	for name, want := range map[string]string{
+		"metrics-bind-address":      ":8080",
+		"health-probe-bind-address": ":8081",
+		"leader-elect":              "",
+		"barge-image":               c.Image,
+	} {
+		if got, ok := flag(c.Args, name); !ok || got != want {
+			t.Errorf("--%s: got %q (present %v), want %q", name, got, ok, want)
+		}
+	}
+	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" ||
+		c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
+		t.Errorf("probes: liveness %+v, readiness %+v; want /healthz and /readyz", c.LivenessProbe, c.ReadinessProbe)
+	}
+	ports := map[string]int32{}
+	for _, p := range c.Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	if ports["metrics"] != 8080 || ports["health"] != 8081 {
+		t.Errorf("ports %v, want metrics 8080 and health 8081", ports)
+	}
+
+	// --serving-images names a key of the ConfigMap, through its mount, and the
+	// key holds controller.servingImages.
+	file, _ := flag(c.Args, "serving-images")
+	vol := volumeOf(t, &d.Spec.Template, "serving-images")
+	mount := mountOf(t, c, "serving-images")
+	cm := decode[corev1.ConfigMap](t, objs.one(t, "ConfigMap", "controller"))
+	if vol.ConfigMap == nil || vol.ConfigMap.Name != cm.Name {
+		t.Fatalf("volume serving-images %+v, want ConfigMap %s", vol, cm.Name)
+	}
+	key, ok := strings.CutPrefix(file, mount.MountPath+"/")
+	if !ok || cm.Data[key] == "" {
+		t.Fatalf("--serving-images=%s: not a key of ConfigMap %s mounted at %s (keys %v)", file, cm.Name, mount.MountPath, keys(cm.Data))
+	}
+	var serving map[string]struct {
+		Image string
+		Args  []string
+		Port  int
+	}
+	if err := yaml.UnmarshalStrict([]byte(cm.Data[key]), &serving); err != nil {
+		t.Fatal(err)
+	}
+	if onnx := serving["onnx"]; onnx.Image != "registry.example.com/onnx:1" || onnx.Port != 8001 || !slices.Equal(onnx.Args, []string{"--port", "8001"}) {
+		t.Errorf("serving images file: %+v", serving)
+	}
+
+	d = decode[appsv1.Deployment](t, render(t, "--set", "controller.leaderElect=false").one(t, "Deployment", "controller"))
+	if _, ok := flag(container(t, &d.Spec.Template, "controller").Args, "leader-elect"); ok {
+		t.Error("leaderElect=false still passes --leader-elect")
+	}
+}
+
+func keys(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestEdgePullerDaemonSet(t *testing.T) {
+	ds := decode[appsv1.DaemonSet](t, render(t).one(t, "DaemonSet", "edgepuller"))
+	tmpl := &ds.Spec.Template
+	c := container(t, tmpl, "edgepuller")
+	var nodeName *corev1.EnvVar
+	for i, e := range c.Env {
+		if e.Name == "NODE_NAME" {
+			nodeName = &c.Env[i]
+		}
+	}
+	if nodeName == nil || nodeName.ValueFrom == nil || nodeName.ValueFrom.FieldRef == nil || nodeName.ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
+		t.Errorf("NODE_NAME: %+v, want it from spec.nodeName", nodeName)
+	}
+	if v, _ := flag(c.Args, "node-name"); v != "$(NODE_NAME)" {
+		t.Errorf("--node-name=%q, want $(NODE_NAME)", v)
+	}
+	// Default: no credentials, no optional flags.
+	for _, f := range []string{"registry-config", "mirror", "limit-rate", "quota"} {
+		if _, ok := flag(c.Args, f); ok {
+			t.Errorf("--%s passed with default values", f)
+		}
+	}
+	// The hostPath is the only host volume, mounted where --root says, at its
+	// host path, so the paths in NodeArtifact status are host paths.
+	root, _ := flag(c.Args, "root")
+	vol := volumeOf(t, tmpl, "root")
+	if vol.HostPath == nil || vol.HostPath.Path != root || root != "/var/lib/barge" || mountOf(t, c, "root").MountPath != root {
+		t.Errorf("--root=%s, volume %+v, mount %s: want /var/lib/barge everywhere", root, vol.HostPath, mountOf(t, c, "root").MountPath)
+	}
+	for _, v := range tmpl.Spec.Volumes {
+		if v.HostPath != nil && v.Name != "root" {
+			t.Errorf("another hostPath volume: %+v", v)
+		}
+	}
+	if !slices.ContainsFunc(tmpl.Spec.Tolerations, func(tol corev1.Toleration) bool { return tol.Key == "node-role.kubernetes.io/edge" }) {
+		t.Errorf("tolerations %+v: KubeEdge edge nodes' taint is not tolerated", tmpl.Spec.Tolerations)
+	}
+
+	ds = decode[appsv1.DaemonSet](t, render(t, variants["everything"]...).one(t, "DaemonSet", "edgepuller"))
+	c = container(t, &ds.Spec.Template, "edgepuller")
+	var mirrors []string
+	for _, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, "--mirror="); ok {
+			mirrors = append(mirrors, v)
+		}
+	}
+	if !slices.Equal(mirrors, []string{"cache.local:5000", "http://spegel:5000"}) {
+		t.Errorf("mirrors %v, want both, in order", mirrors)
+	}
+	if v, _ := flag(c.Args, "limit-rate"); v != "2M" {
+		t.Errorf("--limit-rate=%q", v)
+	}
+	if v, _ := flag(c.Args, "quota"); v != "20G" {
+		t.Errorf("--quota=%q", v)
+	}
+
+	ds = decode[appsv1.DaemonSet](t, render(t, "--set", "edgePuller.root=/data/barge").one(t, "DaemonSet", "edgepuller"))
+	c = container(t, &ds.Spec.Template, "edgepuller")
+	if v, _ := flag(c.Args, "root"); v != "/data/barge" || volumeOf(t, &ds.Spec.Template, "root").HostPath.Path != v || mountOf(t, c, "root").MountPath != v {
+		t.Errorf("edgePuller.root=/data/barge: --root=%s, not followed by the volume and the mount", v)
+	}
+	if _, err := renderErr("--set", "edgePuller.root=var/lib/barge"); err == nil || !strings.Contains(err.Error(), "absolute path") {
+		t.Errorf("a relative edgePuller.root: %v, want an error saying it must be absolute", err)
+	}
+}
+
+func TestEdgePullerRegistryConfigSecret(t *testing.T) {
+	ds := decode[appsv1.DaemonSet](t, render(t, "--set", "edgePuller.registryConfigSecret=regcred").one(t, "DaemonSet", "edgepuller"))
+	tmpl := &ds.Spec.Template
+	c := container(t, tmpl, "edgepuller")
+	file, ok := flag(c.Args, "registry-config")
+	if !ok {
+		t.Fatal("no --registry-config")
+	}
+	// The flag names the .dockerconfigjson key of the Secret, through its mount.
+	var found bool
+	for _, m := range c.VolumeMounts {
+		rel, ok := strings.CutPrefix(file, m.MountPath+"/")
+		if !ok {
+			continue
+		}
+		found = true
+		if !m.ReadOnly {
+			t.Errorf("mount %s is writable", m.MountPath)
+		}
+		v := volumeOf(t, tmpl, m.Name)
+		if v.Secret == nil || v.Secret.SecretName != "regcred" {
+			t.Fatalf("--registry-config=%s is on volume %+v, want Secret regcred", file, v)
+		}
+		if !slices.ContainsFunc(v.Secret.Items, func(k corev1.KeyToPath) bool { return k.Key == ".dockerconfigjson" && k.Path == rel }) {
+			t.Errorf("Secret items %+v: the .dockerconfigjson key is not at %s", v.Secret.Items, rel)
+		}
+	}
+	if !found {
+		t.Errorf("--registry-config=%s is on no mounted volume", file)
+	}
+}
+
+func TestRegistry(t *testing.T) {
+	t.Run("disabled", func(t *testing.T) {
+		objs := render(t, "--set", "registry.enabled=false")
+		if len(objs) == 0 {
+			t.Fatal("nothing rendered")
+		}
+		for _, o := range objs {
+			if o.GetLabels()["app.kubernetes.io/component"] == "registry" || o.GetKind() == "PersistentVolumeClaim" {
+				t.Errorf("registry.enabled=false still renders %s %s", o.GetKind(), o.GetName())
+			}
+		}
+	})
+	t.Run("persistence", func(t *testing.T) {
+		objs := render(t)
+		d := decode[appsv1.Deployment](t, objs.one(t, "Deployment", "registry"))
+		pvc := decode[corev1.PersistentVolumeClaim](t, objs.one(t, "PersistentVolumeClaim", "registry"))
+		data := volumeOf(t, &d.Spec.Template, "data")
+		if data.PersistentVolumeClaim == nil || data.PersistentVolumeClaim.ClaimName != pvc.Name {
+			t.Errorf("volume data %+v, want claim %s", data, pvc.Name)
+		}
+		c := container(t, &d.Spec.Template, "registry")
+		if root, _ := flag(c.Args, "root"); root != mountOf(t, c, "data").MountPath {
+			t.Errorf("--root=%s is not the data mount", root)
+		}
+		if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+			t.Errorf("strategy %s: a ReadWriteOnce volume needs Recreate", d.Spec.Strategy.Type)
+		}
+		if d.Spec.Template.Spec.AutomountServiceAccountToken == nil || *d.Spec.Template.Spec.AutomountServiceAccountToken {
+			t.Error("the registry gets an API token it never uses")
+		}
+
+		objs = render(t, "--set", "registry.persistence.enabled=false")
+		d = decode[appsv1.Deployment](t, objs.one(t, "Deployment", "registry"))
+		if data := volumeOf(t, &d.Spec.Template, "data"); data.EmptyDir == nil || len(objs.find("PersistentVolumeClaim", "")) != 0 {
+			t.Errorf("persistence off: volume %+v and %d claims, want an emptyDir and none", data, len(objs.find("PersistentVolumeClaim", "")))
+		}
+
+		objs = render(t, "--set", "registry.persistence.existingClaim=mine")
+		d = decode[appsv1.Deployment](t, objs.one(t, "Deployment", "registry"))
+		if data := volumeOf(t, &d.Spec.Template, "data"); data.PersistentVolumeClaim == nil || data.PersistentVolumeClaim.ClaimName != "mine" || len(objs.find("PersistentVolumeClaim", "")) != 0 {
+			t.Errorf("existingClaim: volume %+v, want claim mine and no new claim", data)
+		}
+	})
+	t.Run("htpasswd", func(t *testing.T) {
+		d := decode[appsv1.Deployment](t, render(t, "--set", "registry.htpasswd.secretName=hp,registry.htpasswd.secretKey=users").one(t, "Deployment", "registry"))
+		c := container(t, &d.Spec.Template, "registry")
+		file, _ := flag(c.Args, "htpasswd")
+		m := mountOf(t, c, "htpasswd")
+		v := volumeOf(t, &d.Spec.Template, "htpasswd")
+		if file != m.MountPath+"/users" || v.Secret == nil || v.Secret.SecretName != "hp" {
+			t.Errorf("--htpasswd=%s, mount %s, volume %+v: want key users of Secret hp", file, m.MountPath, v)
+		}
+	})
+	t.Run("service", func(t *testing.T) {
+		svc := decode[corev1.Service](t, render(t, variants["everything"]...).one(t, "Service", "registry"))
+		if svc.Spec.Type != corev1.ServiceTypeNodePort || svc.Spec.Ports[0].NodePort != 30500 || svc.Spec.Ports[0].Port != 5000 {
+			t.Errorf("service %+v", svc.Spec)
+		}
+	})
+}
+
+// TestServicesSelectPods checks that each Service selects a rendered pod
+// template and that its target ports are named ports of that pod.
+func TestServicesSelectPods(t *testing.T) {
+	objs := render(t, variants["everything"]...)
+	specs := podSpecs(t, objs)
+	for _, o := range objs.find("Service", "") {
+		svc := decode[corev1.Service](t, o)
+		var matched bool
+		for _, tmpl := range specs {
+			if !selects(svc.Spec.Selector, tmpl.Labels) {
+				continue
+			}
+			matched = true
+			for _, p := range svc.Spec.Ports {
+				if !slices.ContainsFunc(tmpl.Spec.Containers, func(c corev1.Container) bool {
+					return slices.ContainsFunc(c.Ports, func(cp corev1.ContainerPort) bool { return cp.Name == p.TargetPort.String() })
+				}) {
+					t.Errorf("Service %s: targetPort %s is no container port", svc.Name, p.TargetPort.String())
+				}
+			}
+		}
+		if !matched {
+			t.Errorf("Service %s selects no pod (selector %v)", svc.Name, svc.Spec.Selector)
+		}
+	}
+}
+
+func selects(selector, labels map[string]string) bool {
+	if len(selector) == 0 {
+		return false
+	}
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func TestEdgePullerDisabled(t *testing.T) {
+	for _, o := range render(t, "--set", "edgePuller.enabled=false") {
+		if o.GetLabels()["app.kubernetes.io/component"] == "edgepuller" {
+			t.Errorf("edgePuller.enabled=false still renders %s %s", o.GetKind(), o.GetName())
+		}
+	}
+}
+
+func TestServiceMonitors(t *testing.T) {
+	const api = "monitoring.coreos.com/v1/ServiceMonitor"
+	for _, tt := range []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"auto without the API", nil, 0},
+		{"auto with the API", []string{"--api-versions", api}, 2},
+		{"disabled with the API", []string{"--api-versions", api, "--set", "metrics.serviceMonitor.enabled=false"}, 0},
+		{"enabled without the API", []string{"--set", "metrics.serviceMonitor.enabled=true"}, 2},
+		{"no puller", []string{"--api-versions", api, "--set", "edgePuller.enabled=false"}, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			objs := render(t, tt.args...)
+			sms := objs.find("ServiceMonitor", "")
+			if len(sms) != tt.want {
+				t.Fatalf("%d ServiceMonitors, want %d", len(sms), tt.want)
+			}
+			for _, sm := range sms {
+				var spec struct {
+					Spec struct {
+						Selector  struct{ MatchLabels map[string]string }
+						Endpoints []struct{ Port string }
+					}
+				}
+				if err := yaml.Unmarshal(sm.raw, &spec); err != nil {
+					t.Fatal(err)
+				}
+				var found bool
+				for _, o := range objs.find("Service", "") {
+					svc := decode[corev1.Service](t, o)
+					if selects(spec.Spec.Selector.MatchLabels, svc.Labels) {
+						found = true
+						if len(spec.Spec.Endpoints) != 1 || !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == spec.Spec.Endpoints[0].Port }) {
+							t.Errorf("ServiceMonitor %s endpoints %+v: no such port on Service %s", sm.GetName(), spec.Spec.Endpoints, svc.Name)
+						}
+					}
+				}
+				if !found {
+					t.Errorf("ServiceMonitor %s selects no Service", sm.GetName())
+				}
+			}
+		})
+	}
+	if _, err := renderErr("--set", "metrics.serviceMonitor.enabled=yes"); err == nil || !strings.Contains(err.Error(), "auto, true or false") {
+		t.Errorf("enabled=yes: %v, want an error naming the choices", err)
+	}
+}
+
+func TestCRDs(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(chartDir, "crds", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no CRDs in %s/crds (run make generate): %v", chartDir, err)
+	}
+	var want []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var crd struct{ Metadata struct{ Name string } }
+		if err := yaml.Unmarshal(b, &crd); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		want = append(want, crd.Metadata.Name)
+	}
+	sort.Strings(want)
+
+	var got []string
+	for _, o := range render(t, "--include-crds").find("CustomResourceDefinition", "") {
+		got = append(got, o.GetName())
+	}
+	sort.Strings(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("--include-crds renders %v, want the CRDs in crds/: %v", got, want)
+	}
+	for _, name := range []string{"inferencemodels.barge.dev", "datasets.barge.dev", "nodeartifacts.barge.dev"} {
+		if !slices.Contains(got, name) {
+			t.Errorf("CRD %s is missing", name)
+		}
+	}
+	if n := len(render(t).find("CustomResourceDefinition", "")); n != 0 {
+		t.Errorf("%d CRDs rendered as templates: Helm must install them from crds/ only", n)
+	}
+}

@@ -1,0 +1,146 @@
+// Package chart renders charts/barge with the real helm binary (bin/helm, built
+// by `make tools`) and checks what an operator gets: the objects, their security
+// contexts, least-privilege RBAC, and what each value turns on or off.
+package chart
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	release   = "rel"
+	namespace = "barge-system"
+	// kubeVersion is what helm renders for. A helm built from source without
+	// its release ldflags assumes Kubernetes v1.20, below the chart's kubeVersion;
+	// the control plane the other tests run is v1.37.
+	kubeVersion = "1.37.2"
+)
+
+var (
+	helmBin  string
+	chartDir string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	chartDir = filepath.Join(root, "charts", "barge")
+	helmBin = os.Getenv("BARGE_HELM")
+	if helmBin == "" {
+		helmBin = filepath.Join(root, "bin", "helm")
+	}
+	if _, err := os.Stat(helmBin); err != nil {
+		fmt.Fprintf(os.Stderr, "the chart tests need the helm binary, and it is not at %s: run `make tools` (or `make test`)\n", helmBin)
+		return 1
+	}
+	// Helm's repositories, cache and plugins stay inside the test.
+	tmp, err := os.MkdirTemp("", "barge-chart-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	for _, v := range []string{"HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"} {
+		os.Setenv(v, filepath.Join(tmp, strings.ToLower(v)))
+	}
+	os.Setenv("KUBECONFIG", filepath.Join(tmp, "no-kubeconfig"))
+	return m.Run()
+}
+
+// helm runs bin/helm and returns its stdout, or stdout and stderr in the error.
+func helm(args ...string) (string, error) {
+	cmd := exec.Command(helmBin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("helm %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// object is one rendered document: parsed loosely for lookups, and kept raw
+// for strict decoding into its typed struct.
+type object struct {
+	*unstructured.Unstructured
+	raw []byte
+}
+
+type objects []object
+
+// render runs helm template on the chart with the given extra arguments
+// (--set, --api-versions, --include-crds) and parses every document.
+func render(t *testing.T, args ...string) objects {
+	t.Helper()
+	out, err := renderErr(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func renderErr(args ...string) (objects, error) {
+	base := []string{"template", release, chartDir, "--namespace", namespace, "--kube-version", kubeVersion}
+	out, err := helm(append(base, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	var objs objects
+	for _, doc := range strings.Split(out, "\n---") {
+		var m map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+			return nil, fmt.Errorf("rendered YAML does not parse: %v\n%s", err, doc)
+		}
+		if len(m) == 0 {
+			continue // a document of comments only
+		}
+		objs = append(objs, object{&unstructured.Unstructured{Object: m}, []byte(doc)})
+	}
+	return objs, nil
+}
+
+// find returns the objects of a kind, and of a component when component is not empty.
+func (objs objects) find(kind, component string) objects {
+	var out objects
+	for _, o := range objs {
+		if o.GetKind() == kind && (component == "" || o.GetLabels()["app.kubernetes.io/component"] == component) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// one returns the single object of a kind and component, or fails.
+func (objs objects) one(t *testing.T, kind, component string) object {
+	t.Helper()
+	found := objs.find(kind, component)
+	if len(found) != 1 {
+		t.Fatalf("want one %s of component %q, got %d", kind, component, len(found))
+	}
+	return found[0]
+}
+
+// decode decodes an object strictly into its typed struct, so a misspelled
+// field in a template (readOnlyRootFileSystem) fails the test instead of
+// being dropped by the API server.
+func decode[T any](t *testing.T, o object) *T {
+	t.Helper()
+	v := new(T)
+	if err := yaml.UnmarshalStrict(o.raw, v); err != nil {
+		t.Fatalf("%s %s: %v", o.GetKind(), o.GetName(), err)
+	}
+	return v
+}
