@@ -12,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -238,7 +239,19 @@ func triples(group string, resources []string, verbs ...string) []string {
 // boundTo checks that a binding's subject is the ServiceAccount the workload runs as.
 func boundTo(t *testing.T, objs objects, bindingKind, component, role string) {
 	t.Helper()
-	b := decode[rbacv1.RoleBinding](t, objs.one(t, bindingKind, component)) // a ClusterRoleBinding has the same fields
+	o := objs.one(t, bindingKind, component)
+	var b struct {
+		Name     string
+		RoleRef  rbacv1.RoleRef
+		Subjects []rbacv1.Subject
+	}
+	if bindingKind == "RoleBinding" {
+		rb := decode[rbacv1.RoleBinding](t, o)
+		b.Name, b.RoleRef, b.Subjects = rb.Name, rb.RoleRef, rb.Subjects
+	} else {
+		crb := decode[rbacv1.ClusterRoleBinding](t, o)
+		b.Name, b.RoleRef, b.Subjects = crb.Name, crb.RoleRef, crb.Subjects
+	}
 	sa := objs.one(t, "ServiceAccount", component)
 	if b.RoleRef.Name != role {
 		t.Errorf("%s %s refers to %s, want %s", bindingKind, b.Name, b.RoleRef.Name, role)
@@ -710,5 +723,34 @@ func TestCRDs(t *testing.T) {
 	}
 	if n := len(render(t).find("CustomResourceDefinition", "")); n != 0 {
 		t.Errorf("%d CRDs rendered as templates: Helm must install them from crds/ only", n)
+	}
+}
+
+// TestProbes checks that every container has both probes and that a probe's
+// named port is one of the container's ports.
+func TestProbes(t *testing.T) {
+	for workload, tmpl := range podSpecs(t, render(t, variants["everything"]...)) {
+		for _, c := range tmpl.Spec.Containers {
+			for kind, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+				if p == nil {
+					t.Errorf("%s/%s: no %s probe", workload, c.Name, kind)
+					continue
+				}
+				var port intstr.IntOrString
+				switch {
+				case p.HTTPGet != nil:
+					port = p.HTTPGet.Port
+				case p.TCPSocket != nil:
+					port = p.TCPSocket.Port
+				default:
+					continue
+				}
+				if !slices.ContainsFunc(c.Ports, func(cp corev1.ContainerPort) bool {
+					return cp.Name == port.String() || cp.ContainerPort == port.IntVal
+				}) {
+					t.Errorf("%s/%s: %s probe on port %s, which the container does not declare", workload, c.Name, kind, port.String())
+				}
+			}
+		}
 	}
 }

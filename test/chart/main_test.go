@@ -13,7 +13,12 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
+	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -133,14 +138,33 @@ func (objs objects) one(t *testing.T, kind, component string) object {
 	return found[0]
 }
 
-// decode decodes an object strictly into its typed struct, so a misspelled
-// field in a template (readOnlyRootFileSystem) fails the test instead of
-// being dropped by the API server.
-func decode[T any](t *testing.T, o object) *T {
+// strict decodes YAML into the typed API structs, case-sensitively and
+// rejecting unknown and duplicate fields, as the API server's field validation
+// does: a misspelled field in a template (readOnlyRootFileSystem) fails the test
+// instead of being dropped.
+var strict = func() *kjson.Serializer {
+	s := kruntime.NewScheme()
+	for _, add := range []func(*kruntime.Scheme) error{appsv1.AddToScheme, corev1.AddToScheme, rbacv1.AddToScheme} {
+		if err := add(s); err != nil {
+			panic(err)
+		}
+	}
+	return kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, s, s, kjson.SerializerOptions{Yaml: true, Strict: true})
+}()
+
+// decode decodes an object strictly into its typed struct.
+func decode[T any, PT interface {
+	*T
+	kruntime.Object
+}](t *testing.T, o object) *T {
 	t.Helper()
-	v := new(T)
-	if err := yaml.UnmarshalStrict(o.raw, v); err != nil {
+	v := PT(new(T))
+	got, _, err := strict.Decode(o.raw, nil, v)
+	if err != nil {
 		t.Fatalf("%s %s: %v", o.GetKind(), o.GetName(), err)
+	}
+	if got != kruntime.Object(v) {
+		t.Fatalf("%s %s decoded as %T, not %T", o.GetKind(), o.GetName(), got, v)
 	}
 	return v
 }
