@@ -53,8 +53,12 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 10s).
 	  done; \
 	done
 
+.PHONY: lint-chart
+lint-chart: $(HELM) ## Lint the Helm chart (test/chart renders and checks it).
+	$(HELM) lint --strict charts/barge --kube-version $(subst v,,$(KUBE_VERSION))
+
 .PHONY: verify
-verify: ## Check formatting, vet, go.mod tidiness and generated files.
+verify: lint-chart ## Check formatting, vet, go.mod tidiness, generated files and the chart.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	$(GO) mod tidy -diff
