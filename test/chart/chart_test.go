@@ -422,6 +422,9 @@ func TestControllerDeployment(t *testing.T) {
 	if _, ok := flag(container(t, &d.Spec.Template, "controller").Args, "leader-elect"); ok {
 		t.Error("leaderElect=false still passes --leader-elect")
 	}
+	if _, err := renderErr("--set", "controller.leaderElect=false,controller.replicas=2"); err == nil || !strings.Contains(err.Error(), "needs controller.leaderElect") {
+		t.Errorf("2 replicas without leader election: %v, want an error", err)
+	}
 }
 
 func keys(m map[string]string) []string {
