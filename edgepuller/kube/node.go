@@ -1,0 +1,396 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
+
+	"github.com/bargeml/barge/api/v1alpha1"
+	"github.com/bargeml/barge/edgepuller/agent"
+)
+
+// FilesFinalizer is on every NodeArtifact the controller creates; the puller
+// of the node removes it once the artifact's files are gone.
+const FilesFinalizer = "barge.dev/files"
+
+// Options configures a Node. Config, NodeName and ArtifactDir are required.
+type Options struct {
+	// Config reaches the API server, or KubeEdge's MetaServer on an edge
+	// node.
+	Config *rest.Config
+	// NodeName is the node whose NodeArtifacts (label barge.dev/node=NodeName)
+	// are kept.
+	NodeName string
+	// ArtifactDir is where the agent keeps an artifact (agent.Agent.ArtifactDir):
+	// a deleting NodeArtifact keeps its finalizer while the directory exists.
+	ArtifactDir func(name string) string
+	// ProgressEvery is the least time between two status patches of one
+	// NodeArtifact that only move its byte counts; if <= 0, 1 s. A change
+	// of phase, digest, path or message is sent at once.
+	ProgressEvery time.Duration
+	// Backoff is the wait before trying again after the API server could not
+	// be reached for the attempt-th time in a row (1 for the first). If nil,
+	// 1 s doubling up to 30 s, with jitter.
+	Backoff func(attempt int) time.Duration
+	// WatchTimeout is how long one watch request lasts before the server
+	// ends it and the Node watches again from where it was; if <= 0, 5 to
+	// 10 minutes at random.
+	WatchTimeout time.Duration
+	// UnknownGrace is how long a NodeArtifact that was already being deleted
+	// when this process first listed, and that has no directory, keeps its
+	// finalizer: time for the agent to remove what it may have been pulling
+	// from its persisted list. If <= 0, 30 s.
+	UnknownGrace time.Duration
+	// Log receives the Node's log. If nil, slog.Default() is used.
+	Log *slog.Logger
+}
+
+// requestTimeout bounds a list, get or patch: a link that went silent must
+// not hold the statuses queued behind it for ever.
+const requestTimeout = 30 * time.Second
+
+// Node is one node's side of the NodeArtifact contract: the agent's Source
+// (Watch) and Reporter (Report), and the agent's Removed hook. Create it
+// with New.
+type Node struct {
+	opts     Options
+	rc       *rest.RESTClient
+	log      *slog.Logger
+	selector string
+
+	kick chan struct{} // new work for the sender
+	up   chan struct{} // the API server answered: stop backing off
+
+	mu        sync.Mutex
+	listed    time.Time                         // first successful list of this process; zero before
+	objects   map[string]*v1alpha1.NodeArtifact // by agent name, namespace/name
+	delivered map[string]bool                   // names in the last list given to the agent
+	ever      map[string]bool                   // names given to the agent by this process
+	removed   map[string]bool                   // names the agent removed since it last got them
+	last      []agent.Desired                   // the last list given to the agent
+	queue     map[string]*entry                 // status to send, by name
+	released  map[string]bool                   // UIDs whose finalizer was patched away
+}
+
+// New checks opts and prepares a client; nothing is requested before Watch.
+func New(opts Options) (*Node, error) {
+	if opts.Config == nil {
+		return nil, errors.New("kube: no API server configuration")
+	}
+	if opts.NodeName == "" {
+		return nil, errors.New("kube: no node name")
+	}
+	if errs := validation.IsValidLabelValue(opts.NodeName); len(errs) > 0 {
+		return nil, fmt.Errorf("kube: node name %q cannot be a label value: %s", opts.NodeName, strings.Join(errs, "; "))
+	}
+	if opts.ArtifactDir == nil {
+		return nil, errors.New("kube: no ArtifactDir")
+	}
+	if opts.ProgressEvery <= 0 {
+		opts.ProgressEvery = time.Second
+	}
+	if opts.Backoff == nil {
+		opts.Backoff = defaultBackoff
+	}
+	if opts.UnknownGrace <= 0 {
+		opts.UnknownGrace = 30 * time.Second
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("kube: %w", err)
+	}
+	cfg := rest.CopyConfig(opts.Config)
+	cfg.GroupVersion = &v1alpha1.GroupVersion
+	cfg.APIPath = "/apis"
+	cfg.ContentType = "application/json"
+	cfg.AcceptContentTypes = "application/json"
+	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "barge-edgepuller/" + opts.NodeName
+	}
+	if cfg.QPS == 0 {
+		cfg.QPS, cfg.Burst = 10, 20
+	}
+	rc, err := rest.RESTClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kube: client for %s: %w", cfg.Host, err)
+	}
+	return &Node{
+		opts:      opts,
+		rc:        rc,
+		log:       opts.Log.With("node", opts.NodeName),
+		selector:  labels.Set{v1alpha1.NodeLabel: opts.NodeName}.String(),
+		kick:      make(chan struct{}, 1),
+		up:        make(chan struct{}, 1),
+		objects:   map[string]*v1alpha1.NodeArtifact{},
+		delivered: map[string]bool{},
+		ever:      map[string]bool{},
+		removed:   map[string]bool{},
+		queue:     map[string]*entry{},
+		released:  map[string]bool{},
+	}, nil
+}
+
+// defaultBackoff waits 1 s doubling up to 30 s, less up to a half at random
+// so that the nodes of a site that lost its link do not all call back at once.
+func defaultBackoff(attempt int) time.Duration {
+	d := 30 * time.Second
+	if attempt < 6 {
+		d = min(d, time.Second<<max(attempt-1, 0))
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// Name is the agent's name for a NodeArtifact: namespace/name, which is also
+// its directory under the agent's root.
+func Name(na *v1alpha1.NodeArtifact) string { return na.Namespace + "/" + na.Name }
+
+// Watch keeps set informed of the node's NodeArtifacts until ctx ends, and
+// sends what Report queues meanwhile. It gives a list only after a list
+// request succeeded, so the agent serves its persisted list until then.
+// It returns only when ctx ends: lost connections are retried with backoff.
+func (n *Node) Watch(ctx context.Context, set func([]agent.Desired)) error {
+	var wg sync.WaitGroup
+	wg.Go(func() { n.send(ctx) })
+	defer wg.Wait()
+
+	rv := ""
+	failures := 0
+	for ctx.Err() == nil {
+		var err error
+		if rv == "" {
+			rv, err = n.list(ctx, set)
+		}
+		if err == nil {
+			if failures > 0 {
+				n.log.Info("API server reachable again", "after", failures)
+			}
+			failures = 0
+			rv, err = n.watch(ctx, rv, set)
+		}
+		if err == nil || ctx.Err() != nil {
+			continue
+		}
+		failures++
+		rv = "" // list again when the link is back: events may have been missed
+		wait := n.opts.Backoff(failures)
+		msg := "cannot reach the API server; serving and finishing what is known"
+		if failures == 1 {
+			n.log.Warn(msg, "err", err, "retry_in", wait.Round(time.Millisecond))
+		} else {
+			n.log.Debug(msg, "err", err, "attempt", failures, "retry_in", wait.Round(time.Millisecond))
+		}
+		sleep(ctx, wait)
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// list replaces what the Node knows with the server's list and returns its
+// resourceVersion, from which to watch.
+func (n *Node) list(ctx context.Context, set func([]agent.Desired)) (string, error) {
+	lctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	var list v1alpha1.NodeArtifactList
+	err := n.rc.Get().Resource("nodeartifacts").Param("labelSelector", n.selector).Do(lctx).Into(&list)
+	if err != nil {
+		return "", fmt.Errorf("list NodeArtifacts with label %s: %w", n.selector, err)
+	}
+	objects := map[string]*v1alpha1.NodeArtifact{}
+	for i := range list.Items {
+		if na := &list.Items[i]; n.mine(na) {
+			objects[Name(na)] = na
+		}
+	}
+	n.mu.Lock()
+	n.objects = objects
+	if n.listed.IsZero() {
+		n.listed = time.Now()
+	}
+	for name := range n.queue {
+		if objects[name] == nil {
+			delete(n.queue, name) // nothing to patch
+		}
+	}
+	uids := map[string]bool{}
+	for _, na := range objects {
+		uids[string(na.UID)] = true
+	}
+	for uid := range n.released {
+		if !uids[uid] {
+			delete(n.released, uid)
+		}
+	}
+	n.mu.Unlock()
+	n.log.Debug("NodeArtifacts listed", "count", len(objects), "resourceVersion", list.ResourceVersion)
+	n.deliver(set)
+	n.signal(n.up)
+	return list.ResourceVersion, nil
+}
+
+// mine filters what the label selector let through: spec.nodeName decides.
+func (n *Node) mine(na *v1alpha1.NodeArtifact) bool {
+	if na.Spec.NodeName != n.opts.NodeName {
+		n.log.Warn("NodeArtifact labelled for this node names another in spec.nodeName; ignored",
+			"nodeartifact", Name(na), "spec.nodeName", na.Spec.NodeName)
+		return false
+	}
+	return true
+}
+
+// watch applies events from rv on until the watch ends. It returns the
+// resourceVersion to watch from next, or "" to list again.
+func (n *Node) watch(ctx context.Context, rv string, set func([]agent.Desired)) (string, error) {
+	timeout := n.opts.WatchTimeout
+	if timeout <= 0 {
+		timeout = 5*time.Minute + rand.N(5*time.Minute)
+	}
+	timeout = timeout.Round(time.Second)
+	// The server ends the watch after timeoutSeconds; the client's own
+	// deadline ends it too when a proxy in between ignores that.
+	wctx, cancel := context.WithTimeout(ctx, timeout+15*time.Second)
+	defer cancel()
+	start := time.Now()
+	w, err := n.rc.Get().Resource("nodeartifacts").
+		Param("labelSelector", n.selector).
+		Param("watch", "true").
+		Param("resourceVersion", rv).
+		Param("allowWatchBookmarks", "true").
+		Param("timeoutSeconds", strconv.Itoa(int(timeout/time.Second))).
+		Watch(wctx)
+	if err != nil {
+		return "", fmt.Errorf("watch NodeArtifacts with label %s: %w", n.selector, err)
+	}
+	defer w.Stop()
+	for {
+		var ev watch.Event
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return rv, nil
+		case ev, ok = <-w.ResultChan():
+		}
+		if !ok {
+			// client-go ends a watch whose connection broke as if it had
+			// ended normally: only the time it lasted tells them apart.
+			if time.Since(start) < timeout*9/10 {
+				return "", errors.New("watch NodeArtifacts: the connection to the API server was lost")
+			}
+			return rv, nil
+		}
+		switch ev.Type {
+		case watch.Error:
+			err := apierrors.FromObject(ev.Object)
+			if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+				n.log.Debug("watch expired; listing again", "resourceVersion", rv)
+				return "", nil
+			}
+			return "", fmt.Errorf("watch NodeArtifacts: %w", err)
+		case watch.Bookmark:
+			if m, err := meta.Accessor(ev.Object); err == nil {
+				rv = m.GetResourceVersion()
+			}
+			continue
+		}
+		na, isNA := ev.Object.(*v1alpha1.NodeArtifact)
+		if !isNA {
+			continue
+		}
+		rv = na.ResourceVersion
+		name := Name(na)
+		n.mu.Lock()
+		if ev.Type == watch.Deleted || !n.mine(na) {
+			delete(n.objects, name)
+			delete(n.queue, name)
+			delete(n.released, string(na.UID))
+		} else {
+			n.objects[name] = na
+		}
+		n.mu.Unlock()
+		n.deliver(set)
+		n.signal(n.up)
+	}
+}
+
+// deliver gives the agent the NodeArtifacts not being deleted, if that
+// changes what it has, and wakes the sender: a status may now be sendable,
+// or a finalizer releasable.
+func (n *Node) deliver(set func([]agent.Desired)) {
+	n.mu.Lock()
+	var list []agent.Desired
+	for name, na := range n.objects {
+		if na.DeletionTimestamp != nil {
+			continue
+		}
+		list = append(list, agent.Desired{Name: name, Reference: na.Spec.Reference, Insecure: na.Spec.Insecure})
+	}
+	slices.SortFunc(list, func(a, b agent.Desired) int { return strings.Compare(a.Name, b.Name) })
+	changed := n.last == nil || !slices.Equal(list, n.last)
+	if changed {
+		n.last = list
+		if n.last == nil {
+			n.last = []agent.Desired{}
+		}
+		n.delivered = map[string]bool{}
+		for _, d := range list {
+			n.delivered[d.Name] = true
+			delete(n.removed, d.Name)
+			// The agent refuses an invalid entry without ever having its
+			// files: nothing will be removed, nothing to wait for.
+			if d.Validate() == nil {
+				n.ever[d.Name] = true
+			}
+		}
+	}
+	n.mu.Unlock()
+	if changed {
+		n.log.Info("desired artifacts", "count", len(list))
+		set(list)
+	}
+	n.signal(n.kick)
+}
+
+// Removed is the agent's hook: name's files are gone.
+func (n *Node) Removed(name string) {
+	n.mu.Lock()
+	if !n.delivered[name] {
+		n.removed[name] = true
+		delete(n.queue, name)
+	}
+	n.mu.Unlock()
+	n.signal(n.kick)
+}
+
+func (n *Node) signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,366 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/bargeml/barge/api/v1alpha1"
+	"github.com/bargeml/barge/edgepuller/agent"
+)
+
+// entry is one NodeArtifact's status on its way to the API server: only the
+// latest is kept, so a link that was down sends one patch per object, not
+// the history.
+type entry struct {
+	s       agent.Status // the latest reported
+	pending bool         // s is not sent yet
+	sent    transition   // what the last patch said
+	sentAt  time.Time
+}
+
+// transition is what makes a status worth sending at once; a change of the
+// byte counts alone waits for ProgressEvery.
+type transition struct {
+	reference, path, message string
+	phase                    agent.Phase
+	digest                   digest.Digest
+}
+
+func transitionOf(s agent.Status) transition {
+	return transition{reference: s.Reference, path: s.Path, message: s.Message, phase: s.Phase, digest: s.Digest}
+}
+
+// Report queues s for its NodeArtifact's status. It never blocks on the
+// network.
+func (n *Node) Report(s agent.Status) {
+	if !strings.Contains(s.Name, "/") {
+		return // not a NodeArtifact's name
+	}
+	n.mu.Lock()
+	e := n.queue[s.Name]
+	if e == nil {
+		e = &entry{}
+		n.queue[s.Name] = e
+	}
+	e.s, e.pending = s, true
+	n.mu.Unlock()
+	n.signal(n.kick)
+}
+
+// send patches what is due until ctx ends, backing off while the API server
+// cannot be reached.
+func (n *Node) send(ctx context.Context) {
+	failures := 0
+	for {
+		next, err := n.flush(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		kick := n.kick
+		if err != nil {
+			failures++
+			next = n.opts.Backoff(failures)
+			kick = nil // new reports only replace queued ones until the link is back
+			if failures == 1 {
+				n.log.Warn("cannot send NodeArtifact status; keeping the latest of each until the API server answers", "err", err)
+			} else {
+				n.log.Debug("cannot send NodeArtifact status", "err", err, "attempt", failures)
+			}
+		} else if failures > 0 {
+			n.log.Info("NodeArtifact status sent again", "after", failures)
+			failures = 0
+		}
+		var timer <-chan time.Time
+		var t *time.Timer
+		if next >= 0 {
+			t = time.NewTimer(next)
+			timer = t.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-kick:
+		case <-n.up:
+		case <-timer:
+		}
+		if t != nil {
+			t.Stop()
+		}
+	}
+}
+
+// job is one request flush makes.
+type job struct {
+	name    string
+	na      *v1alpha1.NodeArtifact // a copy
+	release bool                   // remove the finalizer; else patch s
+	s       agent.Status
+}
+
+// flush sends what is due: finalizers to release, then statuses. It returns
+// when something next falls due (< 0: nothing), or the error that stopped it
+// when the API server could not be reached.
+func (n *Node) flush(ctx context.Context) (time.Duration, error) {
+	now := time.Now()
+	next := time.Duration(-1)
+	due := func(d time.Duration) {
+		if next < 0 || d < next {
+			next = d
+		}
+	}
+	var jobs []job
+	n.mu.Lock()
+	if n.listed.IsZero() {
+		n.mu.Unlock()
+		return -1, nil // nothing is known of the objects yet
+	}
+	for name, na := range n.objects {
+		if na.DeletionTimestamp == nil || n.delivered[name] || n.released[string(na.UID)] || !slices.Contains(na.Finalizers, FilesFinalizer) {
+			continue
+		}
+		switch {
+		case n.removed[name]:
+		case n.ever[name]:
+			continue // the agent has it: wait for Removed
+		default:
+			// Deleted before this process listed it: the agent may still be
+			// pulling it from its persisted list, and says Removed when it
+			// drops it. If it never had it, there is nothing to wait for.
+			if wait := n.opts.UnknownGrace - now.Sub(n.listed); wait > 0 {
+				due(wait)
+				continue
+			}
+		}
+		jobs = append(jobs, job{name: name, na: na.DeepCopy(), release: true})
+	}
+	for name, e := range n.queue {
+		if !e.pending {
+			continue
+		}
+		na := n.objects[name]
+		switch {
+		case na == nil:
+			delete(n.queue, name) // the object is gone
+			continue
+		case e.s.Reference != na.Spec.Reference:
+			e.pending = false // from a worker for a spec that has changed since
+			continue
+		case transitionOf(e.s) == e.sent:
+			if wait := e.sentAt.Add(n.opts.ProgressEvery).Sub(now); wait > 0 {
+				due(wait)
+				continue
+			}
+		}
+		jobs = append(jobs, job{name: name, na: na.DeepCopy(), s: e.s})
+	}
+	n.mu.Unlock()
+
+	slices.SortFunc(jobs, func(a, b job) int { return strings.Compare(a.name, b.name) })
+	for _, j := range jobs {
+		var err error
+		if j.release {
+			err = n.release(ctx, j.name, j.na)
+		} else {
+			err = n.patchStatus(ctx, j.name, j.na, j.s)
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	return next, nil
+}
+
+// patchStatus sends s as na's status, unless na already says it.
+func (n *Node) patchStatus(ctx context.Context, name string, na *v1alpha1.NodeArtifact, s agent.Status) error {
+	st := statusOf(na, s)
+	done := func(updated *v1alpha1.NodeArtifact) {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if updated != nil {
+			if cur := n.objects[name]; cur != nil && cur.UID == updated.UID {
+				n.objects[name] = updated
+			}
+		}
+		if e := n.queue[name]; e != nil {
+			e.sent, e.sentAt = transitionOf(s), time.Now()
+			if e.s == s {
+				e.pending = false
+			}
+		}
+	}
+	if equality.Semantic.DeepEqual(na.Status, st) {
+		done(nil) // a restart re-reports what the server has
+		return nil
+	}
+	body, err := json.Marshal(map[string]any{"status": statusPatch(st)})
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	updated := &v1alpha1.NodeArtifact{}
+	err = n.rc.Patch(types.MergePatchType).Namespace(na.Namespace).Resource("nodeartifacts").Name(na.Name).
+		SubResource("status").Body(body).Do(pctx).Into(updated)
+	switch {
+	case err == nil:
+		done(updated)
+		return nil
+	case apierrors.IsNotFound(err):
+		n.mu.Lock()
+		delete(n.queue, name)
+		n.mu.Unlock()
+		return nil
+	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
+		n.log.Error("the API server refused a NodeArtifact status", "nodeartifact", name, "err", err)
+		done(nil)
+		return nil
+	}
+	return fmt.Errorf("patch status of NodeArtifact %s: %w", name, err)
+}
+
+// maxMessage keeps a message within what the CRD accepts for a condition.
+const maxMessage = 32768
+
+func truncate(s string) string {
+	if len(s) <= maxMessage {
+		return s
+	}
+	return s[:maxMessage-3] + "..."
+}
+
+// statusOf is na's status as s describes it.
+func statusOf(na *v1alpha1.NodeArtifact, s agent.Status) v1alpha1.NodeArtifactStatus {
+	st := v1alpha1.NodeArtifactStatus{
+		ObservedGeneration: na.Generation,
+		Phase:              v1alpha1.NodeArtifactPhase(s.Phase),
+		Digest:             s.Digest.String(),
+		Path:               s.Path,
+		BytesDone:          s.BytesDone,
+		BytesTotal:         s.BytesTotal,
+		Message:            truncate(s.Message),
+	}
+	for _, c := range na.Status.Conditions {
+		st.Conditions = append(st.Conditions, *c.DeepCopy())
+	}
+	ready := metav1.Condition{Type: v1alpha1.ReadyCondition, Status: metav1.ConditionFalse, Reason: string(s.Phase), ObservedGeneration: na.Generation}
+	switch s.Phase {
+	case agent.Ready:
+		ready.Status = metav1.ConditionTrue
+		ready.Message = fmt.Sprintf("%s is in %s", s.Digest, s.Path)
+		if s.Message != "" {
+			ready.Message += "; " + s.Message
+		}
+	case agent.Pulling:
+		ready.Message = "pulling " + na.Spec.Digest
+	default:
+		ready.Message = s.Message
+	}
+	ready.Message = truncate(ready.Message)
+	meta.SetStatusCondition(&st.Conditions, ready)
+	// Reconciling and Stalled are there only while true, for kstatus.
+	setOnly := func(typ string, on bool, reason, msg string) {
+		if !on {
+			meta.RemoveStatusCondition(&st.Conditions, typ)
+			return
+		}
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: typ, Status: metav1.ConditionTrue,
+			Reason: reason, Message: truncate(msg), ObservedGeneration: na.Generation})
+	}
+	setOnly(v1alpha1.ReconcilingCondition, s.Phase == agent.Pending || s.Phase == agent.Pulling, string(s.Phase), ready.Message)
+	setOnly(v1alpha1.StalledCondition, s.Phase == agent.Failed, "PullFailed", s.Message)
+	if len(st.Conditions) == 0 {
+		st.Conditions = nil
+	}
+	return st
+}
+
+// statusPatch is st as a JSON merge patch: empty fields are null, so that
+// they are cleared rather than left as they were.
+func statusPatch(st v1alpha1.NodeArtifactStatus) map[string]any {
+	orNull := func(s string) any {
+		if s == "" {
+			return nil
+		}
+		return s
+	}
+	conds := st.Conditions
+	if conds == nil {
+		conds = []metav1.Condition{}
+	}
+	return map[string]any{
+		"observedGeneration": st.ObservedGeneration,
+		"phase":              orNull(string(st.Phase)),
+		"digest":             orNull(st.Digest),
+		"path":               orNull(st.Path),
+		"bytesDone":          st.BytesDone,
+		"bytesTotal":         st.BytesTotal,
+		"message":            orNull(st.Message),
+		"conditions":         conds,
+	}
+}
+
+// release removes the files finalizer from na, whose files are gone. The
+// patch carries na's resourceVersion, so a concurrent change of the
+// finalizers makes it fail with a conflict instead of undoing that change;
+// then it reads the object again and retries.
+func (n *Node) release(ctx context.Context, name string, na *v1alpha1.NodeArtifact) error {
+	if _, err := os.Lstat(n.opts.ArtifactDir(name)); !errors.Is(err, fs.ErrNotExist) {
+		n.log.Debug("NodeArtifact being deleted still has a directory; keeping its finalizer", "nodeartifact", name, "err", err)
+		return nil
+	}
+	uid := na.UID
+	for attempt := 1; ; attempt++ {
+		kept := slices.DeleteFunc(slices.Clone(na.Finalizers), func(f string) bool { return f == FilesFinalizer })
+		if len(kept) == len(na.Finalizers) {
+			break
+		}
+		if kept == nil {
+			kept = []string{}
+		}
+		body, err := json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": na.ResourceVersion, "finalizers": kept}})
+		if err != nil {
+			return err
+		}
+		pctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		err = n.rc.Patch(types.MergePatchType).Namespace(na.Namespace).Resource("nodeartifacts").Name(na.Name).Body(body).Do(pctx).Error()
+		cancel()
+		if err == nil {
+			n.log.Info("files removed; finalizer released", "nodeartifact", name, "finalizer", FilesFinalizer)
+			break
+		}
+		if apierrors.IsNotFound(err) {
+			break
+		}
+		if !apierrors.IsConflict(err) || attempt >= 5 {
+			return fmt.Errorf("remove finalizer %s from NodeArtifact %s: %w", FilesFinalizer, name, err)
+		}
+		gctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		fresh := &v1alpha1.NodeArtifact{}
+		err = n.rc.Get().Namespace(na.Namespace).Resource("nodeartifacts").Name(na.Name).Do(gctx).Into(fresh)
+		cancel()
+		if apierrors.IsNotFound(err) || (err == nil && fresh.UID != uid) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read NodeArtifact %s to remove finalizer %s: %w", name, FilesFinalizer, err)
+		}
+		na = fresh
+	}
+	n.mu.Lock()
+	n.released[string(uid)] = true
+	n.mu.Unlock()
+	return nil
+}
