@@ -1,8 +1,8 @@
-// Command barge-edgepuller keeps a node's models and datasets as a desired
-// file says: it pulls them from an OCI registry into a content-addressed
-// store, with resume and dedup, and switches each artifact's current version
-// atomically. This is the standalone mode; the Kubernetes mode reads
-// NodeArtifacts instead of a file.
+// Command barge-edgepuller keeps a node's models and datasets as desired: it
+// pulls them from an OCI registry into a content-addressed store, with resume
+// and dedup, and switches each artifact's current version atomically. In the
+// standalone mode a YAML file lists what is desired; in the Kubernetes mode
+// the NodeArtifacts labelled with the node do, and their status is reported.
 package main
 
 import (
@@ -24,6 +24,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
 	"oras.land/oras-go/v2/registry/remote/retry"
@@ -31,17 +33,26 @@ import (
 	"github.com/bargeml/barge/edgepuller/agent"
 	"github.com/bargeml/barge/edgepuller/fetch"
 	"github.com/bargeml/barge/edgepuller/gc"
+	"github.com/bargeml/barge/edgepuller/kube"
 )
 
-const usage = `Usage: barge-edgepuller --root DIR --desired FILE.yaml [flags]
+const usage = `Usage:
+  barge-edgepuller --root DIR --desired FILE.yaml [flags]                   standalone mode
+  barge-edgepuller --root DIR [--kubeconfig FILE] --node-name NODE [flags]  Kubernetes mode
 
-Keeps the artifacts listed in FILE.yaml materialized under DIR/artifacts/<name>/current,
-re-reading the file when it changes. The file:
+Standalone mode keeps the artifacts listed in FILE.yaml materialized under
+DIR/artifacts/<name>/current, re-reading the file when it changes. The file:
 
   artifacts:
     - name: resnet
       reference: registry.example.com:5000/models/resnet:1.0
       insecure: false   # true: plain HTTP
+
+Kubernetes mode keeps the NodeArtifacts labelled barge.dev/node=NODE materialized
+under DIR/artifacts/<namespace>/<name>/current and writes their status. Without
+--kubeconfig it uses the pod's in-cluster configuration; on a KubeEdge edge node,
+point --kubeconfig at a file naming the MetaServer (http://127.0.0.1:10550).
+Registry credentials come only from --registry-config.
 
 Flags:
 `
@@ -59,7 +70,9 @@ func run(args []string, stderr io.Writer) int {
 	}
 	var (
 		root        = fl.String("root", "/var/lib/barge", "directory for the blob store, the artifacts and the persisted desired state")
-		desired     = fl.String("desired", "", "YAML file listing the desired artifacts (required)")
+		desired     = fl.String("desired", "", "standalone mode: YAML file listing the desired artifacts")
+		kubeconfig  = fl.String("kubeconfig", "", "Kubernetes mode: kubeconfig file; empty for the in-cluster configuration when KUBERNETES_SERVICE_HOST is set")
+		nodeName    = fl.String("node-name", os.Getenv("NODE_NAME"), "Kubernetes mode: this node's name (default $NODE_NAME)")
 		metricsAddr = fl.String("metrics-addr", ":9090", "address serving /metrics, /healthz and /status; empty to disable")
 		concurrency = fl.Int("concurrency", 2, "artifacts pulled at once")
 		layers      = fl.Int("layers", 4, "layers of one artifact downloaded at once")
@@ -91,8 +104,11 @@ func run(args []string, stderr io.Writer) int {
 		}
 		return 2
 	}
-	if *desired == "" || fl.NArg() > 0 {
-		fmt.Fprintln(stderr, "barge-edgepuller: --desired FILE.yaml is required, and takes no arguments")
+	nodeNameSet := false
+	fl.Visit(func(f *flag.Flag) { nodeNameSet = nodeNameSet || f.Name == "node-name" })
+	kubeMode, err := chooseMode(*desired, *kubeconfig, *nodeName, nodeNameSet, fl.NArg())
+	if err != nil {
+		fmt.Fprintf(stderr, "barge-edgepuller: %v\n\n", err)
 		fl.Usage()
 		return 2
 	}
@@ -129,7 +145,30 @@ func run(args []string, stderr io.Writer) int {
 		}
 		opts.Fetch.Client = &auth.Client{Client: retry.DefaultClient, Cache: auth.NewCache(), Credential: credentials.Credential(store)}
 	}
-	a, err := agent.New(opts)
+	var (
+		a   *agent.Agent
+		src agent.Source
+	)
+	if kubeMode {
+		cfg, err := kubeConfig(*kubeconfig)
+		if err != nil {
+			log.Error("cannot reach Kubernetes", "err", err)
+			return 1
+		}
+		node, err := kube.New(kube.Options{
+			Config:   cfg,
+			NodeName: *nodeName,
+			// Read only once Run has started, when a is set.
+			ArtifactDir: func(name string) string { return a.ArtifactDir(name) },
+			Log:         log,
+		})
+		if err != nil {
+			log.Error("cannot start", "err", err)
+			return 1
+		}
+		opts.Reporter, opts.Removed, src = node, node.Removed, node
+	}
+	a, err = agent.New(opts)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
@@ -150,14 +189,56 @@ func run(args []string, stderr io.Writer) int {
 		log.Info("serving metrics", "addr", ln.Addr().String())
 	}
 
-	log.Info("starting", "root", *root, "desired", *desired)
-	src := &fileSource{path: *desired, interval: *poll, log: log}
+	if kubeMode {
+		log.Info("starting in Kubernetes mode", "root", *root, "node", *nodeName, "kubeconfig", *kubeconfig)
+	} else {
+		log.Info("starting", "root", *root, "desired", *desired)
+		src = &fileSource{path: *desired, interval: *poll, log: log}
+	}
 	if err := a.Run(ctx, src); err != nil {
 		log.Error("stopped", "err", err)
 		return 1
 	}
 	log.Info("stopped; partial downloads are kept for the next run")
 	return 0
+}
+
+// chooseMode tells the Kubernetes mode (true) from the standalone mode, or
+// says why the flags name neither or both.
+func chooseMode(desired, kubeconfig, nodeName string, nodeNameSet bool, nargs int) (bool, error) {
+	inCluster := os.Getenv("KUBERNETES_SERVICE_HOST") != ""
+	switch {
+	case nargs > 0:
+		return false, errors.New("no arguments are taken, only flags")
+	case desired != "" && kubeconfig != "":
+		return false, errors.New("--desired (standalone mode) and --kubeconfig (Kubernetes mode) exclude each other: give one")
+	case desired != "" && nodeNameSet:
+		return false, errors.New("--node-name is for the Kubernetes mode; the standalone mode (--desired) takes none")
+	case desired != "":
+		return false, nil
+	case kubeconfig == "" && !inCluster:
+		return false, errors.New("choose a mode: --desired FILE.yaml (standalone), or --kubeconfig FILE --node-name NODE (Kubernetes; in a pod the in-cluster configuration is used without --kubeconfig)")
+	case nodeName == "":
+		return false, errors.New("the Kubernetes mode needs --node-name NODE or $NODE_NAME (in a DaemonSet, from fieldRef spec.nodeName)")
+	}
+	return true, nil
+}
+
+// kubeConfig reads the kubeconfig file, or the in-cluster configuration
+// when there is none.
+func kubeConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		cfg, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster configuration: %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	return cfg, nil
 }
 
 func handler(a *agent.Agent, reg *prometheus.Registry) http.Handler {
@@ -174,6 +255,3 @@ func handler(a *agent.Agent, reg *prometheus.Registry) http.Handler {
 	})
 	return mux
 }
-
-// parseBytes reads a size such as 500K, 2M or 10G (binary units), or a
-// plain number of bytes.

@@ -48,6 +48,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	stopKube()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -209,8 +210,12 @@ type daemon struct {
 
 func (s *site) start(extra ...string) *daemon {
 	s.t.Helper()
-	args := append([]string{"--root", s.root, "--desired", s.desired, "--metrics-addr", "127.0.0.1:0",
-		"--poll-interval", "100ms", "--log-level", "debug"}, extra...)
+	return s.startArgs(append([]string{"--root", s.root, "--desired", s.desired, "--metrics-addr", "127.0.0.1:0",
+		"--poll-interval", "100ms", "--log-level", "debug"}, extra...)...)
+}
+
+func (s *site) startArgs(args ...string) *daemon {
+	s.t.Helper()
 	d := &daemon{t: s.t, cmd: exec.Command(binary, args...), logs: &logBuffer{}, exited: make(chan struct{})}
 	d.cmd.Stderr = d.logs
 	if err := d.cmd.Start(); err != nil {
