@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench measures `barge pull` side by side with the oras CLI (and
 // crane, for the cold pull) on the embedded registry over loopback: cold
 // pull time and peak memory, bytes the registry sends after a cut
@@ -15,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -36,11 +39,13 @@ type config struct {
 	layers     int
 	bigSize    int64
 	cpuprofile string
+	noSync     bool
+	timeline   bool
 	keep       bool
 	timeout    time.Duration
 }
 
-var metrics = []string{"cold", "cut", "kill", "dedup", "resume"}
+var metrics = []string{"cold", "breakdown", "cut", "kill", "dedup", "resume"}
 
 func main() {
 	var cfg config
@@ -49,12 +54,14 @@ func main() {
 	flag.StringVar(&cfg.workdir, "workdir", os.TempDir(), "where the registry, caches and pulled files go (needs ~14 GiB with the defaults)")
 	flag.StringVar(&cfg.doc, "doc", "", "markdown file whose generated edge-puller section is replaced with the results (e.g. docs/benchmarks.md)")
 	flag.StringVar(&only, "only", strings.Join(metrics, ","), "comma-separated subset of "+strings.Join(metrics, ","))
-	flag.IntVar(&cfg.runs, "runs", 5, "timed runs per tool (cold pull, resume latency); the median is reported")
+	flag.IntVar(&cfg.runs, "runs", 9, "timed runs per tool (cold pull, resume latency); the median is reported")
 	flag.IntVar(&cfg.byteRuns, "byte-runs", 3, "runs per tool of the byte-counting scenarios")
 	flag.Int64Var(&cfg.layerSize, "layer-mib", 256, "size of each of the model's files, MiB")
 	flag.IntVar(&cfg.layers, "layers", 4, "files (layers) in the model")
 	flag.Int64Var(&cfg.bigSize, "big-mib", 4096, "size of the single-file artifact for the resume latency, MiB")
 	flag.StringVar(&cfg.cpuprofile, "cpuprofile", "", "instead of the benchmark, pull the model once in-process (fetch and unpack, as barge pull does) and write a CPU profile here")
+	flag.BoolVar(&cfg.noSync, "nosync", false, "with -cpuprofile: open the store with NoSync, to see what fsync costs")
+	flag.BoolVar(&cfg.timeline, "timeline", false, "instead of the benchmark, pull the model once with each tool and print its requests against time")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the work directory (for debugging)")
 	flag.DurationVar(&cfg.timeout, "timeout", 25*time.Minute, "stop everything after this long")
 	flag.Parse()
@@ -112,6 +119,10 @@ func run(ctx context.Context, cfg config) (err error) {
 			err = fmt.Errorf("clean up: %w", rerr)
 		}
 	}()
+	b.rusage = filepath.Join(b.work, "rusage")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", b.rusage, "github.com/bargeml/barge/test/bench/rusage").CombinedOutput(); err != nil {
+		return fmt.Errorf("build rusage (run the bench from the repository): %w\n%s", err, out)
+	}
 	dockerConfig := filepath.Join(b.work, "docker")
 	if err := os.Mkdir(dockerConfig, 0o700); err != nil {
 		return err
@@ -136,17 +147,28 @@ func run(ctx context.Context, cfg config) (err error) {
 	if err := b.setup(ctx); err != nil {
 		return fmt.Errorf("set up: %w", err)
 	}
-	if cfg.cpuprofile != "" {
+	switch {
+	case cfg.cpuprofile != "":
 		return b.profile(ctx, cfg.cpuprofile)
+	case cfg.timeline:
+		return b.timeline(ctx)
 	}
 	mach.loadBefore = loadAverage()
 
-	var rows []row
+	var (
+		rows   []row
+		stages []stage
+	)
 	steps := []struct {
 		name string
 		fn   func(context.Context) ([]row, error)
 	}{
-		{"cold", b.cold}, {"cut", b.cut}, {"kill", b.kill}, {"dedup", b.dedup}, {"resume", b.resume},
+		{"cold", b.cold},
+		{"breakdown", func(ctx context.Context) (_ []row, err error) {
+			stages, err = b.breakdown(ctx)
+			return nil, err
+		}},
+		{"cut", b.cut}, {"kill", b.kill}, {"dedup", b.dedup}, {"resume", b.resume},
 	}
 	for _, s := range steps {
 		if !cfg.only[s.name] {
@@ -169,9 +191,13 @@ func run(ctx context.Context, cfg config) (err error) {
 			fmt.Printf("  %s: %s\n", r.metric, r.note)
 		}
 	}
+	if len(stages) > 0 {
+		fmt.Println()
+		printBreakdown(os.Stdout, stages)
+	}
 	fmt.Printf("\n%s\n", mach.oneLine())
 	if cfg.doc != "" {
-		if err := writeDoc(cfg.doc, rows, mach, b); err != nil {
+		if err := writeDoc(cfg.doc, rows, stages, mach, b); err != nil {
 			return err
 		}
 		logf("wrote %s", cfg.doc)

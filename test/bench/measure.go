@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -12,6 +14,40 @@ import (
 	"syscall"
 	"time"
 )
+
+// coldRuns pulls the model with each tool runs times, alternating, after
+// an untimed warm-up round, and returns the wall times and peak RSS.
+func (b *bench) coldRuns(ctx context.Context, tools []tool) (map[string][]time.Duration, map[string][]int64, error) {
+	wall := map[string][]time.Duration{}
+	rss := map[string][]int64{}
+	ref := b.direct(b.model)
+	defer os.RemoveAll(filepath.Join(b.work, "cold"))
+	for round := 0; round <= b.cfg.runs; round++ {
+		for _, t := range alternate(tools, round) {
+			base := filepath.Join(b.work, "cold", t.name)
+			if err := os.RemoveAll(base); err != nil {
+				return nil, nil, err
+			}
+			dir, cache := filepath.Join(base, "out"), filepath.Join(base, "cache")
+			syscall.Sync()
+			r := b.runMeasured(ctx, t.argv(ref, dir, cache), true)
+			if r.err != nil {
+				return nil, nil, fmt.Errorf("%s pull: %w\n%s", t.name, r.err, r.stderr)
+			}
+			if err := checkFiles(t, dir, b.model); err != nil {
+				return nil, nil, err
+			}
+			if round == 0 {
+				logf("%s warm-up %.2fs", t.name, r.wall.Seconds())
+				continue
+			}
+			logf("%s run %d: %.2fs, peak RSS %d MiB", t.name, round, r.wall.Seconds(), r.rss>>20)
+			wall[t.name] = append(wall[t.name], r.wall)
+			rss[t.name] = append(rss[t.name], r.rss)
+		}
+	}
+	return wall, rss, nil
+}
 
 // row is one line of the results table. Values are medians over the runs;
 // samples keeps every run for the record.
@@ -36,35 +72,10 @@ func (b *bench) cold(ctx context.Context) ([]row, error) {
 	if b.crane != "" {
 		tools = append(tools, b.craneTool())
 	}
-	wall := map[string][]time.Duration{}
-	rss := map[string][]int64{}
-	ref := b.direct(b.model)
-	for round := 0; round <= b.cfg.runs; round++ {
-		for _, t := range alternate(tools, round) {
-			base := filepath.Join(b.work, "cold", t.name)
-			if err := os.RemoveAll(base); err != nil {
-				return nil, err
-			}
-			dir, cache := filepath.Join(base, "out"), filepath.Join(base, "cache")
-			syscall.Sync()
-			r := b.run(ctx, t.argv(ref, dir, cache))
-			if r.err != nil {
-				return nil, fmt.Errorf("%s pull: %w\n%s", t.name, r.err, r.stderr)
-			}
-			if err := checkFiles(t, dir, b.model); err != nil {
-				return nil, err
-			}
-			if round == 0 {
-				logf("%s warm-up %.2fs", t.name, r.wall.Seconds())
-				continue
-			}
-			logf("%s run %d: %.2fs, peak RSS %d MiB", t.name, round, r.wall.Seconds(), r.rss>>20)
-			wall[t.name] = append(wall[t.name], r.wall)
-			rss[t.name] = append(rss[t.name], r.rss)
-		}
+	wall, rss, err := b.coldRuns(ctx, tools)
+	if err != nil {
+		return nil, err
 	}
-	os.RemoveAll(filepath.Join(b.work, "cold"))
-
 	secs := func(name string) string {
 		if len(wall[name]) == 0 {
 			return "—"
@@ -78,7 +89,7 @@ func (b *bench) cold(ctx context.Context) ([]row, error) {
 		return fmt.Sprintf("%d MiB", median(rss[name])>>20)
 	}
 	size := fmt.Sprintf("%d MiB in %d layers", b.model.size()>>20, len(b.model.layers))
-	timeRatio := median(wall["barge"]).Seconds() / median(wall["oras"]).Seconds()
+	timeRatio := pairedRatio(wall["barge"], wall["oras"])
 	bargeRSS := median(rss["barge"])
 	timeRow := row{
 		metric: "cold pull, " + size + " (median wall time)",
@@ -225,14 +236,14 @@ func (b *bench) runKilledAt(ctx context.Context, argv []string, n int64) (result
 		}
 		close(tripped)
 	})
-	p, err := b.start(ctx, argv)
+	p, err := b.start(ctx, argv, false)
 	if err != nil {
 		return result{}, err
 	}
 	proc.Store(p.cmd.Process)
 	select {
 	case <-tripped:
-		p.cmd.Process.Signal(syscall.SIGKILL) // in case it tripped before Store
+		p.kill() // in case it tripped before Store
 	default:
 	}
 	r := p.wait()
@@ -331,7 +342,7 @@ func (b *bench) resume(ctx context.Context) ([]row, error) {
 
 	b.proxy.reset()
 	const rate = "400M"
-	p, err := b.start(ctx, []string{b.barge, "pull", "--cache", cache, "--limit-rate", rate, ref, dir})
+	p, err := b.start(ctx, []string{b.barge, "pull", "--cache", cache, "--limit-rate", rate, ref, dir}, false)
 	if err != nil {
 		return nil, err
 	}
@@ -342,7 +353,7 @@ func (b *bench) resume(ctx context.Context) ([]row, error) {
 poll:
 	for {
 		if fi, err := os.Stat(data); err == nil && fi.Size() >= size/2 {
-			p.cmd.Process.Signal(syscall.SIGKILL)
+			p.kill()
 		}
 		select {
 		case r = <-done:
@@ -419,7 +430,7 @@ poll:
 // to that byte and the request; if kill, it then SIGKILLs the process,
 // else it waits for it to finish.
 func (b *bench) firstByte(ctx context.Context, argv []string, digest string, kill bool) (time.Duration, blobRequest, result, error) {
-	p, err := b.start(ctx, argv)
+	p, err := b.start(ctx, argv, false)
 	if err != nil {
 		return 0, blobRequest{}, result{}, err
 	}
@@ -432,19 +443,19 @@ func (b *bench) firstByte(ctx context.Context, argv []string, digest string, kil
 			}
 		}
 		if ctx.Err() != nil {
-			p.cmd.Process.Signal(syscall.SIGKILL)
+			p.kill()
 			p.wait()
 			return 0, req, result{}, ctx.Err()
 		}
 		time.Sleep(time.Millisecond)
 		if req.FirstByte.IsZero() && time.Since(p.start) > 2*time.Minute {
-			p.cmd.Process.Signal(syscall.SIGKILL)
+			p.kill()
 			r := p.wait()
 			return 0, req, r, fmt.Errorf("no byte of the blob after 2 minutes\n%s", r.stderr)
 		}
 	}
 	if kill {
-		p.cmd.Process.Signal(syscall.SIGKILL)
+		p.kill()
 	}
 	r := p.wait()
 	return req.FirstByte.Sub(p.start), req, r, nil
@@ -465,6 +476,17 @@ func byteRow(metric string, ratios map[string][]float64, limit float64, target s
 		}
 	}
 	return r
+}
+
+// pairedRatio is the median over rounds of a[i]/b[i]: runs of one round
+// are seconds apart and share the machine's load, which moves a lot more
+// between rounds than within one.
+func pairedRatio(a, b []time.Duration) float64 {
+	var r []float64
+	for i := range min(len(a), len(b)) {
+		r = append(r, a[i].Seconds()/b[i].Seconds())
+	}
+	return median(r)
 }
 
 func median[T int64 | float64 | time.Duration](xs []T) T {

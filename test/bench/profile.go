@@ -1,8 +1,12 @@
+//go:build linux
+
 package main
 
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -20,9 +24,16 @@ import (
 // into a fresh store with the default options, then unpack), under the CPU
 // profiler. barge has no profile flag; this is the same code path minus the
 // CLI's progress output and the tag resolution it does before fetching.
+// The registry runs in a separate `barge serve` on the same storage, so
+// that the profile holds the client alone.
 func (b *bench) profile(ctx context.Context, out string) error {
 	base := filepath.Join(b.work, "profile")
-	st, err := store.Open(filepath.Join(base, "cache"), store.Options{})
+	host, stop, err := b.serve(ctx)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	st, err := store.Open(filepath.Join(base, "cache"), store.Options{NoSync: b.cfg.noSync})
 	if err != nil {
 		return err
 	}
@@ -36,7 +47,7 @@ func (b *bench) profile(ctx context.Context, out string) error {
 		return err
 	}
 	began := time.Now()
-	_, a, res, err := fetch.Pull(ctx, st, b.direct(b.model), fetch.Options{PlainHTTP: true})
+	_, a, res, err := fetch.Pull(ctx, st, host+"/"+b.model.name, fetch.Options{PlainHTTP: true})
 	fetched := time.Since(began)
 	if err == nil {
 		err = unpack.ReplaceDir(ctx, st, fileLayers(a), filepath.Join(base, "out"), unpack.Options{})
@@ -65,4 +76,28 @@ func fileLayers(a *artifact.Artifact) []ocispec.Descriptor {
 		layers = append(layers, d)
 	}
 	return layers
+}
+
+// serve starts `barge serve` on the bench registry's storage and a free
+// loopback port, and waits until it answers.
+func (b *bench) serve(ctx context.Context) (host string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	host = ln.Addr().String()
+	ln.Close()
+	p, err := b.start(ctx, []string{b.barge, "serve", "--addr", host, "--root", filepath.Join(b.work, "registry")}, false)
+	if err != nil {
+		return "", nil, err
+	}
+	stop = func() { p.kill(); p.wait() }
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if resp, err := http.Get("http://" + host + "/v2/"); err == nil {
+			resp.Body.Close()
+			return host, stop, nil
+		}
+	}
+	stop()
+	return "", nil, fmt.Errorf("barge serve on %s did not answer within 20s: %s", host, p.stderr)
 }

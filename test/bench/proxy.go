@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -31,14 +33,17 @@ type proxy struct {
 	trip *tripwire
 }
 
-// blobRequest is one GET of a blob that the registry answered with a body.
+// blobRequest is one request through the proxy. Only the bodies of blob
+// GETs are counted and can be cut; the rest are kept for the timeline.
 type blobRequest struct {
-	Digest    string
-	Range     string // the request's Range header, "" if none
-	Status    int
-	Start     time.Time // when the proxy received the request
-	FirstByte time.Time // when the first body byte came from the registry; zero until then
-	Bytes     int64
+	Method, Path string
+	Digest       string // the blob's, "" for other requests
+	Range        string // the request's Range header, "" if none
+	Status       int
+	Start        time.Time // when the registry's response headers arrived
+	FirstByte    time.Time // when the first body byte came from the registry; zero until then
+	End          time.Time // when the body ended (EOF, error or cut); zero until then
+	Bytes        int64
 }
 
 type cutPlan struct {
@@ -126,16 +131,15 @@ func (p *proxy) requests() []blobRequest {
 
 func (p *proxy) watch(resp *http.Response) error {
 	req := resp.Request
+	r := &blobRequest{Method: req.Method, Path: req.URL.Path, Range: req.Header.Get("Range"), Status: resp.StatusCode, Start: time.Now()}
 	i := strings.Index(req.URL.Path, "/blobs/")
 	if req.Method != http.MethodGet || i < 0 || (resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent) {
+		p.mu.Lock()
+		p.reqs = append(p.reqs, r)
+		p.mu.Unlock()
 		return nil
 	}
-	r := &blobRequest{
-		Digest: req.URL.Path[i+len("/blobs/"):],
-		Range:  req.Header.Get("Range"),
-		Status: resp.StatusCode,
-		Start:  time.Now(),
-	}
+	r.Digest = req.URL.Path[i+len("/blobs/"):]
 	var start int64
 	if resp.StatusCode == http.StatusPartialContent {
 		start = contentRangeStart(resp.Header.Get("Content-Range"))
@@ -171,22 +175,25 @@ type watchedBody struct {
 func (b *watchedBody) Read(buf []byte) (int, error) {
 	if b.cutAt >= 0 {
 		if b.n >= b.cutAt {
+			b.p.account(b.r, 0, true)
 			return 0, errCut
 		}
 		buf = buf[:min(int64(len(buf)), b.cutAt-b.n)]
 	}
 	n, err := b.ReadCloser.Read(buf)
-	if n > 0 {
-		b.n += int64(n)
-		b.p.account(b.r, n)
-	}
+	b.n += int64(n)
+	b.p.account(b.r, n, err != nil)
 	return n, err
 }
 
-func (p *proxy) account(r *blobRequest, n int) {
+func (p *proxy) account(r *blobRequest, n int, end bool) {
 	p.mu.Lock()
-	if r.FirstByte.IsZero() {
-		r.FirstByte = time.Now()
+	now := time.Now()
+	if r.FirstByte.IsZero() && n > 0 {
+		r.FirstByte = now
+	}
+	if end && r.End.IsZero() {
+		r.End = now
 	}
 	r.Bytes += int64(n)
 	p.sent += int64(n)

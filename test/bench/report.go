@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -27,6 +29,9 @@ func (r row) cells() []string {
 
 var header = []string{"metric", "barge", "oras", "barge/oras", "target", "met?", "crane"}
 
+// The ratio of the cold pull is the median of the ratios within each round
+// (see pairedRatio), not the ratio of the medians.
+
 func printTable(w io.Writer, rows []row) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(header, "\t"))
@@ -41,6 +46,27 @@ func markdownTable(w io.Writer, rows []row) {
 	for _, r := range rows {
 		fmt.Fprintf(w, "| %s |\n", strings.Join(r.cells(), " | "))
 	}
+}
+
+// breakdownRows are the breakdown's stages as table cells: the median, and
+// the median ratio to the oras CLI (the second stage) within each round.
+func breakdownRows(stages []stage) [][]string {
+	var out [][]string
+	for _, s := range stages {
+		out = append(out, []string{s.name, fmt.Sprintf("%.2f s", median(s.wall).Seconds()), fmt.Sprintf("%.2f", pairedRatio(s.wall, stages[1].wall))})
+	}
+	return out
+}
+
+var breakdownHeader = []string{"cold pull: where the time goes", "median", "÷ oras CLI (paired)"}
+
+func printBreakdown(w io.Writer, stages []stage) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(breakdownHeader, "\t"))
+	for _, r := range breakdownRows(stages) {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	tw.Flush()
 }
 
 // machine describes where the figures were taken.
@@ -129,7 +155,7 @@ const (
 
 // writeDoc replaces the generated block of the edge puller's section in
 // path with this run's figures; the prose around it is left alone.
-func writeDoc(path string, rows []row, m machine, b *bench) error {
+func writeDoc(path string, rows []row, stages []stage, m machine, b *bench) error {
 	old, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -148,9 +174,22 @@ func writeDoc(path string, rows []row, m machine, b *bench) error {
 			fmt.Fprintf(&w, "- %s: %s.\n", r.metric, r.note)
 		}
 	}
+	if len(stages) > 0 {
+		fmt.Fprintf(&w, "\n| %s |\n|---|---|---|\n", strings.Join(breakdownHeader, " | "))
+		for _, r := range breakdownRows(stages) {
+			fmt.Fprintf(&w, "| %s |\n", strings.Join(r, " | "))
+		}
+	}
 	fmt.Fprintf(&w, "\nEvery run (barge / oras%s):\n\n", map[bool]string{true: " / crane", false: ""}[b.crane != ""])
 	for _, r := range rows {
 		fmt.Fprintf(&w, "- %s, %s: %s\n", r.metric, r.unit, samples(r))
+	}
+	for _, s := range stages {
+		var xs []string
+		for _, d := range s.wall {
+			xs = append(xs, fmt.Sprintf("%.2f", d.Seconds()))
+		}
+		fmt.Fprintf(&w, "- breakdown, %s, s: %s\n", s.name, strings.Join(xs, ", "))
 	}
 	fmt.Fprintln(&w)
 	w.Write(old[j:])

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -23,6 +25,7 @@ import (
 type bench struct {
 	cfg                 config
 	barge, oras, crane  string // binaries; crane is "" when not built
+	rusage              string // rusage/main.go, built into work
 	work                string
 	env                 []string
 	reg                 *registry.Registry
@@ -178,31 +181,67 @@ type process struct {
 	cmd    *exec.Cmd
 	start  time.Time
 	stderr *bytes.Buffer
+	report *os.File // the launcher's report, for measured runs
 }
 
-func (b *bench) start(ctx context.Context, argv []string) (*process, error) {
+// start runs argv in its own process group, so that a kill reaches a tool
+// started by rusage too. If measured, argv runs under rusage (see
+// rusage/main.go for why), and wait returns its peak RSS and wall time.
+func (b *bench) start(ctx context.Context, argv []string, measured bool) (*process, error) {
+	var report, reportW *os.File
+	if measured {
+		var err error
+		if report, reportW, err = os.Pipe(); err != nil {
+			return nil, err
+		}
+		argv = append([]string{b.rusage}, argv...)
+	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = b.env
 	cmd.Dir = b.work
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	var stderr bytes.Buffer
 	cmd.Stdout = &stderr
 	cmd.Stderr = &stderr
-	p := &process{cmd: cmd, stderr: &stderr}
+	if reportW != nil {
+		cmd.ExtraFiles = []*os.File{reportW}
+	}
+	p := &process{cmd: cmd, stderr: &stderr, report: report}
 	p.start = time.Now()
-	if err := cmd.Start(); err != nil {
+	err := cmd.Start()
+	if reportW != nil {
+		reportW.Close()
+	}
+	if err != nil {
+		if report != nil {
+			report.Close()
+		}
 		return nil, err
 	}
 	return p, nil
+}
+
+// kill SIGKILLs the process group.
+func (p *process) kill() {
+	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 }
 
 func (p *process) wait() result {
 	err := p.cmd.Wait()
 	r := result{wall: time.Since(p.start), stderr: strings.TrimSpace(p.stderr.String()), err: err}
 	if ps := p.cmd.ProcessState; ps != nil {
-		r.rss = maxRSS(ps)
 		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
 			r.killed = true
 		}
+	}
+	if p.report != nil {
+		var rss, wall int64
+		if _, serr := fmt.Fscan(p.report, &rss, &wall); serr != nil && r.err == nil {
+			r.err = fmt.Errorf("read the peak RSS from rusage: %w", serr)
+		}
+		r.rss, r.wall = rss, time.Duration(wall)
+		p.report.Close()
 	}
 	if len(r.stderr) > 4000 {
 		r.stderr = "…" + r.stderr[len(r.stderr)-4000:]
@@ -211,7 +250,11 @@ func (p *process) wait() result {
 }
 
 func (b *bench) run(ctx context.Context, argv []string) result {
-	p, err := b.start(ctx, argv)
+	return b.runMeasured(ctx, argv, false)
+}
+
+func (b *bench) runMeasured(ctx context.Context, argv []string, measured bool) result {
+	p, err := b.start(ctx, argv, measured)
 	if err != nil {
 		return result{err: err}
 	}
