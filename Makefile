@@ -72,6 +72,16 @@ verify: lint-chart ## Check formatting, vet, go.mod tidiness, generated files an
 quickstart: build ## Start the embedded registry, push, attach metrics, pull and inspect the example model.
 	./hack/quickstart.sh
 
+# crane is pinned on its own in hack/tools/crane/go.mod: only the benchmark uses it.
+CRANE := $(BIN)/crane
+
+.PHONY: bench
+bench: build $(ORAS) $(CRANE) ## Benchmark barge pull against oras and crane (~5 min, ~14 GiB in TMPDIR); write docs/benchmarks.md.
+	$(GO) run ./test/bench -bin $(BIN) -doc docs/benchmarks.md
+
+$(CRANE): $(CURDIR)/hack/tools/crane/go.mod
+	cd hack/tools/crane && $(GO) build -o $@ github.com/google/go-containerregistry/cmd/crane
+
 ##@ Tools
 
 .PHONY: tools
