@@ -182,7 +182,7 @@ func (n *Node) Watch(ctx context.Context, set func([]agent.Desired)) error {
 		}
 		if err == nil {
 			if failures > 0 {
-				n.log.Info("API server reachable again", "after", failures)
+				n.log.Info("NodeArtifacts listed again", "failures", failures)
 			}
 			failures = 0
 			rv, err = n.watch(ctx, rv, set)
@@ -193,8 +193,8 @@ func (n *Node) Watch(ctx context.Context, set func([]agent.Desired)) error {
 		failures++
 		rv = "" // list again when the link is back: events may have been missed
 		wait := n.opts.Backoff(failures)
-		msg := "cannot reach the API server; serving and finishing what is known"
-		if failures == 1 {
+		msg := "cannot list or watch NodeArtifacts; serving and finishing what is known"
+		if failures == 1 || failures%20 == 0 {
 			n.log.Warn(msg, "err", err, "retry_in", wait.Round(time.Millisecond))
 		} else {
 			n.log.Debug(msg, "err", err, "attempt", failures, "retry_in", wait.Round(time.Millisecond))

@@ -75,13 +75,13 @@ func (n *Node) send(ctx context.Context) {
 			failures++
 			next = n.opts.Backoff(failures)
 			kick = nil // new reports only replace queued ones until the link is back
-			if failures == 1 {
+			if failures == 1 || failures%20 == 0 {
 				n.log.Warn("cannot send NodeArtifact status; keeping the latest of each until the API server answers", "err", err)
 			} else {
 				n.log.Debug("cannot send NodeArtifact status", "err", err, "attempt", failures)
 			}
 		} else if failures > 0 {
-			n.log.Info("NodeArtifact status sent again", "after", failures)
+			n.log.Info("NodeArtifact status sent again", "failures", failures)
 			failures = 0
 		}
 		var timer <-chan time.Time
