@@ -1,0 +1,46 @@
+package controllers
+
+import (
+	"errors"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TestSetConditions: Ready always; Stalled and Reconciling only while true,
+// as kstatus reads them.
+func TestSetConditions(t *testing.T) {
+	tests := []struct {
+		name string
+		o    outcome
+		want conds
+	}{
+		{"stalled", outcome{failure: stalledf(ReasonWrongKind, "a dataset")},
+			conds{ready: metav1.ConditionFalse, reason: ReasonWrongKind, message: "a dataset", stalled: true}},
+		{"retried", outcome{failure: retryf(ReasonRegistryUnreachable, errors.New("refused"), "registry down")},
+			conds{ready: metav1.ConditionFalse, reason: ReasonRegistryUnreachable, message: "registry down", reconciling: true}},
+		{"api error", outcome{failure: asFailure(errors.New("conflict"))},
+			conds{ready: metav1.ConditionFalse, reason: ReasonReconcileFailed, message: "conflict", reconciling: true}},
+		{"progressing", outcome{progressReason: ReasonRollingOut, progressMessage: "1 of 3"},
+			conds{ready: metav1.ConditionFalse, reason: ReasonRollingOut, message: "1 of 3", reconciling: true}},
+		{"ready", outcome{readyMessage: "on 3 of 3 nodes"},
+			conds{ready: metav1.ConditionTrue, reason: ReasonSucceeded, message: "on 3 of 3 nodes"}},
+	}
+	// Each row starts from every other row's conditions: no condition of
+	// an earlier outcome may linger.
+	for _, from := range tests {
+		for _, tt := range tests {
+			var c []metav1.Condition
+			setConditions(&c, 3, from.o)
+			setConditions(&c, 4, tt.o)
+			if err := tt.want.check(4, 4, c); err != nil {
+				t.Errorf("%s after %s: %v", tt.name, from.name, err)
+			}
+			for _, cond := range c {
+				if cond.ObservedGeneration != 4 {
+					t.Errorf("%s after %s: %s has observedGeneration %d", tt.name, from.name, cond.Type, cond.ObservedGeneration)
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,134 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"oras.land/oras-go/v2/registry/remote"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	"github.com/bargeml/barge/api/v1alpha1"
+)
+
+// DatasetReconciler resolves a Dataset's version to a digest, checks that
+// the artifact is a dataset of the format asked for, copies its statistics
+// into status, and puts it on every matching node through NodeArtifacts.
+type DatasetReconciler struct {
+	client.Client
+	recorder recorder.EventRecorder
+	resolver *Resolver
+	placer   *placer
+	opts     Options
+}
+
+// datasetScope is one reconcile pass of one Dataset.
+type datasetScope struct {
+	dataset *v1alpha1.Dataset
+	before  *v1alpha1.Dataset
+
+	src      source
+	repo     *remote.Repository
+	interval time.Duration
+	due      bool
+	wait     time.Duration
+	res      resolution
+
+	newDigest bool
+	placed    *placeResult
+	failedIn  string
+	outcome   outcome
+}
+
+// Reconcile runs one pass; the deferred patchStatus writes its outcome.
+func (r *DatasetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	ds := &v1alpha1.Dataset{}
+	if err := r.Get(ctx, req.NamespacedName, ds); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !ds.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, ds)
+	}
+	if err := addFinalizer(ctx, r.Client, ds); err != nil {
+		return ctrl.Result{}, err
+	}
+
+	s := &datasetScope{dataset: ds, before: ds.DeepCopy(), interval: intervalOf(ds.Spec.Interval)}
+	s.src = source{
+		Namespace:  ds.Namespace,
+		Repository: ds.Spec.Artifact,
+		Version:    ds.Spec.TargetVersion,
+		Insecure:   ds.Spec.Insecure,
+		PullSecret: ds.Spec.PullSecretRef,
+	}
+	defer func() {
+		if err := r.patchStatus(ctx, s); err != nil {
+			retErr = errors.Join(retErr, err)
+		}
+	}()
+	result, err := runPhases(ctx, s, []phase[*datasetScope]{r.resolve, r.inspect, r.place})
+	if err != nil {
+		s.outcome.failure = asFailure(err)
+		return afterFailure(s.outcome.failure, result, s.interval, r.opts.RetryInterval)
+	}
+	return result, nil
+}
+
+// reconcileDelete removes the dataset from every node and lets the object
+// go once every puller has removed its files.
+func (r *DatasetReconciler) reconcileDelete(ctx context.Context, ds *v1alpha1.Dataset) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(ds, CleanupFinalizer) {
+		return ctrl.Result{}, nil
+	}
+	waiting, err := r.placer.remove(ctx, ds, kindDataset)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if len(waiting) > 0 {
+		before := ds.DeepCopy()
+		ds.Status.Nodes.Desired = 0
+		setConditions(&ds.Status.Conditions, ds.Generation, outcome{progressReason: ReasonDeleting, progressMessage: waitingMessage(waiting)})
+		if err := r.Status().Patch(ctx, ds, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{RequeueAfter: deletionWait}, nil
+	}
+	return ctrl.Result{}, removeFinalizer(ctx, r.Client, ds)
+}
+
+// SetupWithManager watches Datasets, the NodeArtifacts they own, and Node
+// labels.
+func (r *DatasetReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("dataset").
+		For(&v1alpha1.Dataset{}, builder.WithPredicates(forObjectChanges())).
+		Owns(&v1alpha1.NodeArtifact{}, builder.WithPredicates(nodeArtifactChanges())).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.forNode), builder.OnlyMetadata, builder.WithPredicates(nodeChanges())).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.opts.MaxConcurrentReconciles}).
+		Complete(r)
+}
+
+// forNode maps a Node event to the Datasets it concerns.
+func (r *DatasetReconciler) forNode(ctx context.Context, node client.Object) []reconcile.Request {
+	var list v1alpha1.DatasetList
+	if err := r.List(ctx, &list); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "list Datasets for node", "node", node.GetName())
+		return nil
+	}
+	var matching []types.NamespacedName
+	for _, d := range list.Items {
+		if selects(d.Spec.NodeSelector, node) {
+			matching = append(matching, client.ObjectKeyFromObject(&d))
+		}
+	}
+	return requestsForNode(ctx, r, kindDataset, node, matching)
+}

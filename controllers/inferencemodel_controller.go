@@ -1,0 +1,161 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"oras.land/oras-go/v2/registry/remote"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	"github.com/bargeml/barge/api/v1alpha1"
+)
+
+// InferenceModelReconciler resolves an InferenceModel's version to a digest,
+// checks that the artifact is a model, and runs it: as NodeArtifacts on the
+// matching edge nodes, or as a Deployment and a Service in the cloud.
+type InferenceModelReconciler struct {
+	client.Client
+	// reader reads uncached: objects that must not be taken over by name.
+	reader   client.Reader
+	recorder recorder.EventRecorder
+	resolver *Resolver
+	placer   *placer
+	opts     Options
+}
+
+// modelScope is one reconcile pass of one InferenceModel: the object, the
+// status it started from, and the facts the phases record.
+type modelScope struct {
+	model  *v1alpha1.InferenceModel
+	before *v1alpha1.InferenceModel
+
+	src      source
+	repo     *remote.Repository
+	interval time.Duration
+	// due: this pass asked the registry; wait is how long until the next.
+	due  bool
+	wait time.Duration
+	res  resolution
+
+	// newDigest: the resolution differs from the one in status.
+	newDigest bool
+	placed    *placeResult
+	// failedIn names the step that failed, for the event's reason.
+	failedIn   string
+	metricsErr error
+	outcome    outcome
+}
+
+// Reconcile runs one pass; the deferred patchStatus writes its outcome.
+func (r *InferenceModelReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	model := &v1alpha1.InferenceModel{}
+	if err := r.Get(ctx, req.NamespacedName, model); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !model.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, model)
+	}
+	if err := addFinalizer(ctx, r.Client, model); err != nil {
+		return ctrl.Result{}, err
+	}
+
+	s := &modelScope{model: model, before: model.DeepCopy(), interval: intervalOf(model.Spec.Interval)}
+	defer func() {
+		if err := r.patchStatus(ctx, s); err != nil {
+			retErr = errors.Join(retErr, err)
+		}
+	}()
+	result, err := runPhases(ctx, s, []phase[*modelScope]{r.checkSpec, r.resolve, r.inspect, r.deploy})
+	if err != nil {
+		s.outcome.failure = asFailure(err)
+		return afterFailure(s.outcome.failure, result, s.interval, r.opts.RetryInterval)
+	}
+	return result, nil
+}
+
+// reconcileDelete removes everything the model put on nodes and in the
+// cloud, and lets the object go once every puller has removed its files.
+func (r *InferenceModelReconciler) reconcileDelete(ctx context.Context, model *v1alpha1.InferenceModel) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(model, CleanupFinalizer) {
+		return ctrl.Result{}, nil
+	}
+	waiting, err := r.placer.remove(ctx, model, kindInferenceModel)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.deleteCloud(ctx, model); err != nil {
+		return ctrl.Result{}, err
+	}
+	if len(waiting) > 0 {
+		before := model.DeepCopy()
+		model.Status.Nodes.Desired = 0
+		setConditions(&model.Status.Conditions, model.Generation, outcome{progressReason: ReasonDeleting, progressMessage: waitingMessage(waiting)})
+		if err := r.Status().Patch(ctx, model, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{RequeueAfter: deletionWait}, nil
+	}
+	return ctrl.Result{}, removeFinalizer(ctx, r.Client, model)
+}
+
+// deleteCloud deletes the model's Deployment and Service, if it has them.
+func (r *InferenceModelReconciler) deleteCloud(ctx context.Context, model *v1alpha1.InferenceModel) error {
+	for _, obj := range []client.Object{&appsv1.Deployment{}, &corev1.Service{}} {
+		err := r.Get(ctx, client.ObjectKeyFromObject(model), obj)
+		if err != nil {
+			if client.IgnoreNotFound(err) != nil {
+				return err
+			}
+			continue
+		}
+		if !metav1.IsControlledBy(obj, model) {
+			continue
+		}
+		if err := r.Delete(ctx, obj); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetupWithManager watches InferenceModels, the NodeArtifacts, Deployments
+// and Services they own, and Node labels.
+func (r *InferenceModelReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("inferencemodel").
+		For(&v1alpha1.InferenceModel{}, builder.WithPredicates(forObjectChanges())).
+		Owns(&v1alpha1.NodeArtifact{}, builder.WithPredicates(nodeArtifactChanges())).
+		Owns(&appsv1.Deployment{}).
+		Owns(&corev1.Service{}).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.forNode), builder.OnlyMetadata, builder.WithPredicates(nodeChanges())).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.opts.MaxConcurrentReconciles}).
+		Complete(r)
+}
+
+// forNode maps a Node event to the edge models it concerns.
+func (r *InferenceModelReconciler) forNode(ctx context.Context, node client.Object) []reconcile.Request {
+	var list v1alpha1.InferenceModelList
+	if err := r.List(ctx, &list); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "list InferenceModels for node", "node", node.GetName())
+		return nil
+	}
+	var matching []types.NamespacedName
+	for _, m := range list.Items {
+		if m.Spec.DeployToLayer != v1alpha1.LayerCloud && m.Spec.Artifact != "" && selects(m.Spec.NodeSelector, node) {
+			matching = append(matching, client.ObjectKeyFromObject(&m))
+		}
+	}
+	return requestsForNode(ctx, r, kindInferenceModel, node, matching)
+}

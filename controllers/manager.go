@@ -1,0 +1,108 @@
+package controllers
+
+import (
+	"net/http"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// The controller's whole access, least first: it reads the objects users
+// write and writes only their status and finalizers; it owns NodeArtifacts,
+// Deployments and Services; it reads Node labels and, one by one, the pull
+// Secrets the objects name (never a list or watch of Secrets).
+//
+// +kubebuilder:rbac:groups=barge.dev,resources=inferencemodels;datasets,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=barge.dev,resources=inferencemodels/status;datasets/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=barge.dev,resources=inferencemodels/finalizers;datasets/finalizers,verbs=update
+// +kubebuilder:rbac:groups=barge.dev,resources=nodeartifacts,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+
+// DefaultBargeImage is the image of the init container that pulls a cloud
+// model's files, without its tag; the controller's version is the tag.
+const DefaultBargeImage = "ghcr.io/bargeml/barge"
+
+// Options configures the controllers. The zero value works.
+type Options struct {
+	// BargeImage runs `barge pull` in the init container of cloud models;
+	// if empty, DefaultBargeImage:latest.
+	BargeImage string
+	// ServingImages chooses the serving container of cloud models by
+	// frameworkType; if nil, DefaultServingImages().
+	ServingImages ServingImages
+	// RetryInterval is how soon a pass that failed on something that may
+	// heal (a registry that is down) is tried again; if <= 0, 30 s. It is
+	// never longer than the object's spec.interval.
+	RetryInterval time.Duration
+	// MaxConcurrentReconciles per kind; if <= 0, 4, so one slow registry does
+	// not hold up every object.
+	MaxConcurrentReconciles int
+	// HTTPClient sends registry requests; if nil, one with a 30 s timeout.
+	HTTPClient *http.Client
+}
+
+func (o Options) withDefaults() Options {
+	if o.BargeImage == "" {
+		o.BargeImage = DefaultBargeImage + ":latest"
+	}
+	if o.ServingImages == nil {
+		o.ServingImages = DefaultServingImages()
+	}
+	if o.RetryInterval <= 0 {
+		o.RetryInterval = 30 * time.Second
+	}
+	if o.MaxConcurrentReconciles <= 0 {
+		o.MaxConcurrentReconciles = 4
+	}
+	return o
+}
+
+// Setup adds the InferenceModel and Dataset controllers to mgr. Build mgr
+// with CacheOptions, so that it caches only the Deployments and Services
+// Barge manages.
+func Setup(mgr ctrl.Manager, opts Options) error {
+	opts = opts.withDefaults()
+	resolver := &Resolver{Secrets: mgr.GetAPIReader(), HTTPClient: opts.HTTPClient}
+	pl := &placer{client: mgr.GetClient(), reader: mgr.GetAPIReader(), scheme: mgr.GetScheme()}
+	models := &InferenceModelReconciler{
+		Client:   mgr.GetClient(),
+		reader:   mgr.GetAPIReader(),
+		recorder: mgr.GetEventRecorder("barge-controller"),
+		resolver: resolver,
+		placer:   pl,
+		opts:     opts,
+	}
+	if err := models.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	datasets := &DatasetReconciler{
+		Client:   mgr.GetClient(),
+		recorder: mgr.GetEventRecorder("barge-controller"),
+		resolver: resolver,
+		placer:   pl,
+		opts:     opts,
+	}
+	return datasets.SetupWithManager(mgr)
+}
+
+// CacheOptions restricts the manager's cache of Deployments and Services to
+// those Barge manages, so a large cluster's workloads are not all held in
+// the controller's memory.
+func CacheOptions() cache.Options {
+	managed := labels.SelectorFromSet(labels.Set{managedByLabel: managedByValue})
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&appsv1.Deployment{}: {Label: managed},
+		&corev1.Service{}:    {Label: managed},
+	}}
+}

@@ -1,0 +1,439 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/bargeml/barge/api/v1alpha1"
+)
+
+const (
+	// FilesFinalizer is on every NodeArtifact: the node's puller removes it
+	// once it has deleted the files. The controller removes it only when the
+	// Node itself is gone, so that a deletion cannot hang on a missing node.
+	FilesFinalizer = "barge.dev/files"
+	// CleanupFinalizer is on every InferenceModel and Dataset: deleting one
+	// deletes its NodeArtifacts and waits until they are gone.
+	CleanupFinalizer = "barge.dev/cleanup"
+
+	// OwnerKindLabel and OwnerNameLabel on a NodeArtifact name the object it
+	// serves, so its owner's NodeArtifacts can be listed by label.
+	OwnerKindLabel = "barge.dev/owner-kind"
+	OwnerNameLabel = "barge.dev/owner-name"
+
+	kindInferenceModel = "InferenceModel"
+	kindDataset        = "Dataset"
+)
+
+// namePrefix shortens a kind in NodeArtifact names.
+var namePrefix = map[string]string{kindInferenceModel: "model", kindDataset: "dataset"}
+
+// nodeArtifactName is the NodeArtifact of one object on one node:
+// model-<name>-<node> or dataset-<name>-<node>, cut and suffixed with a hash
+// when longer than an object name may be.
+func nodeArtifactName(kind, name, node string) string {
+	return shorten(namePrefix[kind]+"-"+name+"-"+node, 253)
+}
+
+// labelValue is s when it fits a label value (63 characters), else a prefix
+// of s with a hash of all of it. Object and node names are DNS subdomains, so
+// their characters are valid in label values.
+func labelValue(s string) string { return shorten(s, 63) }
+
+func shorten(s string, limit int) string {
+	if len(s) <= limit {
+		return s
+	}
+	sum := sha256.Sum256([]byte(s))
+	return strings.TrimRight(s[:limit-9], "-.") + "-" + hex.EncodeToString(sum[:4])
+}
+
+// ownerLabels select the NodeArtifacts of one object.
+func ownerLabels(kind, name string) map[string]string {
+	return map[string]string{OwnerKindLabel: kind, OwnerNameLabel: labelValue(name)}
+}
+
+// placement is an object's wish: this digest on every node its selector
+// matches, reached at most maxConcurrent nodes at a time.
+type placement struct {
+	owner         client.Object
+	kind          string
+	repository    string
+	digest        string
+	insecure      bool
+	selector      map[string]string
+	maxConcurrent int32
+}
+
+// reference is what a NodeArtifact's puller fetches.
+func (p placement) reference() string { return p.repository + "@" + p.digest }
+
+// nodeProblem is a node whose puller reported a failure.
+type nodeProblem struct{ node, message string }
+
+// placeResult is what a placement pass found and did.
+type placeResult struct {
+	counts v1alpha1.NodeCounts
+	// pending are the matching nodes that do not hold the digest yet.
+	pending []string
+	failed  []nodeProblem
+	created []string
+	moved   []string
+	removed []string
+	// rolloutStarted: the first nodes were moved to a new digest.
+	rolloutStarted bool
+	// conflicts are NodeArtifact names another object already uses.
+	conflicts []string
+}
+
+// placer writes and removes NodeArtifacts.
+type placer struct {
+	// client reads Nodes from the cache and writes NodeArtifacts.
+	client client.Client
+	// reader lists NodeArtifacts uncached: a rollout decides from what the
+	// API server holds now, so a stale cache can never move more nodes than
+	// maxConcurrentNodes allows.
+	reader client.Reader
+	scheme *runtime.Scheme
+}
+
+// rolloutPlan is what one pass changes, decided without the API server.
+type rolloutPlan struct {
+	// create lists matching nodes without a NodeArtifact.
+	create []string
+	// move are NodeArtifacts on an older digest that move now.
+	move []*v1alpha1.NodeArtifact
+	// refresh are NodeArtifacts whose reference or insecure flag changed
+	// while their digest did not.
+	refresh []*v1alpha1.NodeArtifact
+	// remove are NodeArtifacts of nodes that no longer match.
+	remove []*v1alpha1.NodeArtifact
+}
+
+// planRollout decides a pass. A NodeArtifact is in flight while its spec is
+// on digest and its puller has not reported it Ready there; moves fill what
+// maxConcurrent leaves, nodes that serve nothing first, then by name, so
+// every pass picks the same ones. New nodes get the digest at once: they
+// have no old version to keep serving.
+func planRollout(desired []string, existing []*v1alpha1.NodeArtifact, digest, reference string, insecure bool, maxConcurrent int32) rolloutPlan {
+	var plan rolloutPlan
+	want := make(map[string]bool, len(desired))
+	for _, n := range desired {
+		want[n] = true
+	}
+	have := map[string]bool{}
+	inFlight := 0
+	var candidates []*v1alpha1.NodeArtifact
+	for _, na := range existing {
+		have[na.Spec.NodeName] = true
+		switch {
+		case na.DeletionTimestamp != nil:
+			// Its puller is removing the files; a new one follows once it
+			// is gone.
+		case !want[na.Spec.NodeName]:
+			plan.remove = append(plan.remove, na)
+		case na.Spec.Digest == digest:
+			if !holds(na, digest) {
+				inFlight++
+			}
+			if na.Spec.Reference != reference || na.Spec.Insecure != insecure {
+				plan.refresh = append(plan.refresh, na)
+			}
+		default:
+			candidates = append(candidates, na)
+		}
+	}
+	for _, n := range desired {
+		if !have[n] {
+			plan.create = append(plan.create, n)
+		}
+	}
+	slices.SortFunc(candidates, func(a, b *v1alpha1.NodeArtifact) int {
+		if sa, sb := serving(a), serving(b); sa != sb {
+			if sa {
+				return 1
+			}
+			return -1
+		}
+		return strings.Compare(a.Spec.NodeName, b.Spec.NodeName)
+	})
+	budget := max(int(maxConcurrent), 1) - inFlight
+	for i := 0; i < len(candidates) && i < budget; i++ {
+		plan.move = append(plan.move, candidates[i])
+	}
+	return plan
+}
+
+// holds: the node's puller reports digest materialized and Ready.
+func holds(na *v1alpha1.NodeArtifact, digest string) bool {
+	return na.Status.Phase == v1alpha1.NodeArtifactReady && na.Status.Digest == digest
+}
+
+// serving: the node has some version Ready, which it keeps serving until
+// its new one is Ready.
+func serving(na *v1alpha1.NodeArtifact) bool {
+	return na.Status.Phase == v1alpha1.NodeArtifactReady && na.Status.Digest != ""
+}
+
+// failedNow: the puller's failure is about the current spec, not one it
+// reported before the spec moved.
+func failedNow(na *v1alpha1.NodeArtifact) bool {
+	return na.Status.Phase == v1alpha1.NodeArtifactFailed &&
+		(na.Status.ObservedGeneration == 0 || na.Status.ObservedGeneration == na.Generation)
+}
+
+// place makes the NodeArtifacts of p match the nodes and the digest.
+func (pl *placer) place(ctx context.Context, p placement) (placeResult, error) {
+	var res placeResult
+	nodes, err := pl.nodes(ctx)
+	if err != nil {
+		return res, err
+	}
+	sel := labels.SelectorFromSet(p.selector)
+	var desired []string
+	for _, n := range nodes {
+		if n.DeletionTimestamp == nil && sel.Matches(labels.Set(n.Labels)) {
+			desired = append(desired, n.Name)
+		}
+	}
+	slices.Sort(desired)
+
+	existing, err := pl.owned(ctx, p.owner, p.kind)
+	if err != nil {
+		return res, err
+	}
+	onDigest := 0
+	for _, na := range existing {
+		if na.Spec.Digest == p.digest {
+			onDigest++
+		}
+	}
+	plan := planRollout(desired, existing, p.digest, p.reference(), p.insecure, p.maxConcurrent)
+
+	for _, node := range plan.create {
+		na, err := pl.newNodeArtifact(p, node)
+		if err != nil {
+			return res, err
+		}
+		if err := pl.client.Create(ctx, na); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				res.conflicts = append(res.conflicts, na.Name)
+				continue
+			}
+			return res, fmt.Errorf("create NodeArtifact %s for node %s: %w", na.Name, node, err)
+		}
+		existing = append(existing, na)
+		res.created = append(res.created, node)
+	}
+	for _, na := range append(plan.move, plan.refresh...) {
+		before := na.DeepCopy()
+		na.Spec.Reference, na.Spec.Digest, na.Spec.Insecure = p.reference(), p.digest, p.insecure
+		if err := pl.client.Patch(ctx, na, client.MergeFrom(before)); err != nil {
+			return res, fmt.Errorf("move NodeArtifact %s to %s: %w", na.Name, p.digest, err)
+		}
+	}
+	for _, na := range plan.move {
+		res.moved = append(res.moved, na.Spec.NodeName)
+	}
+	res.rolloutStarted = len(plan.move) > 0 && onDigest == 0
+	for _, na := range plan.remove {
+		if err := pl.delete(ctx, na, nodes); err != nil {
+			return res, err
+		}
+		res.removed = append(res.removed, na.Spec.NodeName)
+	}
+	// A NodeArtifact already being deleted on a node that is gone would wait
+	// forever for a puller that no longer exists.
+	for _, na := range existing {
+		if na.DeletionTimestamp != nil {
+			if err := pl.releaseIfNodeGone(ctx, na, nodes); err != nil {
+				return res, err
+			}
+		}
+	}
+
+	want := make(map[string]bool, len(desired))
+	for _, n := range desired {
+		want[n] = true
+	}
+	res.counts.Desired = int32(len(desired))
+	ready := map[string]bool{}
+	for _, na := range existing {
+		if na.DeletionTimestamp != nil || !want[na.Spec.NodeName] {
+			continue
+		}
+		if holds(na, p.digest) && na.Spec.Digest == p.digest {
+			res.counts.Ready++
+			ready[na.Spec.NodeName] = true
+		}
+		if failedNow(na) {
+			res.counts.Failed++
+			res.failed = append(res.failed, nodeProblem{node: na.Spec.NodeName, message: na.Status.Message})
+		}
+	}
+	for _, n := range desired {
+		if !ready[n] {
+			res.pending = append(res.pending, n)
+		}
+	}
+	slices.SortFunc(res.failed, func(a, b nodeProblem) int { return strings.Compare(a.node, b.node) })
+	return res, nil
+}
+
+// remove deletes every NodeArtifact of owner and returns the nodes whose
+// pullers have not yet removed theirs.
+func (pl *placer) remove(ctx context.Context, owner client.Object, kind string) ([]string, error) {
+	existing, err := pl.owned(ctx, owner, kind)
+	if err != nil || len(existing) == 0 {
+		return nil, err
+	}
+	nodes, err := pl.nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var waiting []string
+	for _, na := range existing {
+		if err := pl.delete(ctx, na, nodes); err != nil {
+			return nil, err
+		}
+		if nodeExists(na.Spec.NodeName, nodes) {
+			waiting = append(waiting, na.Spec.NodeName)
+		}
+	}
+	slices.Sort(waiting)
+	return waiting, nil
+}
+
+// delete deletes a NodeArtifact; its puller removes the files and then the
+// finalizer, or, when the node is gone, the controller removes the finalizer.
+func (pl *placer) delete(ctx context.Context, na *v1alpha1.NodeArtifact, nodes []metav1.PartialObjectMetadata) error {
+	if err := pl.releaseIfNodeGone(ctx, na, nodes); err != nil {
+		return err
+	}
+	if na.DeletionTimestamp != nil {
+		return nil
+	}
+	if err := pl.client.Delete(ctx, na); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("delete NodeArtifact %s of node %s: %w", na.Name, na.Spec.NodeName, err)
+	}
+	return nil
+}
+
+// releaseIfNodeGone removes the files finalizer of a NodeArtifact whose node
+// does not exist, after asking the API server rather than trusting the cache.
+func (pl *placer) releaseIfNodeGone(ctx context.Context, na *v1alpha1.NodeArtifact, nodes []metav1.PartialObjectMetadata) error {
+	if !controllerutil.ContainsFinalizer(na, FilesFinalizer) || nodeExists(na.Spec.NodeName, nodes) {
+		return nil
+	}
+	node := &metav1.PartialObjectMetadata{}
+	node.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Node"))
+	err := pl.reader.Get(ctx, client.ObjectKey{Name: na.Spec.NodeName}, node)
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("get node %s: %w", na.Spec.NodeName, err)
+	}
+	before := na.DeepCopy()
+	controllerutil.RemoveFinalizer(na, FilesFinalizer)
+	if err := pl.client.Patch(ctx, na, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("remove finalizer %s of NodeArtifact %s (node %s is gone): %w", FilesFinalizer, na.Name, na.Spec.NodeName, err)
+	}
+	return nil
+}
+
+func nodeExists(name string, nodes []metav1.PartialObjectMetadata) bool {
+	for i := range nodes {
+		if nodes[i].Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// nodes lists the Nodes' metadata from the cache: labels are all placement
+// needs, and metadata keeps the cache small on large clusters.
+func (pl *placer) nodes(ctx context.Context) ([]metav1.PartialObjectMetadata, error) {
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NodeList"))
+	if err := pl.client.List(ctx, list); err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	return list.Items, nil
+}
+
+// owned lists the NodeArtifacts owner controls.
+func (pl *placer) owned(ctx context.Context, owner client.Object, kind string) ([]*v1alpha1.NodeArtifact, error) {
+	var list v1alpha1.NodeArtifactList
+	if err := pl.reader.List(ctx, &list, client.InNamespace(owner.GetNamespace()), client.MatchingLabels(ownerLabels(kind, owner.GetName()))); err != nil {
+		return nil, fmt.Errorf("list NodeArtifacts of %s %s/%s: %w", kind, owner.GetNamespace(), owner.GetName(), err)
+	}
+	var out []*v1alpha1.NodeArtifact
+	for i := range list.Items {
+		na := &list.Items[i]
+		if ref := metav1.GetControllerOf(na); ref != nil && ref.UID == owner.GetUID() {
+			out = append(out, na)
+		}
+	}
+	return out, nil
+}
+
+func (pl *placer) newNodeArtifact(p placement, node string) (*v1alpha1.NodeArtifact, error) {
+	na := &v1alpha1.NodeArtifact{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:       nodeArtifactName(p.kind, p.owner.GetName(), node),
+			Namespace:  p.owner.GetNamespace(),
+			Labels:     ownerLabels(p.kind, p.owner.GetName()),
+			Finalizers: []string{FilesFinalizer},
+		},
+		Spec: v1alpha1.NodeArtifactSpec{NodeName: node, Reference: p.reference(), Digest: p.digest, Insecure: p.insecure},
+	}
+	na.Labels[v1alpha1.NodeLabel] = labelValue(node)
+	if err := controllerutil.SetControllerReference(p.owner, na, pl.scheme); err != nil {
+		return nil, err
+	}
+	return na, nil
+}
+
+// edgeOutcome says how far a placement got, in the terms of conditions.
+func edgeOutcome(resolved *v1alpha1.ResolvedArtifact, res placeResult) outcome {
+	v := versionText(resolved)
+	c := res.counts
+	switch {
+	case len(res.failed) > 0:
+		f := res.failed[0]
+		return outcome{progressReason: ReasonNodeFailed, progressMessage: fmt.Sprintf("%d of %d nodes failed to pull %s; %s: %s", c.Failed, c.Desired, v, f.node, f.message)}
+	case len(res.pending) > 0:
+		return outcome{progressReason: ReasonRollingOut, progressMessage: fmt.Sprintf("%d of %d nodes hold %s; waiting for %s", c.Ready, c.Desired, v, listNodes(res.pending))}
+	case c.Desired == 0:
+		return outcome{readyMessage: fmt.Sprintf("%s resolved; no node matches spec.nodeSelector", v)}
+	}
+	return outcome{readyMessage: fmt.Sprintf("%s on %d of %d nodes", v, c.Ready, c.Desired)}
+}
+
+// conflictFailure reports NodeArtifact names another object holds.
+func conflictFailure(res placeResult) error {
+	if len(res.conflicts) == 0 {
+		return nil
+	}
+	return retryf(ReasonNodeConflict, nil, "NodeArtifact %s already exists and belongs to another object: delete it, or rename this one", strings.Join(res.conflicts, ", "))
+}
+
+func listNodes(nodes []string) string {
+	if len(nodes) > 5 {
+		return strings.Join(nodes[:5], ", ") + fmt.Sprintf(" and %d more", len(nodes)-5)
+	}
+	return strings.Join(nodes, ", ")
+}

@@ -1,0 +1,393 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Masterminds/semver/v3"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/errcode"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/bargeml/barge/api/v1alpha1"
+	"github.com/bargeml/barge/artifact"
+)
+
+// source is an artifact as a user's object names it, with how to reach it.
+type source struct {
+	Namespace string
+	// Repository is HOST[:PORT]/PATH, without tag or digest.
+	Repository string
+	// Version is a tag, a semver range over the tags, or a sha256: digest.
+	Version    string
+	Insecure   bool
+	PullSecret *v1alpha1.LocalObjectReference
+}
+
+func (s source) host() string {
+	host, _, _ := strings.Cut(s.Repository, "/")
+	return host
+}
+
+func (s source) String() string {
+	if strings.HasPrefix(s.Version, "sha256:") {
+		return s.Repository + "@" + s.Version
+	}
+	return s.Repository + ":" + s.Version
+}
+
+// resolution is the manifest a source's version names now.
+type resolution struct {
+	// Tag that was resolved; empty for a digest.
+	Tag        string
+	Descriptor ocispec.Descriptor
+}
+
+// inspected is what the controller reads from a manifest. Manifests are
+// content-addressed, so it never changes for a digest and is cached.
+type inspected struct {
+	Artifact *artifact.Artifact
+	// Dataset is the dataset's config; nil for other kinds.
+	Dataset *datasetConfig
+	// contentSize is the config and layers, without the manifest.
+	contentSize int64
+}
+
+// datasetConfig is the part of a dataset's config (the JSON of dataset.Stats,
+// written by `barge push --kind dataset`) that goes into a Dataset's status.
+type datasetConfig struct {
+	Format          string           `json:"format"`
+	NumberOfSamples int64            `json:"numberOfSamples"`
+	Classes         map[string]int64 `json:"classes"`
+	Bytes           int64            `json:"bytes"`
+}
+
+// Resolver reaches registries for the reconcilers: it turns versions into
+// digests, reads manifests and metrics. The zero value works with an
+// anonymous client, but reading pull secrets needs Secrets.
+type Resolver struct {
+	// Secrets reads the Secrets named by spec.pullSecretRef. Give it an
+	// uncached reader (the manager's APIReader) so the controller needs only
+	// get on secrets, never a cluster-wide watch of them.
+	Secrets client.Reader
+	// HTTPClient sends registry requests; if nil, a client with a 30 s
+	// timeout is used.
+	HTTPClient *http.Client
+	// UserAgent of registry requests; if empty, "barge-controller".
+	UserAgent string
+
+	mu    sync.Mutex
+	cache map[string]*inspected
+}
+
+// maxCached bounds the inspection cache; past it the cache starts over.
+const maxCached = 1024
+
+// open returns the repository of src with the credentials of its pull
+// secret, or anonymous access when it has none.
+func (r *Resolver) open(ctx context.Context, src source) (*remote.Repository, error) {
+	repo, err := remote.NewRepository(src.Repository)
+	if err != nil {
+		return nil, stalledf(ReasonInvalidReference, "%q is not a repository: write it as HOST[:PORT]/PATH, such as registry.example.com/models/resnet50", src.Repository)
+	}
+	repo.PlainHTTP = src.Insecure
+	cred := auth.StaticCredential("", auth.EmptyCredential)
+	if src.PullSecret != nil {
+		store, err := r.credentialStore(ctx, src.Namespace, src.PullSecret.Name)
+		if err != nil {
+			return nil, err
+		}
+		cred = credentials.Credential(store)
+	}
+	hc := r.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: 30 * time.Second}
+	}
+	ua := r.UserAgent
+	if ua == "" {
+		ua = "barge-controller"
+	}
+	repo.Client = &auth.Client{Client: hc, Cache: auth.NewCache(), Credential: cred, Header: http.Header{"User-Agent": {ua}}}
+	return repo, nil
+}
+
+// credentialStore reads a kubernetes.io/dockerconfigjson Secret.
+func (r *Resolver) credentialStore(ctx context.Context, namespace, name string) (credentials.Store, error) {
+	if r.Secrets == nil {
+		return nil, errors.New("no reader for pull secrets configured")
+	}
+	var secret corev1.Secret
+	if err := r.Secrets.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, retryf(ReasonPullSecretNotFound, err, "secret %s/%s named by spec.pullSecretRef does not exist: create it with `kubectl create secret docker-registry %s -n %s --docker-server=... --docker-username=... --docker-password=...`", namespace, name, name, namespace)
+		}
+		return nil, retryf(ReasonPullSecretNotFound, err, "read secret %s/%s named by spec.pullSecretRef: %v", namespace, name, err)
+	}
+	if secret.Type != corev1.SecretTypeDockerConfigJson {
+		return nil, stalledf(ReasonInvalidPullSecret, "secret %s/%s named by spec.pullSecretRef has type %q; it must be %s (kubectl create secret docker-registry)", namespace, name, secret.Type, corev1.SecretTypeDockerConfigJson)
+	}
+	store, err := credentials.NewMemoryStoreFromDockerConfig(secret.Data[corev1.DockerConfigJsonKey])
+	if err != nil {
+		return nil, stalledf(ReasonInvalidPullSecret, "secret %s/%s: key %s is not a Docker config: %v", namespace, name, corev1.DockerConfigJsonKey, err)
+	}
+	return store, nil
+}
+
+// tagPattern is the OCI distribution spec's grammar of a tag.
+var tagPattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
+
+// wildcardVersion is a version with an x in it, such as 1.x or 1.2.X: a valid
+// tag by grammar, but what its writer means is a range.
+var wildcardVersion = regexp.MustCompile(`^v?(\d+|[xX])(\.(\d+|[xX])){0,2}$`)
+
+// isRange says whether a targetVersion is a semver range over the tags rather
+// than one tag: anything that is not a tag by the OCI grammar (">=1.2 <2",
+// "^1.2", "~1.2.3"), and wildcards such as 1.x.
+func isRange(v string) bool {
+	if !tagPattern.MatchString(v) {
+		return true
+	}
+	return wildcardVersion.MatchString(v) && strings.ContainsAny(v, "xX")
+}
+
+// resolve asks the registry which manifest src.Version names. A tag and a
+// digest cost one HEAD; only a range lists the tags.
+func (r *Resolver) resolve(ctx context.Context, repo *remote.Repository, src source) (resolution, error) {
+	v := src.Version
+	switch {
+	case strings.HasPrefix(v, "sha256:"):
+		desc, err := repo.Resolve(ctx, v)
+		if err != nil {
+			return resolution{}, explain(err, src, fmt.Sprintf("manifest %s", v))
+		}
+		return resolution{Descriptor: desc}, nil
+	case isRange(v):
+		c, err := semver.NewConstraint(v)
+		if err != nil {
+			return resolution{}, stalledf(ReasonInvalidVersion, "targetVersion %q is neither a tag nor a semver range: %v; write a tag (1.0.0), a range (>=1.2 <2) or a digest (sha256:...)", v, err)
+		}
+		tag, err := newestMatch(ctx, repo, src, c)
+		if err != nil {
+			return resolution{}, err
+		}
+		desc, err := repo.Resolve(ctx, tag)
+		if err != nil {
+			return resolution{}, explain(err, src, fmt.Sprintf("tag %q", tag))
+		}
+		return resolution{Tag: tag, Descriptor: desc}, nil
+	default:
+		desc, err := repo.Resolve(ctx, v)
+		if err != nil {
+			return resolution{}, explain(err, src, fmt.Sprintf("tag %q", v))
+		}
+		return resolution{Tag: v, Descriptor: desc}, nil
+	}
+}
+
+// newestMatch lists the tags of repo and returns the newest semantic version
+// that c allows. Referrers tags (sha256-<hex>) and tags that are not versions
+// are skipped.
+func newestMatch(ctx context.Context, repo *remote.Repository, src source, c *semver.Constraints) (string, error) {
+	var (
+		best    *semver.Version
+		bestTag string
+		others  []string
+	)
+	err := repo.Tags(ctx, "", func(tags []string) error {
+		for _, t := range tags {
+			if strings.HasPrefix(t, "sha256-") {
+				continue
+			}
+			sv, err := semver.NewVersion(t)
+			if err != nil {
+				continue
+			}
+			if !c.Check(sv) {
+				others = append(others, t)
+				continue
+			}
+			if best == nil || sv.GreaterThan(best) || (sv.Equal(best) && t > bestTag) {
+				best, bestTag = sv, t
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return "", explain(err, src, "the tag list")
+	}
+	if best == nil {
+		slices.Sort(others)
+		if len(others) > 10 {
+			others = append(others[:10], "...")
+		}
+		seen := "it has no version tags"
+		if len(others) > 0 {
+			seen = "its versions are " + strings.Join(others, ", ")
+		}
+		return "", stalledf(ReasonNoMatchingVersion, "no tag of %s matches %q (%s): push a matching version or change spec.targetVersion", src.Repository, src.Version, seen)
+	}
+	return bestTag, nil
+}
+
+// explain turns a registry error into a failure that says what to do.
+func explain(err error, src source, what string) *failure {
+	host := src.host()
+	var resp *errcode.ErrorResponse
+	isStatus := func(code int) bool { return errors.As(err, &resp) && resp.StatusCode == code }
+	switch {
+	case errors.Is(err, errdef.ErrNotFound) || isStatus(http.StatusNotFound):
+		return stalledf(ReasonVersionNotFound, "%s not found in %s: push it, or set spec.targetVersion to one that exists (`barge versions %s` lists them)", what, src.Repository, src.Repository)
+	case errors.Is(err, auth.ErrBasicCredentialNotFound) || isStatus(http.StatusUnauthorized) || isStatus(http.StatusForbidden):
+		if src.PullSecret == nil {
+			return retryf(ReasonUnauthorized, err, "registry %s wants credentials for %s: set spec.pullSecretRef to a kubernetes.io/dockerconfigjson Secret (%v)", host, src.Repository, err)
+		}
+		return retryf(ReasonUnauthorized, err, "registry %s refused the credentials of secret %s/%s for %s: check the secret's auths entry for %s (%v)", host, src.Namespace, src.PullSecret.Name, src.Repository, host, err)
+	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return stalledf(ReasonInsecureRegistry, "registry %s speaks plain HTTP: set spec.insecure: true if that is intended", host)
+	case errors.As(err, &resp):
+		return retryf(ReasonRegistryError, err, "registry %s failed on %s of %s: %v", host, what, src.Repository, err)
+	case errors.Is(err, context.Canceled):
+		return retryf(ReasonRegistryUnreachable, err, "registry %s: %s of %s: %v", host, what, src.Repository, err)
+	}
+	return retryf(ReasonRegistryUnreachable, err, "registry %s is not reachable: %v", host, err)
+}
+
+// inspect reads the manifest desc and, for a dataset, its config. *repo is
+// opened on first use: a pass that finds the digest in the cache needs no
+// registry at all. A desc with only a digest (from status) is completed with
+// a HEAD.
+func (r *Resolver) inspect(ctx context.Context, repo **remote.Repository, src source, desc ocispec.Descriptor) (*inspected, error) {
+	key := src.Repository + "@" + desc.Digest.String()
+	r.mu.Lock()
+	in, ok := r.cache[key]
+	r.mu.Unlock()
+	if ok {
+		return in, nil
+	}
+	if *repo == nil {
+		opened, err := r.open(ctx, src)
+		if err != nil {
+			return nil, err
+		}
+		*repo = opened
+	}
+	if desc.MediaType == "" {
+		full, err := (*repo).Resolve(ctx, desc.Digest.String())
+		if err != nil {
+			return nil, explain(err, src, "manifest "+desc.Digest.String())
+		}
+		desc = full
+	}
+	a, err := artifact.Inspect(ctx, *repo, desc)
+	if err != nil {
+		if errors.Is(err, artifact.ErrInvalid) {
+			return nil, stalledf(ReasonInvalidArtifact, "%s@%s cannot be read: %v", src.Repository, desc.Digest, err)
+		}
+		return nil, explain(err, src, "manifest "+desc.Digest.String())
+	}
+	in = &inspected{Artifact: a, contentSize: a.Size - desc.Size}
+	if a.Kind == artifact.KindDataset && a.Config.MediaType == artifact.MediaTypeDatasetConfig {
+		b, err := artifact.FetchLimited(ctx, *repo, a.Config)
+		if err != nil {
+			return nil, explain(err, src, "dataset config "+a.Config.Digest.String())
+		}
+		var cfg datasetConfig
+		if err := json.Unmarshal(b, &cfg); err != nil {
+			return nil, stalledf(ReasonInvalidArtifact, "%s@%s: the dataset config is not valid JSON: %v", src.Repository, desc.Digest, err)
+		}
+		in.Dataset = &cfg
+	}
+	r.mu.Lock()
+	if r.cache == nil || len(r.cache) >= maxCached {
+		r.cache = map[string]*inspected{}
+	}
+	r.cache[key] = in
+	r.mu.Unlock()
+	return in, nil
+}
+
+// resolvedStatus is status.resolved for a resolution made now; in is nil for
+// a container image, which is not read.
+func resolvedStatus(res resolution, in *inspected, now time.Time) *v1alpha1.ResolvedArtifact {
+	d := res.Descriptor.Digest.String()
+	t := metav1.NewTime(now.Truncate(time.Second))
+	out := &v1alpha1.ResolvedArtifact{Version: res.Tag, Digest: d, ShortDigest: shortDigest(d), ResolvedAt: &t}
+	if in != nil {
+		out.ArtifactType, out.Size = in.Artifact.ArtifactType, in.contentSize
+	}
+	return out
+}
+
+// resolutionOf is the resolution status.resolved records, for passes that do
+// not ask the registry.
+func resolutionOf(r *v1alpha1.ResolvedArtifact) resolution {
+	return resolution{Tag: r.Version, Descriptor: ocispec.Descriptor{Digest: digest.Digest(r.Digest)}}
+}
+
+// metrics reads the metrics referrers of desc, newest value of each metric
+// winning, as decimal text.
+func (r *Resolver) metrics(ctx context.Context, repo *remote.Repository, src source, desc ocispec.Descriptor) (map[string]string, error) {
+	records, err := artifact.ListMetrics(ctx, repo, desc)
+	if err != nil {
+		if errors.Is(err, artifact.ErrInvalid) {
+			return nil, fmt.Errorf("metrics of %s@%s: %w", src.Repository, desc.Digest, err)
+		}
+		return nil, explain(err, src, "metrics of "+desc.Digest.String())
+	}
+	latest := artifact.Latest(records)
+	if len(latest) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(latest))
+	for k, v := range latest {
+		out[k] = strconv.FormatFloat(v, 'g', -1, 64)
+	}
+	return out, nil
+}
+
+// imageSource splits a container image reference into a source, as Docker
+// reads it: no registry host means Docker Hub, no tag means latest.
+func imageSource(namespace, image string, insecure bool, secret *v1alpha1.LocalObjectReference) (source, error) {
+	s := image
+	first, _, hasSlash := strings.Cut(s, "/")
+	if !hasSlash || (!strings.ContainsAny(first, ".:") && first != "localhost") {
+		if !hasSlash {
+			s = "library/" + s
+		}
+		s = "docker.io/" + s
+	}
+	ref, err := registry.ParseReference(s)
+	if err != nil {
+		return source{}, stalledf(ReasonInvalidReference, "spec.image %q is not an image reference: write it as [HOST/]REPOSITORY[:TAG|@DIGEST]: %v", image, err)
+	}
+	version := ref.Reference
+	if version == "" {
+		version = "latest"
+	}
+	return source{
+		Namespace:  namespace,
+		Repository: ref.Registry + "/" + ref.Repository,
+		Version:    version,
+		Insecure:   insecure,
+		PullSecret: secret,
+	}, nil
+}
