@@ -3,7 +3,7 @@
 GO      ?= go
 BIN     := $(CURDIR)/bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X github.com/bargeml/barge/internal/cli.Version=$(VERSION)
+LDFLAGS := -s -w -X github.com/bargeml/barge/internal/cli.Version=$(VERSION) -X main.version=$(VERSION)
 # Tools are built from hack/tools/go.mod, the control plane for envtest from
 # hack/controlplane/go.mod; each binary depends on its go.mod, so a bump rebuilds it.
 TOOLS_MOD      := $(CURDIR)/hack/tools/go.mod

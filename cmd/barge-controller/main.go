@@ -1,0 +1,125 @@
+// Command barge-controller runs Barge's controllers: InferenceModels and
+// Datasets become digests, NodeArtifacts for the edge pullers, and cloud
+// Deployments and Services. The flags are controller-runtime's usual ones
+// plus the images cloud models run with.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/bargeml/barge/api/v1alpha1"
+	"github.com/bargeml/barge/controllers"
+)
+
+// version is set at build time with -ldflags "-X main.version=..."; it is
+// the tag of the default --barge-image.
+var version = "dev"
+
+func main() {
+	if err := run(ctrl.SetupSignalHandler(), os.Args[1:], os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "barge-controller:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("barge-controller", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config.RegisterFlags(fs) // --kubeconfig
+	var (
+		metricsAddr = fs.String("metrics-bind-address", ":8080", `address of the Prometheus /metrics endpoint; "0" disables it`)
+		probeAddr   = fs.String("health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
+		leaderElect = fs.Bool("leader-elect", false, "elect a leader, so that only one of several replicas reconciles")
+		bargeImage  = fs.String("barge-image", defaultBargeImage(), "image whose `barge pull` init container fetches a cloud model's files")
+		serving     = fs.String("serving-images", "", servingHelp())
+	)
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts), zap.WriteTo(stderr)))
+
+	images, err := controllers.LoadServingImages(*serving)
+	if err != nil {
+		return err
+	}
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, v1alpha1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			return err
+		}
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme,
+		Cache:                         controllers.CacheOptions(),
+		Metrics:                       server.Options{BindAddress: *metricsAddr},
+		HealthProbeBindAddress:        *probeAddr,
+		LeaderElection:                *leaderElect,
+		LeaderElectionID:              "barge-controller.barge.dev",
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return fmt.Errorf("manager: %w", err)
+	}
+	if err := controllers.Setup(mgr, controllers.Options{BargeImage: *bargeImage, ServingImages: images}); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	ctrl.Log.WithName("barge-controller").Info("starting", "version", version, "bargeImage", *bargeImage)
+	return mgr.Start(ctx)
+}
+
+func defaultBargeImage() string {
+	tag := version
+	if tag == "" || tag == "dev" || strings.HasSuffix(tag, "-dirty") {
+		tag = "latest"
+	}
+	return controllers.DefaultBargeImage + ":" + tag
+}
+
+// servingHelp lists the built-in serving runtimes in the flag's help.
+func servingHelp() string {
+	var b strings.Builder
+	b.WriteString("YAML `file` mapping a frameworkType to the serving runtime of cloud models of that framework " +
+		"({image, command, args, env, port}; $(MODEL_DIR) and $(MODEL_NAME) are expanded), laid over the built-in ones:")
+	images := controllers.DefaultServingImages()
+	for _, name := range slices.Sorted(maps.Keys(images)) {
+		rt := images[name]
+		fmt.Fprintf(&b, "\n  %s: %s, port %d", name, rt.Image, rt.Port)
+		if len(rt.Args) > 0 {
+			fmt.Fprintf(&b, ", args %s", strings.Join(rt.Args, " "))
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bargeml/barge/internal/testenv"
+)
+
+// TestRun starts the controller's manager against a real API server with
+// the flags a Deployment gives it, waits for /readyz, and stops it.
+func TestRun(t *testing.T) {
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, env.KubeConfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	probe := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var logs bytes.Buffer
+	go func() {
+		done <- run(ctx, []string{"--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", probe,
+			"--barge-image", "example.com/barge:1"}, &logs)
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + probe + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run returned before it was ready: %v\n%s", err, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz not OK after 60s: %v\n%s", err, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not return after its context was cancelled")
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func TestFlags(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "serving.yaml")
+	os.WriteFile(bad, []byte("onnx:\n  port: 9000\n"), 0o644)
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--serving-images", bad}, "onnx has no image"},
+		{[]string{"--serving-images", filepath.Join(t.TempDir(), "missing.yaml")}, "no such file"},
+		{[]string{"extra"}, `unexpected arguments ["extra"]`},
+	} {
+		err := run(context.Background(), tt.args, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: %v, want %q", tt.args, err, tt.want)
+		}
+	}
+	var help bytes.Buffer
+	if err := run(context.Background(), []string{"--help"}, &help); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	for _, want := range []string{"-kubeconfig", "-metrics-bind-address", "-health-probe-bind-address", "-leader-elect", "-barge-image", "-serving-images",
+		"onnx: mcr.microsoft.com/onnxruntime/server", "triton: nvcr.io/nvidia/tritonserver", "tensorflow: tensorflow/serving", fmt.Sprintf("(default %q)", ":8080")} {
+		if !strings.Contains(help.String(), want) {
+			t.Errorf("--help lacks %q:\n%s", want, help.String())
+		}
+	}
+}
+
+func TestDefaultBargeImage(t *testing.T) {
+	defer func(v string) { version = v }(version)
+	for v, want := range map[string]string{"v0.4.0": "ghcr.io/bargeml/barge:v0.4.0", "dev": "ghcr.io/bargeml/barge:latest", "v0.4.0-3-gabc-dirty": "ghcr.io/bargeml/barge:latest"} {
+		version = v
+		if got := defaultBargeImage(); got != want {
+			t.Errorf("version %s: %s, want %s", v, got, want)
+		}
+	}
+}
