@@ -247,3 +247,60 @@ func hasMount(mounts []corev1.VolumeMount, name, path string) bool {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestLayerSwitch: moving a model from the edge to the cloud removes its
+// NodeArtifacts, and moving it back removes its Deployment and Service.
+func TestLayerSwitch(t *testing.T) {
+	ns := env.Namespace(t)
+	ref := repoName(t, "m")
+	pushModel(t, openRepo(t, ref), "1", map[string]string{"model.onnx": "w"}, artifact.Metadata{})
+	nodes(t, ns, nil, 1)
+	m := edgeModel(ns, "m", ref, "1")
+	create(t, m)
+	nas := waitNodeArtifacts(t, ns, "on the edge", func(nas map[string]*v1alpha1.NodeArtifact) error {
+		if len(nas) != 1 {
+			return fmt.Errorf("%v", keys(nas))
+		}
+		return nil
+	})
+	patch := func(change func(*v1alpha1.InferenceModel)) {
+		get(t, m)
+		before := m.DeepCopy()
+		change(m)
+		if err := k8s.Patch(context.Background(), m, client.MergeFrom(before)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	patch(func(m *v1alpha1.InferenceModel) {
+		m.Spec.DeployToLayer, m.Spec.FrameworkType, m.Spec.NodeSelector = v1alpha1.LayerCloud, "onnx", nil
+	})
+	waitDeployment(t, ns, "m")
+	for _, n := range nas {
+		eventually(t, "NodeArtifact deleted", func() error {
+			get(t, n)
+			if n.DeletionTimestamp == nil {
+				return fmt.Errorf("%s not being deleted", n.Name)
+			}
+			return nil
+		})
+		releaseFiles(t, n)
+	}
+	patch(func(m *v1alpha1.InferenceModel) {
+		m.Spec.DeployToLayer, m.Spec.NodeSelector = v1alpha1.LayerEdge, map[string]string{"barge-test": ns}
+	})
+	eventually(t, "Deployment and Service deleted", func() error {
+		for _, obj := range []client.Object{&appsv1.Deployment{}, &corev1.Service{}} {
+			err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "m"}, obj)
+			if err == nil && obj.GetDeletionTimestamp() == nil {
+				return fmt.Errorf("%T still there", obj)
+			}
+		}
+		return nil
+	})
+	waitNodeArtifacts(t, ns, "back on the edge", func(nas map[string]*v1alpha1.NodeArtifact) error {
+		if len(nas) != 1 {
+			return fmt.Errorf("%v", keys(nas))
+		}
+		return nil
+	})
+}

@@ -12,22 +12,24 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// The controller's whole access, least first: it reads the objects users
-// write and writes only their status and finalizers; it owns NodeArtifacts,
-// Deployments and Services; it reads Node labels and, one by one, the pull
-// Secrets the objects name (never a list or watch of Secrets).
+// The controller's whole access: it reads the objects users write and
+// patches only their finalizers and status (finalizers/update lets it set
+// blockOwnerDeletion on what it owns); it owns NodeArtifacts, Deployments and
+// Services, written by patch and server-side apply; it reads Node labels
+// and, one by one, the pull Secrets the objects name (never a list or watch
+// of Secrets); events; a Lease for --leader-elect.
 //
-// +kubebuilder:rbac:groups=barge.dev,resources=inferencemodels;datasets,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=barge.dev,resources=inferencemodels/status;datasets/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=barge.dev,resources=inferencemodels;datasets,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=barge.dev,resources=inferencemodels/status;datasets/status,verbs=patch
 // +kubebuilder:rbac:groups=barge.dev,resources=inferencemodels/finalizers;datasets/finalizers,verbs=update
-// +kubebuilder:rbac:groups=barge.dev,resources=nodeartifacts,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=barge.dev,resources=nodeartifacts,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
-// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update
 
 // DefaultBargeImage is the image of the init container that pulls a cloud
 // model's files, without its tag; the controller's version is the tag.

@@ -118,6 +118,10 @@ func startManager(ctx context.Context, e *testenv.Env) (<-chan struct{}, error) 
 		Metrics:                server.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Controller:             config.Controller{SkipNameValidation: &skip},
+		// Elected, so that the Lease rules are proven too.
+		LeaderElection:          true,
+		LeaderElectionID:        "barge-controller.barge.dev",
+		LeaderElectionNamespace: "default",
 	})
 	if err != nil {
 		return nil, err
