@@ -14,7 +14,6 @@ import (
 // and tools match on them.
 const (
 	ReasonSucceeded            = "Succeeded"
-	ReasonProgressing          = "Progressing"
 	ReasonProgressingWithRetry = "ProgressingWithRetry"
 	ReasonDeleting             = "Deleting"
 
