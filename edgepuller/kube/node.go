@@ -179,15 +179,18 @@ func (n *Node) Watch(ctx context.Context, set func([]agent.Desired)) error {
 		var err error
 		if rv == "" {
 			rv, err = n.list(ctx, set)
-		}
-		if err == nil {
-			if failures > 0 {
+			if err == nil && failures > 0 {
 				n.log.Info("NodeArtifacts listed again", "failures", failures)
 			}
-			failures = 0
+		}
+		if err == nil {
 			rv, err = n.watch(ctx, rv, set)
 		}
-		if err == nil || ctx.Err() != nil {
+		if err == nil {
+			failures = 0 // only now: a list that works and a watch that fails at once must still back off
+			continue
+		}
+		if ctx.Err() != nil {
 			continue
 		}
 		failures++
@@ -272,7 +275,7 @@ func (n *Node) watch(ctx context.Context, rv string, set func([]agent.Desired)) 
 	if timeout <= 0 {
 		timeout = 5*time.Minute + rand.N(5*time.Minute)
 	}
-	timeout = timeout.Round(time.Second)
+	timeout = max(timeout.Round(time.Second), time.Second)
 	// The server ends the watch after timeoutSeconds; the client's own
 	// deadline ends it too when a proxy in between ignores that.
 	wctx, cancel := context.WithTimeout(ctx, timeout+15*time.Second)
