@@ -60,6 +60,16 @@ type File struct {
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
+// FileLayers are the descriptors of the file layers, with their own
+// annotations, as an unpacker materializes them.
+func (a *Artifact) FileLayers() []ocispec.Descriptor {
+	layers := make([]ocispec.Descriptor, len(a.Files))
+	for i, f := range a.Files {
+		layers[i] = f.Descriptor()
+	}
+	return layers
+}
+
 // Descriptor is the file's layer descriptor, for fetching it.
 func (f File) Descriptor() ocispec.Descriptor {
 	return ocispec.Descriptor{MediaType: f.MediaType, Digest: f.Digest, Size: f.Size, Annotations: f.Annotations}

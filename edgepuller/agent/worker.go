@@ -199,7 +199,7 @@ func (w *worker) pull(ctx context.Context, cur, target digest.Digest) error {
 		}
 		return err
 	}
-	path, err := w.a.activate(ctx, w.d.Name, w.root, cur, target, fileLayers(art))
+	path, err := w.a.activate(ctx, w.d.Name, w.root, cur, target, art.FileLayers())
 	if err != nil {
 		return err
 	}
@@ -223,20 +223,6 @@ func activatable(a *artifact.Artifact, ref string) error {
 		return fmt.Errorf("%s has no file layers (none has an org.opencontainers.image.title): nothing to materialize", ref)
 	}
 	return nil
-}
-
-// fileLayers are the layers to materialize, with the annotations unpack reads.
-func fileLayers(a *artifact.Artifact) []ocispec.Descriptor {
-	layers := make([]ocispec.Descriptor, 0, len(a.Files))
-	for _, f := range a.Files {
-		d := f.Descriptor()
-		d.Annotations = map[string]string{artifact.AnnotationTitle: f.Path}
-		if f.Unpack {
-			d.Annotations[artifact.AnnotationUnpack] = "true"
-		}
-		layers = append(layers, d)
-	}
-	return layers
 }
 
 // activate switches root/current to target, recording when the version it

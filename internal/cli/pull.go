@@ -8,7 +8,6 @@ import (
 	"sync"
 
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 
 	"github.com/bargeml/barge/artifact"
@@ -89,7 +88,7 @@ Layers the store has already, from any artifact, are not downloaded again.`,
 			if err != nil {
 				return explain(err, ref)
 			}
-			if err := unpack.ReplaceDir(ctx, st, fileLayers(a), dir, unpack.Options{Overwrite: force}); err != nil {
+			if err := unpack.ReplaceDir(ctx, st, a.FileLayers(), dir, unpack.Options{Overwrite: force}); err != nil {
 				if errors.Is(err, unpack.ErrNotOwned) {
 					return fmt.Errorf("%w: pull into a new or empty directory, or pass --force to replace it", err)
 				}
@@ -157,15 +156,6 @@ func pullable(a *artifact.Artifact, ref string) error {
 		return fmt.Errorf("%s has no file layers (none has an org.opencontainers.image.title): nothing to pull", ref)
 	}
 	return nil
-}
-
-// fileLayers are the layers to materialize.
-func fileLayers(a *artifact.Artifact) []ocispec.Descriptor {
-	layers := make([]ocispec.Descriptor, len(a.Files))
-	for i, f := range a.Files {
-		layers[i] = f.Descriptor()
-	}
-	return layers
 }
 
 // fetchProgress turns fetch events about file layers into progress.
