@@ -236,8 +236,16 @@ func (n *node) files(t *testing.T, dir string) map[string]string {
 	if dir == "" {
 		return nil
 	}
+	// The path is the artifact's "current" symlink, switched atomically.
+	resolved, err := filepath.EvalSymlinks(dir)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 	out := map[string]string{}
-	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+	err = filepath.Walk(resolved, func(p string, fi os.FileInfo, err error) error {
 		if err != nil {
 			return err
 		}
@@ -246,7 +254,7 @@ func (n *node) files(t *testing.T, dir string) map[string]string {
 			if err != nil {
 				return err
 			}
-			rel, _ := filepath.Rel(dir, p)
+			rel, _ := filepath.Rel(resolved, p)
 			out[filepath.ToSlash(rel)] = string(b)
 		}
 		return nil
