@@ -13,6 +13,7 @@ CONTROLLER_GEN := $(BIN)/controller-gen
 HELM           := $(BIN)/helm
 KUBE_APISERVER := $(BIN)/kube-apiserver
 ETCD           := $(BIN)/etcd
+KUBECTL        := $(BIN)/kubectl
 # The server reports the version pinned in hack/controlplane/go.mod.
 KUBE_VERSION   := $(shell awk '$$1 == "k8s.io/kubernetes" { print $$2 }' $(CONTROLPLANE_MOD))
 KUBE_SEMVER    := $(subst ., ,$(KUBE_VERSION:v%=%))
@@ -69,7 +70,8 @@ verify: lint-chart ## Check formatting, vet, go.mod tidiness, generated files an
 	  || { echo "generated files are stale or uncommitted: run make generate and commit them"; exit 1; }
 
 .PHONY: quickstart
-quickstart: build ## Start the embedded registry, push, attach metrics, pull and inspect the example model.
+quickstart: build $(KUBE_APISERVER) $(ETCD) $(KUBECTL) ## Run the registry, push and pull the examples, then a local cluster: controller, two edge pullers.
+	$(GO) build -o $(BIN)/localcluster ./hack/localcluster
 	./hack/quickstart.sh
 
 # crane is pinned on its own in hack/tools/crane/go.mod: only the benchmark uses it.
@@ -101,6 +103,9 @@ $(HELM): $(TOOLS_MOD)
 
 $(KUBE_APISERVER): $(CONTROLPLANE_MOD)
 	cd hack/controlplane && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(KUBE_LDFLAGS)' -o $@ k8s.io/kubernetes/cmd/kube-apiserver
+
+$(KUBECTL): $(CONTROLPLANE_MOD)
+	cd hack/controlplane && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(KUBE_LDFLAGS)' -o $@ k8s.io/kubernetes/cmd/kubectl
 
 $(ETCD): $(CONTROLPLANE_MOD)
 	cd hack/controlplane && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $@ go.etcd.io/etcd/server/v3

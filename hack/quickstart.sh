@@ -75,8 +75,44 @@ step "Pull the dataset and show the statistics it carries"
 "$barge" pull --cache "$work/cache" "$dsref" "$work/pulled/vibration"
 "$barge" inspect "$dsref"
 
-step "Stop the registry"
-stop
+step "Start a local cluster: kube-apiserver and etcd (built from Go modules), two edge nodes"
+kubectl() { "$PWD/bin/kubectl" --kubeconfig "$work/kubeconfig" "$@"; }
+pids=()
+start() { # name, command...: run in the background, log to $work/<name>.log
+  local name=$1; shift
+  "$@" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+}
+stop_all() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop
+}
+trap stop_all EXIT
+start localcluster bin/localcluster --out "$work/kubeconfig" --nodes edge-1,edge-2
+for _ in $(seq 1 600); do [ -f "$work/kubeconfig" ] && break; sleep 0.1; done
+[ -f "$work/kubeconfig" ] || { echo "the control plane did not start:"; cat "$work/localcluster.log"; exit 1; }
+kubectl get nodes
+
+step "Start barge-controller and a barge-edgepuller for each node"
+start controller bin/barge-controller --kubeconfig "$work/kubeconfig" --metrics-bind-address 0 --health-probe-bind-address 0
+for n in edge-1 edge-2; do
+  start "puller-$n" bin/barge-edgepuller --kubeconfig "$work/kubeconfig" --node-name "$n" \
+    --root "$work/nodes/$n" --metrics-addr 127.0.0.1:0
+done
+
+step "Ask for the model and the dataset on every edge node"
+sed "s|REGISTRY|$addr|" examples/k8s/inferencemodel.yaml | kubectl apply -f -
+sed "s|REGISTRY|$addr|" examples/k8s/dataset.yaml | kubectl apply -f -
+kubectl wait --for=condition=Ready --timeout=180s inferencemodel/tiny-classifier dataset/vibration
+kubectl get inferencemodels,datasets,nodeartifacts
+for n in edge-1 edge-2; do
+  echo "files on $n:"
+  find -L "$work/nodes/$n/artifacts" -path '*/current/*' -type f 2>/dev/null | sed "s|$work/||" | sort
+done
+
+step "Stop everything"
+stop_all
 trap - EXIT
 cat <<MSG
 
@@ -84,5 +120,7 @@ Done. Where everything is:
   registry storage   $work/registry
   content store      $work/cache   (blobs/sha256/<hex>: pulled layers, shared across artifacts)
   pulled files       $work/pulled/tiny-classifier, $work/pulled/vibration
+  edge nodes' files  $work/nodes/edge-1, $work/nodes/edge-2   (artifacts/<namespace>/<name>/current)
+  logs               $work/*.log   (kubeconfig: $work/kubeconfig)
 Run 'make quickstart' again to start over.
 MSG
