@@ -16,37 +16,35 @@ import (
 )
 
 // coldRuns pulls the model with each tool runs times, alternating, after
-// an untimed warm-up round, and returns the wall times and peak RSS.
-func (b *bench) coldRuns(ctx context.Context, tools []tool) (map[string][]time.Duration, map[string][]int64, error) {
-	wall := map[string][]time.Duration{}
-	rss := map[string][]int64{}
+// an untimed warm-up round, and returns each tool's measured runs.
+func (b *bench) coldRuns(ctx context.Context, tools []tool) (map[string][]result, error) {
+	runs := map[string][]result{}
 	ref := b.direct(b.model)
 	defer os.RemoveAll(filepath.Join(b.work, "cold"))
 	for round := 0; round <= b.cfg.runs; round++ {
 		for _, t := range alternate(tools, round) {
 			base := filepath.Join(b.work, "cold", t.name)
 			if err := os.RemoveAll(base); err != nil {
-				return nil, nil, err
+				return nil, err
 			}
 			dir, cache := filepath.Join(base, "out"), filepath.Join(base, "cache")
 			syscall.Sync()
 			r := b.runMeasured(ctx, t.argv(ref, dir, cache), true)
 			if r.err != nil {
-				return nil, nil, fmt.Errorf("%s pull: %w\n%s", t.name, r.err, r.stderr)
+				return nil, fmt.Errorf("%s pull: %w\n%s", t.name, r.err, r.stderr)
 			}
 			if err := checkFiles(t, dir, b.model); err != nil {
-				return nil, nil, err
+				return nil, err
 			}
 			if round == 0 {
 				logf("%s warm-up %.2fs", t.name, r.wall.Seconds())
 				continue
 			}
-			logf("%s run %d: %.2fs, peak RSS %d MiB", t.name, round, r.wall.Seconds(), r.rss>>20)
-			wall[t.name] = append(wall[t.name], r.wall)
-			rss[t.name] = append(rss[t.name], r.rss)
+			logf("%s run %d: %.2fs, CPU %.2fs, peak RSS %d MiB", t.name, round, r.wall.Seconds(), r.cpu.Seconds(), r.rss>>20)
+			runs[t.name] = append(runs[t.name], r)
 		}
 	}
-	return wall, rss, nil
+	return runs, nil
 }
 
 // row is one line of the results table. Values are medians over the runs;
@@ -72,34 +70,48 @@ func (b *bench) cold(ctx context.Context) ([]row, error) {
 	if b.crane != "" {
 		tools = append(tools, b.craneTool())
 	}
-	wall, rss, err := b.coldRuns(ctx, tools)
+	runs, err := b.coldRuns(ctx, tools)
 	if err != nil {
 		return nil, err
 	}
-	secs := func(name string) string {
-		if len(wall[name]) == 0 {
-			return "—"
+	wall, cpu, rss := map[string][]time.Duration{}, map[string][]time.Duration{}, map[string][]int64{}
+	for name, rs := range runs {
+		for _, r := range rs {
+			wall[name] = append(wall[name], r.wall)
+			cpu[name] = append(cpu[name], r.cpu)
+			rss[name] = append(rss[name], r.rss)
 		}
-		return fmt.Sprintf("%.2f s", median(wall[name]).Seconds())
 	}
-	mib := func(name string) string {
-		if len(rss[name]) == 0 {
+	secs := func(xs []time.Duration) string {
+		if len(xs) == 0 {
 			return "—"
 		}
-		return fmt.Sprintf("%d MiB", median(rss[name])>>20)
+		return fmt.Sprintf("%.2f s", median(xs).Seconds())
+	}
+	mib := func(xs []int64) string {
+		if len(xs) == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%d MiB", median(xs)>>20)
 	}
 	size := fmt.Sprintf("%d MiB in %d layers", b.model.size()>>20, len(b.model.layers))
 	timeRatio := pairedRatio(wall["barge"], wall["oras"])
 	bargeRSS := median(rss["barge"])
 	timeRow := row{
 		metric: "cold pull, " + size + " (median wall time)",
-		barge:  secs("barge"), oras: secs("oras"), crane: secs("crane"),
+		barge:  secs(wall["barge"]), oras: secs(wall["oras"]), crane: secs(wall["crane"]),
 		ratio: timeRatio, target: "≤ 1.0 (aim 0.8)", met: timeRatio <= 1.0,
+		unit: "s", samples: map[string][]string{},
+	}
+	cpuRow := row{
+		metric: "CPU time (user + system) of that pull (median)",
+		barge:  secs(cpu["barge"]), oras: secs(cpu["oras"]), crane: secs(cpu["crane"]),
+		ratio: pairedRatio(cpu["barge"], cpu["oras"]), target: "(for the record)", met: true,
 		unit: "s", samples: map[string][]string{},
 	}
 	rssRow := row{
 		metric: "peak RSS of that pull (median)",
-		barge:  mib("barge"), oras: mib("oras"), crane: mib("crane"),
+		barge:  mib(rss["barge"]), oras: mib(rss["oras"]), crane: mib(rss["crane"]),
 		ratio:  float64(bargeRSS) / float64(median(rss["oras"])),
 		target: "≤ 64 MiB", met: bargeRSS <= 64<<20,
 		unit: "MiB", samples: map[string][]string{},
@@ -107,10 +119,11 @@ func (b *bench) cold(ctx context.Context) ([]row, error) {
 	for _, t := range tools {
 		for i := range wall[t.name] {
 			timeRow.samples[t.name] = append(timeRow.samples[t.name], fmt.Sprintf("%.2f", wall[t.name][i].Seconds()))
+			cpuRow.samples[t.name] = append(cpuRow.samples[t.name], fmt.Sprintf("%.2f", cpu[t.name][i].Seconds()))
 			rssRow.samples[t.name] = append(rssRow.samples[t.name], fmt.Sprintf("%d", rss[t.name][i]>>20))
 		}
 	}
-	return []row{timeRow, rssRow}, nil
+	return []row{timeRow, cpuRow, rssRow}, nil
 }
 
 // cut pulls the model through the proxy, which cuts the connection once
@@ -210,6 +223,7 @@ func (b *bench) kill(ctx context.Context) ([]row, error) {
 				return nil, fmt.Errorf("%s: %w", t.name, err)
 			}
 			killedAt := b.proxy.sentBytes()
+			before := len(b.proxy.requests())
 			if r = b.run(ctx, t.argv(ref, dir, cache)); r.err != nil {
 				return nil, fmt.Errorf("%s rerun after SIGKILL: %w\n%s", t.name, r.err, r.stderr)
 			}
@@ -219,11 +233,34 @@ func (b *bench) kill(ctx context.Context) ([]row, error) {
 			sent := b.proxy.sentBytes()
 			ratio := float64(sent) / float64(total)
 			logf("%s run %d: killed at %d MiB, %d MiB sent in all for %d MiB (%.3f×)", t.name, round+1, killedAt>>20, sent>>20, total>>20, ratio)
+			if t.name == "barge" {
+				logf("  %s", lostAtKill(b.proxy.requests(), before))
+			}
 			ratios[t.name] = append(ratios[t.name], ratio)
 		}
 	}
 	os.RemoveAll(filepath.Join(b.work, "kill"))
 	return []row{byteRow("bytes sent, SIGKILL at 50% + rerun (× artifact)", ratios, 1.10, "≤ 1.10×")}, nil
+}
+
+// lostAtKill says, per blob, how much of what the registry sent before the
+// kill (requests[:before]) the rerun asked for again.
+func lostAtKill(reqs []blobRequest, before int) string {
+	sent := map[string]int64{}
+	for _, r := range reqs[:before] {
+		if r.Digest != "" {
+			sent[r.Digest] += r.Bytes
+		}
+	}
+	var parts []string
+	for _, r := range reqs[before:] {
+		if r.Digest == "" || sent[r.Digest] < 1<<20 {
+			continue
+		}
+		from := max(rangeStart(r.Range), 0)
+		parts = append(parts, fmt.Sprintf("%s…: %.1f MiB sent before the kill, rerun from %.1f MiB", r.Digest[7:15], float64(sent[r.Digest])/(1<<20), float64(from)/(1<<20)))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // runKilledAt runs argv and SIGKILLs it when the proxy has sent n bytes.
@@ -371,7 +408,10 @@ poll:
 	logf("partial: %d MiB of %d MiB in the ingest", partial>>20, size>>20)
 
 	var bargeTTFB, orasTTFB []time.Duration
-	var firstRange string
+	var (
+		firstRange string
+		before     []string // requests of the first rerun before the blob's
+	)
 	for i := range b.cfg.runs {
 		last := i == b.cfg.runs-1
 		b.proxy.reset()
@@ -392,6 +432,11 @@ poll:
 		}
 		if i == 0 {
 			firstRange = req.Range
+			for _, q := range b.proxy.requests() {
+				if q.Start.Before(req.Start) {
+					before = append(before, q.Method+" "+shortPath(q.Path))
+				}
+			}
 		}
 		logf("barge rerun %d: first new byte after %d ms (Range: %s)", i+1, d.Milliseconds(), req.Range)
 		bargeTTFB = append(bargeTTFB, d)
@@ -415,7 +460,8 @@ poll:
 		oras:   fmt.Sprintf("no resume (%d ms to byte 0)", om.Milliseconds()),
 		crane:  "—",
 		target: "< 200 ms", met: bm < 200*time.Millisecond,
-		note: fmt.Sprintf("the rerun's first request for the blob had Range: %s (blob of %d bytes)", firstRange, size),
+		note: fmt.Sprintf("the rerun's first request for the blob had Range: %s (blob of %d bytes); before it the rerun sent %d requests, one after the other: %s",
+			firstRange, size, len(before), strings.Join(before, ", ")),
 		unit: "ms", samples: map[string][]string{},
 	}
 	for i := range bargeTTFB {
@@ -508,4 +554,12 @@ func lastLine(s string) string {
 		}
 	}
 	return s
+}
+
+// shortPath shortens the digest in a registry path.
+func shortPath(p string) string {
+	if i := strings.Index(p, "sha256:"); i >= 0 && len(p) > i+19 {
+		return p[:i+19] + "…"
+	}
+	return p
 }

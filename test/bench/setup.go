@@ -170,8 +170,9 @@ func (b *bench) push(ctx context.Context, dir, name string) (artifactInfo, error
 // result is one finished child process.
 type result struct {
 	wall   time.Duration
-	rss    int64 // peak resident set, bytes
-	killed bool  // ended by SIGKILL
+	rss    int64         // peak resident set, bytes; measured runs only
+	cpu    time.Duration // user + system; measured runs only
+	killed bool          // ended by SIGKILL
 	stderr string
 	err    error
 }
@@ -236,11 +237,11 @@ func (p *process) wait() result {
 		}
 	}
 	if p.report != nil {
-		var rss, wall int64
-		if _, serr := fmt.Fscan(p.report, &rss, &wall); serr != nil && r.err == nil {
+		var rss, wall, cpu int64
+		if _, serr := fmt.Fscan(p.report, &rss, &wall, &cpu); serr != nil && r.err == nil {
 			r.err = fmt.Errorf("read the peak RSS from rusage: %w", serr)
 		}
-		r.rss, r.wall = rss, time.Duration(wall)
+		r.rss, r.wall, r.cpu = rss, time.Duration(wall), time.Duration(cpu)
 		p.report.Close()
 	}
 	if len(r.stderr) > 4000 {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -41,10 +40,7 @@ func (b *bench) timeline(ctx context.Context) error {
 		fmt.Printf("%s: exited after %d ms\n", t.name, r.wall.Milliseconds())
 		fmt.Printf("  %-6s %-6s %-8s %-8s %-8s %-10s %s\n", "method", "status", "head ms", "1st ms", "end ms", "MiB", "path")
 		for _, q := range b.proxy.requests() {
-			path := q.Path
-			if i := strings.LastIndex(path, "/"); i >= 0 && len(path)-i > 20 {
-				path = path[:i+20] + "…"
-			}
+			path := shortPath(q.Path)
 			if q.Range != "" {
 				path += " (" + q.Range + ")"
 			}

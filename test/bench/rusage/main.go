@@ -1,6 +1,7 @@
 // Command rusage runs the command given as its arguments, with the same
-// standard streams, and writes the command's peak RSS in bytes and wall
-// time in nanoseconds to file descriptor 3. It exits as the command did.
+// standard streams, and writes the command's peak RSS in bytes, then its
+// wall time and CPU time (user + system) in nanoseconds, to file
+// descriptor 3. It exits as the command did.
 //
 // The benchmark cannot read a tool's peak RSS from its own wait4: Go starts
 // a child with vfork, so until exec the child runs in the parent's address
@@ -36,7 +37,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "rusage:", err)
 		os.Exit(127)
 	}
-	fmt.Fprintf(report, "%d %d\n", maxRSS(cmd.ProcessState), wall.Nanoseconds())
+	ps := cmd.ProcessState
+	fmt.Fprintf(report, "%d %d %d\n", maxRSS(ps), wall.Nanoseconds(), (ps.UserTime() + ps.SystemTime()).Nanoseconds())
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		os.Exit(128 + int(ws.Signal()))
 	}
