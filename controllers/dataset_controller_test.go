@@ -42,7 +42,7 @@ func TestDataset(t *testing.T) {
 		if n == nil {
 			t.Fatalf("no NodeArtifact for %s", node)
 		}
-		want := v1alpha1.NodeArtifactSpec{NodeName: node, Reference: ref + "@" + d, Digest: d, Insecure: true}
+		want := v1alpha1.NodeArtifactSpec{NodeName: node, Reference: ref + "@" + d, Digest: d, Insecure: true, ArtifactName: "dataset-voc"}
 		if n.Spec != want {
 			t.Errorf("spec %+v, want %+v", n.Spec, want)
 		}
@@ -53,7 +53,7 @@ func TestDataset(t *testing.T) {
 		if fmt.Sprint(n.Labels) != fmt.Sprint(wantLabels) {
 			t.Errorf("labels %v, want %v", n.Labels, wantLabels)
 		}
-		if !slices.Equal(n.Finalizers, []string{FilesFinalizer}) {
+		if !slices.Equal(n.Finalizers, []string{v1alpha1.FilesFinalizer}) {
 			t.Errorf("finalizers %v", n.Finalizers)
 		}
 		if ref := metav1.GetControllerOf(n); ref == nil || ref.Kind != "Dataset" || ref.UID != ds.UID {

@@ -20,10 +20,6 @@ import (
 )
 
 const (
-	// FilesFinalizer is on every NodeArtifact: the node's puller removes it
-	// once it has deleted the files. The controller removes it only when the
-	// Node itself is gone, so that a deletion cannot hang on a missing node.
-	FilesFinalizer = "barge.dev/files"
 	// CleanupFinalizer is on every InferenceModel and Dataset: deleting one
 	// deletes its NodeArtifacts and waits until they are gone.
 	CleanupFinalizer = "barge.dev/cleanup"
@@ -45,6 +41,12 @@ var namePrefix = map[string]string{kindInferenceModel: "model", kindDataset: "da
 // when longer than an object name may be.
 func nodeArtifactName(kind, name, node string) string {
 	return shorten(namePrefix[kind]+"-"+name+"-"+node, 253)
+}
+
+// artifactName is the directory of an object's files on every node:
+// model-<name> or dataset-<name>.
+func artifactName(kind, name string) string {
+	return shorten(namePrefix[kind]+"-"+name, 253)
 }
 
 // labelValue is s when it fits a label value (63 characters), else a prefix
@@ -334,7 +336,7 @@ func (pl *placer) delete(ctx context.Context, na *v1alpha1.NodeArtifact, nodes [
 // releaseIfNodeGone removes the files finalizer of a NodeArtifact whose node
 // does not exist, after asking the API server rather than trusting the cache.
 func (pl *placer) releaseIfNodeGone(ctx context.Context, na *v1alpha1.NodeArtifact, nodes []metav1.PartialObjectMetadata) error {
-	if !controllerutil.ContainsFinalizer(na, FilesFinalizer) || nodeExists(na.Spec.NodeName, nodes) {
+	if !controllerutil.ContainsFinalizer(na, v1alpha1.FilesFinalizer) || nodeExists(na.Spec.NodeName, nodes) {
 		return nil
 	}
 	node := &metav1.PartialObjectMetadata{}
@@ -347,9 +349,9 @@ func (pl *placer) releaseIfNodeGone(ctx context.Context, na *v1alpha1.NodeArtifa
 		return fmt.Errorf("get node %s: %w", na.Spec.NodeName, err)
 	}
 	before := na.DeepCopy()
-	controllerutil.RemoveFinalizer(na, FilesFinalizer)
+	controllerutil.RemoveFinalizer(na, v1alpha1.FilesFinalizer)
 	if err := pl.client.Patch(ctx, na, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); client.IgnoreNotFound(err) != nil {
-		return fmt.Errorf("remove finalizer %s of NodeArtifact %s (node %s is gone): %w", FilesFinalizer, na.Name, na.Spec.NodeName, err)
+		return fmt.Errorf("remove finalizer %s of NodeArtifact %s (node %s is gone): %w", v1alpha1.FilesFinalizer, na.Name, na.Spec.NodeName, err)
 	}
 	return nil
 }
@@ -396,9 +398,10 @@ func (pl *placer) newNodeArtifact(p placement, node string) (*v1alpha1.NodeArtif
 			Name:       nodeArtifactName(p.kind, p.owner.GetName(), node),
 			Namespace:  p.owner.GetNamespace(),
 			Labels:     ownerLabels(p.kind, p.owner.GetName()),
-			Finalizers: []string{FilesFinalizer},
+			Finalizers: []string{v1alpha1.FilesFinalizer},
 		},
-		Spec: v1alpha1.NodeArtifactSpec{NodeName: node, Reference: p.reference(), Digest: p.digest, Insecure: p.insecure},
+		Spec: v1alpha1.NodeArtifactSpec{NodeName: node, Reference: p.reference(), Digest: p.digest, Insecure: p.insecure,
+			ArtifactName: artifactName(p.kind, p.owner.GetName())},
 	}
 	na.Labels[v1alpha1.NodeLabel] = labelValue(node)
 	if err := controllerutil.SetControllerReference(p.owner, na, pl.scheme); err != nil {

@@ -16,6 +16,11 @@ const (
 // puller can list and watch only its own objects.
 const NodeLabel = "barge.dev/node"
 
+// FilesFinalizer is on every NodeArtifact: the node's puller removes it once
+// it has deleted the files. The controller removes it only when the Node
+// itself is gone, so that a deletion cannot hang on a missing node.
+const FilesFinalizer = "barge.dev/files"
+
 // LocalObjectReference names an object in the same namespace.
 type LocalObjectReference struct {
 	// Name of the object.

@@ -44,6 +44,16 @@ type NodeArtifactSpec struct {
 	// Insecure reaches the registry over plain HTTP.
 	// +optional
 	Insecure bool `json:"insecure,omitempty"`
+
+	// ArtifactName names the directory of the files on the node,
+	// <root>/artifacts/<namespace>/<artifactName>/current, the same on every
+	// node (model-<name> for an InferenceModel, dataset-<name> for a
+	// Dataset), so a workload can mount one hostPath wherever it runs. The
+	// NodeArtifact's own name when empty.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	// +optional
+	ArtifactName string `json:"artifactName,omitempty"`
 }
 
 // NodeArtifactStatus is written only by the puller of spec.nodeName.

@@ -126,7 +126,7 @@ func (s *site) create(name, nodeName string, p pushed) *v1alpha1.NodeArtifact {
 	na := &v1alpha1.NodeArtifact{
 		ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: name,
 			Labels:     map[string]string{v1alpha1.NodeLabel: nodeName},
-			Finalizers: []string{kube.FilesFinalizer}},
+			Finalizers: []string{v1alpha1.FilesFinalizer}},
 		Spec: v1alpha1.NodeArtifactSpec{NodeName: nodeName, Reference: p.ref, Digest: p.digest.String(), Insecure: true},
 	}
 	if err := env.Client.Create(context.Background(), na); err != nil {

@@ -25,10 +25,6 @@ import (
 	"github.com/bargeml/barge/edgepuller/agent"
 )
 
-// FilesFinalizer is on every NodeArtifact the controller creates; the puller
-// of the node removes it once the artifact's files are gone.
-const FilesFinalizer = "barge.dev/files"
-
 // Options configures a Node. Config, NodeName and ArtifactDir are required.
 type Options struct {
 	// Config reaches the API server, or KubeEdge's MetaServer on an edge
@@ -160,9 +156,15 @@ func defaultBackoff(attempt int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// Name is the agent's name for a NodeArtifact: namespace/name, which is also
-// its directory under the agent's root.
-func Name(na *v1alpha1.NodeArtifact) string { return na.Namespace + "/" + na.Name }
+// Name is the agent's name for a NodeArtifact, which is also its directory
+// under the agent's root: namespace/spec.artifactName (the same on every
+// node), or namespace/name when the controller set none.
+func Name(na *v1alpha1.NodeArtifact) string {
+	if na.Spec.ArtifactName != "" {
+		return na.Namespace + "/" + na.Spec.ArtifactName
+	}
+	return na.Namespace + "/" + na.Name
+}
 
 // Watch keeps set informed of the node's NodeArtifacts until ctx ends, and
 // sends what Report queues meanwhile. It gives a list only after a list

@@ -409,3 +409,22 @@ func TestDeletedWhilePullerDown(t *testing.T) {
 		}
 	}
 }
+
+// The directory of an artifact is the same on every node: the controller's
+// spec.artifactName, not the per-node object name.
+func TestNameIsTheSameOnEveryNode(t *testing.T) {
+	for _, tt := range []struct {
+		na   v1alpha1.NodeArtifact
+		want string
+	}{
+		{v1alpha1.NodeArtifact{ObjectMeta: metav1.ObjectMeta{Namespace: "vision", Name: "model-resnet-edge-1"},
+			Spec: v1alpha1.NodeArtifactSpec{ArtifactName: "model-resnet"}}, "vision/model-resnet"},
+		{v1alpha1.NodeArtifact{ObjectMeta: metav1.ObjectMeta{Namespace: "vision", Name: "model-resnet-edge-2"},
+			Spec: v1alpha1.NodeArtifactSpec{ArtifactName: "model-resnet"}}, "vision/model-resnet"},
+		{v1alpha1.NodeArtifact{ObjectMeta: metav1.ObjectMeta{Namespace: "vision", Name: "hand-made"}}, "vision/hand-made"},
+	} {
+		if got := kube.Name(&tt.na); got != tt.want {
+			t.Errorf("Name(%s) = %s, want %s", tt.na.Name, got, tt.want)
+		}
+	}
+}

@@ -128,7 +128,7 @@ func (n *Node) flush(ctx context.Context) (time.Duration, error) {
 		return -1, nil // nothing is known of the objects yet
 	}
 	for name, na := range n.objects {
-		if na.DeletionTimestamp == nil || n.delivered[name] || n.released[string(na.UID)] || !slices.Contains(na.Finalizers, FilesFinalizer) {
+		if na.DeletionTimestamp == nil || n.delivered[name] || n.released[string(na.UID)] || !slices.Contains(na.Finalizers, v1alpha1.FilesFinalizer) {
 			continue
 		}
 		switch {
@@ -323,7 +323,7 @@ func (n *Node) release(ctx context.Context, name string, na *v1alpha1.NodeArtifa
 	}
 	uid := na.UID
 	for attempt := 1; ; attempt++ {
-		kept := slices.DeleteFunc(slices.Clone(na.Finalizers), func(f string) bool { return f == FilesFinalizer })
+		kept := slices.DeleteFunc(slices.Clone(na.Finalizers), func(f string) bool { return f == v1alpha1.FilesFinalizer })
 		if len(kept) == len(na.Finalizers) {
 			break
 		}
@@ -338,14 +338,14 @@ func (n *Node) release(ctx context.Context, name string, na *v1alpha1.NodeArtifa
 		err = n.rc.Patch(types.MergePatchType).Namespace(na.Namespace).Resource("nodeartifacts").Name(na.Name).Body(body).Do(pctx).Error()
 		cancel()
 		if err == nil {
-			n.log.Info("files removed; finalizer released", "nodeartifact", name, "finalizer", FilesFinalizer)
+			n.log.Info("files removed; finalizer released", "nodeartifact", name, "finalizer", v1alpha1.FilesFinalizer)
 			break
 		}
 		if apierrors.IsNotFound(err) {
 			break
 		}
 		if !apierrors.IsConflict(err) || attempt >= 5 {
-			return fmt.Errorf("remove finalizer %s from NodeArtifact %s: %w", FilesFinalizer, name, err)
+			return fmt.Errorf("remove finalizer %s from NodeArtifact %s: %w", v1alpha1.FilesFinalizer, name, err)
 		}
 		gctx, cancel := context.WithTimeout(ctx, requestTimeout)
 		fresh := &v1alpha1.NodeArtifact{}
@@ -355,7 +355,7 @@ func (n *Node) release(ctx context.Context, name string, na *v1alpha1.NodeArtifa
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("read NodeArtifact %s to remove finalizer %s: %w", name, FilesFinalizer, err)
+			return fmt.Errorf("read NodeArtifact %s to remove finalizer %s: %w", name, v1alpha1.FilesFinalizer, err)
 		}
 		na = fresh
 	}

@@ -91,9 +91,11 @@ func TestModelLifecycleOnEdgeNodes(t *testing.T) {
 	// The model lands on exactly the matching nodes, with the right files.
 	nas := readyOn(t, ns, "resnet", d1, "edge-1", "edge-2")
 	for _, n := range []string{"edge-1", "edge-2"} {
+		// One path on every node, so a workload mounts the same hostPath
+		// wherever it runs.
 		path := nas[n].Status.Path
-		if !strings.HasPrefix(path, nodes[n].root) {
-			t.Errorf("%s reports path %s outside its root %s", n, path, nodes[n].root)
+		if want := filepath.Join(nodes[n].root, "artifacts", ns, "model-resnet", "current"); path != want {
+			t.Errorf("%s reports path %s, want %s", n, path, want)
 		}
 		if got := nodes[n].files(t, path); len(got) != 2 || got["weights.bin"] != "weights v1" || got["preprocess/prep.py"] != "print('v1')" {
 			t.Errorf("%s holds %v", n, got)
