@@ -273,7 +273,7 @@ func TestEdgePullerRBAC(t *testing.T) {
 	got := rbacRules(t, "puller ClusterRole", role.Rules)
 	want := slices.Concat(
 		triples("barge.dev", []string{"nodeartifacts"}, "get", "list", "watch", "patch"),
-		triples("barge.dev", []string{"nodeartifacts/status"}, "get", "patch", "update"),
+		triples("barge.dev", []string{"nodeartifacts/status"}, "patch"),
 	)
 	sort.Strings(want)
 	if !slices.Equal(got, want) {
