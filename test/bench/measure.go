@@ -55,7 +55,7 @@ type row struct {
 	crane       string
 	ratio       float64 // barge / oras; 0 when it does not apply
 	target      string
-	met         bool
+	met         bool // against target; a row without a target has none
 	note        string
 	unit        string // of the samples
 	samples     map[string][]string
@@ -106,8 +106,8 @@ func (b *bench) cold(ctx context.Context) ([]row, error) {
 	cpuRow := row{
 		metric: "CPU time (user + system) of that pull (median)",
 		barge:  secs(cpu["barge"]), oras: secs(cpu["oras"]), crane: secs(cpu["crane"]),
-		ratio: pairedRatio(cpu["barge"], cpu["oras"]), target: "(for the record)", met: true,
-		unit: "s", samples: map[string][]string{},
+		ratio: pairedRatio(cpu["barge"], cpu["oras"]),
+		unit:  "s", samples: map[string][]string{},
 	}
 	rssRow := row{
 		metric: "peak RSS of that pull (median)",
@@ -134,6 +134,7 @@ func (b *bench) cut(ctx context.Context) ([]row, error) {
 	total := b.model.size()
 	ratios := map[string][]float64{}
 	attempts := map[string][]int{}
+	var resumes []string // barge's Range after the cut, per round
 	ref := b.proxied(b.model)
 	for round := range b.cfg.byteRuns {
 		for _, t := range alternate([]tool{b.bargeTool(), b.orasTool()}, round) {
@@ -160,9 +161,11 @@ func (b *bench) cut(ctx context.Context) ([]row, error) {
 				return nil, err
 			}
 			if t.name == "barge" {
-				if err := resumedWithRange(b.proxy.requests(), first.Digest.String(), first.Size/2); err != nil {
+				rng, err := resumedWithRange(b.proxy.requests(), first.Digest.String(), first.Size/2)
+				if err != nil {
 					return nil, err
 				}
+				resumes = append(resumes, rng)
 			}
 			sent := b.proxy.sentBytes()
 			ratio := float64(sent) / float64(total)
@@ -173,23 +176,24 @@ func (b *bench) cut(ctx context.Context) ([]row, error) {
 	}
 	os.RemoveAll(filepath.Join(b.work, "cut"))
 	r := byteRow("bytes sent, one cut at 50% of a layer (× artifact)", ratios, 1.05, "≤ 1.05×")
-	r.note = fmt.Sprintf("runs needed: barge %v, oras %v (oras stops at a cut; it was run again into the same directory)", attempts["barge"], attempts["oras"])
+	r.note = fmt.Sprintf("cut at byte %d of a %d-byte layer; barge continued in the same run with Range %s; runs needed: barge %v, oras %v (oras stops at a cut; it was run again into the same directory)",
+		first.Size/2, first.Size, strings.Join(resumes, ", "), attempts["barge"], attempts["oras"])
 	return []row{r}, nil
 }
 
 // resumedWithRange checks that the cut blob was continued with a Range
-// request, not fetched again from 0.
-func resumedWithRange(reqs []blobRequest, digest string, at int64) error {
+// request, not fetched again from 0, and returns that Range.
+func resumedWithRange(reqs []blobRequest, digest string, at int64) (string, error) {
 	var seen []string
 	for _, r := range reqs {
 		if r.Digest == digest {
 			seen = append(seen, fmt.Sprintf("%q→%d", r.Range, r.Status))
 			if r.Status == 206 && rangeStart(r.Range) >= at-16<<20 {
-				return nil
+				return r.Range, nil
 			}
 		}
 	}
-	return fmt.Errorf("barge did not resume blob %s with a Range request after the cut; its requests: %v", digest, seen)
+	return "", fmt.Errorf("barge did not resume blob %s with a Range request after the cut; its requests: %v", digest, seen)
 }
 
 // rangeStart reads N from a Range header "bytes=N-"; -1 if there is none.

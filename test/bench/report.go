@@ -20,11 +20,14 @@ func (r row) cells() []string {
 	if r.ratio > 0 {
 		ratio = fmt.Sprintf("%.2f", r.ratio)
 	}
-	met := "no"
-	if r.met {
+	target, met := r.target, "no"
+	switch {
+	case target == "":
+		target, met = "—", "—"
+	case r.met:
 		met = "yes"
 	}
-	return []string{r.metric, r.barge, r.oras, ratio, r.target, met, r.crane}
+	return []string{r.metric, r.barge, r.oras, ratio, target, met, r.crane}
 }
 
 var header = []string{"metric", "barge", "oras", "barge/oras", "target", "met?", "crane"}
