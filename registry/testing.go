@@ -2,8 +2,15 @@ package registry
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/registry/remote"
+
+	"github.com/bargeml/barge/artifact"
 )
 
 // StartForTest starts a registry on a free loopback port, storing in a
@@ -24,4 +31,35 @@ func StartForTest(tb testing.TB) *Registry {
 		}
 	})
 	return r
+}
+
+// PushForTest writes files (relative path → content) into a new directory,
+// packs them as a model into repo on r, tags the manifest, and returns its
+// descriptor.
+func (r *Registry) PushForTest(tb testing.TB, repo, tag string, files map[string]string) ocispec.Descriptor {
+	tb.Helper()
+	ctx := context.Background()
+	dir := tb.TempDir()
+	for name, content := range files {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			tb.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	target, err := remote.NewRepository(r.Host() + "/" + repo)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	target.PlainHTTP = true
+	desc, err := artifact.Pack(ctx, target, dir, artifact.PackOptions{})
+	if err != nil {
+		tb.Fatalf("push %s: %v", repo, err)
+	}
+	if err := target.Tag(ctx, desc, tag); err != nil {
+		tb.Fatalf("tag %s:%s: %v", repo, tag, err)
+	}
+	return desc
 }

@@ -18,9 +18,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"oras.land/oras-go/v2/registry/remote"
 
-	"github.com/bargeml/barge/artifact"
 	"github.com/bargeml/barge/edgepuller/agent"
 	"github.com/bargeml/barge/registry"
 )
@@ -100,28 +98,7 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 // manifest digest.
 func (e *env) push(repo, tag string, files map[string]string) digest.Digest {
 	e.t.Helper()
-	ctx := context.Background()
-	dir := e.t.TempDir()
-	for name, content := range files {
-		p := filepath.Join(dir, filepath.FromSlash(name))
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			e.t.Fatal(err)
-		}
-	}
-	r, err := remote.NewRepository(e.reg.Host() + "/" + repo)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	r.PlainHTTP = true
-	desc, err := artifact.Pack(ctx, r, dir, artifact.PackOptions{})
-	if err != nil {
-		e.t.Fatalf("push %s: %v", repo, err)
-	}
-	if err := r.Tag(ctx, desc, tag); err != nil {
-		e.t.Fatal(err)
-	}
-	return desc.Digest
+	return e.reg.PushForTest(e.t, repo, tag, files).Digest
 }
 
 func (e *env) ref(repoTag string) string { return e.host + "/" + repoTag }
