@@ -189,11 +189,12 @@ type puller struct {
 	done   chan error
 }
 
-// start runs a puller for node through cfg (env.Config if nil).
+// start runs a puller for node through cfg; if nil, pullerConfig, as a user
+// holding only the chart's puller rules.
 func (s *site) start(cfg *rest.Config, mutate func(*kube.Options)) *puller {
 	s.t.Helper()
 	if cfg == nil {
-		cfg = env.Config
+		cfg = pullerConfig(s.t)
 	}
 	p := &puller{logs: &syncBuffer{}, done: make(chan error, 1)}
 	log := slog.New(slog.NewTextHandler(p.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -393,9 +394,9 @@ func (p *tcpProxy) setCut(cut bool) {
 	}
 }
 
-// config is env.Config through the proxy.
-func (p *tcpProxy) config() *rest.Config {
-	cfg := rest.CopyConfig(env.Config)
+// config is pullerConfig through the proxy.
+func (p *tcpProxy) config(t *testing.T) *rest.Config {
+	cfg := pullerConfig(t)
 	u, _ := url.Parse(cfg.Host)
 	u.Host = p.ln.Addr().String()
 	cfg.Host = u.String()

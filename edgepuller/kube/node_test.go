@@ -30,7 +30,7 @@ func TestReadyStatusAndOtherNodeIgnored(t *testing.T) {
 	s.create("resnet", node, m)
 	s.create("elsewhere", "edge-2", m)
 	c := &counter{}
-	p := s.start(c.wrap(env.Config), nil)
+	p := s.start(c.wrap(pullerConfig(t)), nil)
 
 	na := s.waitReady("resnet", m)
 	st := na.Status
@@ -81,7 +81,7 @@ func TestProgressThrottled(t *testing.T) {
 	m := s.push("models/big", map[string]string{"weights.bin": "not pulled in this test"})
 	s.create("big", node, m)
 	c := &counter{}
-	n, err := kube.New(kube.Options{Config: c.wrap(env.Config), NodeName: node,
+	n, err := kube.New(kube.Options{Config: c.wrap(pullerConfig(t)), NodeName: node,
 		ArtifactDir: func(name string) string { return filepath.Join(s.root, name) }})
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +144,7 @@ func TestDeleteRemovesFilesThenFinalizer(t *testing.T) {
 		}
 		return r
 	}}
-	s.start(c.wrap(env.Config), nil)
+	s.start(c.wrap(pullerConfig(t)), nil)
 	s.waitReady("resnet", m)
 	s.waitReady("keep", keep)
 
@@ -194,7 +194,7 @@ func TestReleaseRetriesOnConflict(t *testing.T) {
 		}
 		return r
 	}}
-	s.start(c.wrap(env.Config), nil)
+	s.start(c.wrap(pullerConfig(t)), nil)
 	s.waitReady("resnet", m)
 	if err := env.Client.Delete(context.Background(), na); err != nil {
 		t.Fatal(err)
@@ -288,7 +288,7 @@ func TestWatchRenewedAndRelistedWhenExpired(t *testing.T) {
 		}
 		return r
 	}}
-	p := s.start(c.wrap(env.Config), func(o *kube.Options) { o.WatchTimeout = 2 * time.Second })
+	p := s.start(c.wrap(pullerConfig(t)), func(o *kube.Options) { o.WatchTimeout = 2 * time.Second })
 	waitFor(t, "a list after the expired watch", func() bool { l, _ := c.listsAndWatches(); return l == 2 })
 	time.Sleep(5 * time.Second) // two renewals at least
 	s.create("a", node, m)
@@ -312,7 +312,7 @@ func TestAPIServerUnreachable(t *testing.T) {
 	b := s.push("models/b", map[string]string{"b.bin": bWeights})
 	proxy := newTCPProxy(t, apiHostPort(t))
 	c := &counter{}
-	cfg := c.wrap(proxy.config())
+	cfg := c.wrap(proxy.config(t))
 
 	p := s.start(cfg, nil)
 	s.create("a", node, a)
@@ -380,7 +380,7 @@ func TestDeletedWhilePullerDown(t *testing.T) {
 		return r
 	}}
 	had := s.create("had", node, m)
-	p := s.start(c.wrap(env.Config), nil)
+	p := s.start(c.wrap(pullerConfig(t)), nil)
 	s.waitReady("had", m)
 	p.stop(t)
 
@@ -391,7 +391,7 @@ func TestDeletedWhilePullerDown(t *testing.T) {
 		}
 	}
 	started := time.Now()
-	s.start(c.wrap(env.Config), func(o *kube.Options) { o.UnknownGrace = 2 * time.Second })
+	s.start(c.wrap(pullerConfig(t)), func(o *kube.Options) { o.UnknownGrace = 2 * time.Second })
 	for _, name := range []string{"had", "never"} {
 		waitFor(t, name+" gone", func() bool {
 			_, err := s.get(name)
