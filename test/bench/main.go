@@ -54,7 +54,7 @@ func main() {
 	flag.StringVar(&cfg.workdir, "workdir", os.TempDir(), "where the registry, caches and pulled files go (needs ~14 GiB with the defaults)")
 	flag.StringVar(&cfg.doc, "doc", "", "markdown file whose generated edge-puller section is replaced with the results (e.g. docs/benchmarks.md)")
 	flag.StringVar(&only, "only", strings.Join(metrics, ","), "comma-separated subset of "+strings.Join(metrics, ","))
-	flag.IntVar(&cfg.runs, "runs", 9, "timed runs per tool (cold pull, resume latency); the median is reported")
+	flag.IntVar(&cfg.runs, "runs", 9, "timed rounds (cold pull, breakdown, resume latency); the median is reported")
 	flag.IntVar(&cfg.byteRuns, "byte-runs", 3, "runs per tool of the byte-counting scenarios")
 	flag.Int64Var(&cfg.layerSize, "layer-mib", 256, "size of each of the model's files, MiB")
 	flag.IntVar(&cfg.layers, "layers", 4, "files (layers) in the model")
