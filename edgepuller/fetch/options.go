@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/bargeml/barge/artifact"
 	"oras.land/oras-go/v2/registry/remote"
 )
 
@@ -51,6 +53,10 @@ type Options struct {
 	// (response headers or body) before it counts as cut and is resumed.
 	// If <= 0, 30s is used.
 	StallTimeout time.Duration
+	// Check, if set, sees the artifact once its manifest and config are in
+	// the store, before any layer is fetched; an error stops the pull there,
+	// so that what the caller refuses (an image, say) costs no layer bytes.
+	Check func(*artifact.Artifact) error
 	// Progress, if set, receives events about every blob. It is called
 	// from many goroutines at once and must not block for long.
 	Progress func(Event)

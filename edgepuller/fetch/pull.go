@@ -75,6 +75,11 @@ func (p *puller) pull(ctx context.Context, reference string) (ocispec.Descriptor
 	if err != nil {
 		return desc, nil, err
 	}
+	if p.opts.Check != nil {
+		if err := p.opts.Check(a); err != nil {
+			return desc, a, err
+		}
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.opts.Concurrency)

@@ -2,14 +2,17 @@ package fetch_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sort"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/bargeml/barge/edgepuller/fetch"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/bargeml/barge/artifact"
+	"github.com/bargeml/barge/edgepuller/fetch"
 )
 
 func fourFiles(seed uint64) map[string][]byte {
@@ -190,5 +193,30 @@ func TestPullConcurrency(t *testing.T) {
 				t.Errorf("%d blob downloads at once, want %d", peak, concurrency)
 			}
 		})
+	}
+}
+
+// TestPullCheckRefusesBeforeLayers: what the caller refuses, once it sees
+// the manifest and config, costs no layer bytes.
+func TestPullCheckRefusesBeforeLayers(t *testing.T) {
+	ctx := context.Background()
+	reg := startRegistry(t)
+	m := pushModel(t, reg.Host(), "models/resnet", "v1", fourFiles(1))
+	st := newStore(t)
+	c := newCounter(t)
+	refused := errors.New("not for this node")
+	var seen *artifact.Artifact
+	_, _, _, err := fetch.Pull(ctx, st, m.ref, fetch.Options{PlainHTTP: true, Client: c.client(),
+		Check: func(a *artifact.Artifact) error { seen = a; return refused }})
+	if !errors.Is(err, refused) {
+		t.Fatalf("error %v, want the Check's", err)
+	}
+	if seen == nil || len(seen.Files) != 4 {
+		t.Fatalf("Check saw %+v, want the typed view with 4 files", seen)
+	}
+	for _, g := range c.blobGETs("", "") {
+		if g.Path[len(g.Path)-71:] != seen.Config.Digest.String() {
+			t.Errorf("a refused pull fetched blob %s", g.Path)
+		}
 	}
 }

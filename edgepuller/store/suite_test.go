@@ -308,8 +308,11 @@ func testBlob(size int64, seed uint64) ([]byte, ocispec.Descriptor) {
 }
 
 // crash abandons w as a SIGKILL would: the kernel closes the files and
-// drops the flock, but nothing is checkpointed.
+// drops the flock, but nothing is checkpointed. It comes after the
+// checkpoint the last Write started in the background has landed; one cut
+// short by the crash leaves the previous state file, which is still right.
 func crash(w *Writer) {
+	w.waitCheckpoint()
 	w.data.Close()
 	w.data = nil
 	w.lock.unlock()

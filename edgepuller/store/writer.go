@@ -31,7 +31,16 @@ type Writer struct {
 	hash         hash.Hash // sha256 of data[:offset]
 	offset       int64
 	checkpointed int64 // offset covered by the state file
+	flushed      int64 // offset up to which writeback was started
+
+	// inflight is the checkpoint running in the background, if any: it
+	// sends its error (or nil) once, then is drained by waitCheckpoint.
+	inflight chan error
 }
+
+// writebackBytes is how often writeback of written data is started, so
+// that a checkpoint's fsync, and the one at commit, find little left to do.
+const writebackBytes = 4 << 20
 
 // Writer opens the ingest for desc, resuming a partial one. Offset tells the
 // caller where to continue (for HTTP, Range: bytes=<Offset>-).
@@ -92,7 +101,7 @@ func (w *Writer) open() error {
 	w.hash = sha256.New()
 	if st, ok := w.loadState(fi.Size()); ok {
 		h, _ := st.hasher() // cannot fail: decodeIngestState checked it
-		w.hash, w.offset, w.checkpointed = h, st.Offset, st.Offset
+		w.hash, w.offset, w.checkpointed, w.flushed = h, st.Offset, st.Offset, st.Offset
 	}
 	if err := w.data.Truncate(w.offset); err != nil {
 		return fmt.Errorf("%s: truncate ingest data to checkpoint %d: %w", d, w.offset, err)
@@ -152,8 +161,12 @@ func (w *Writer) Write(p []byte) (int, error) {
 		if err != nil {
 			return written, fmt.Errorf("%s: write ingest data at offset %d: %w", w.desc.Digest, w.offset, err)
 		}
+		if w.offset-w.flushed >= writebackBytes && !w.s.noSync {
+			startWriteback(w.data, w.flushed, w.offset-w.flushed)
+			w.flushed = w.offset
+		}
 		if w.offset == next {
-			if err := w.checkpoint(); err != nil {
+			if err := w.checkpointAsync(); err != nil {
 				return written, err
 			}
 		}
@@ -163,37 +176,99 @@ func (w *Writer) Write(p []byte) (int, error) {
 }
 
 // checkpoint makes data[:offset] durable and then records the hash state
-// covering it. The order matters: a state file must never describe bytes
-// that a power cut could still take away.
+// covering it, before returning. The order matters: a state file must never
+// describe bytes that a power cut could still take away.
 func (w *Writer) checkpoint() error {
+	if err := w.waitCheckpoint(); err != nil {
+		return err
+	}
 	if w.offset == w.checkpointed {
 		return nil
 	}
+	st, err := w.state()
+	if err != nil {
+		return err
+	}
+	if err := w.persist(st); err != nil {
+		return err
+	}
+	w.checkpointed = st.Offset
+	return nil
+}
+
+// checkpointAsync takes the hash state at offset now and makes it durable
+// in the background, so that the download does not stop for an fsync. At
+// most one checkpoint runs at a time: if the previous one is still running,
+// the disk is slower than the link, and waiting for it is the right pace.
+func (w *Writer) checkpointAsync() error {
+	if err := w.waitCheckpoint(); err != nil {
+		return err
+	}
+	st, err := w.state()
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	w.inflight = done
+	go func() { done <- w.persist(st) }()
+	return nil
+}
+
+// waitCheckpoint waits for the checkpoint running in the background, if
+// any, and returns its error.
+func (w *Writer) waitCheckpoint() error {
+	if w.inflight == nil {
+		return nil
+	}
+	err := <-w.inflight
+	w.inflight = nil
+	return err
+}
+
+// state is the checkpoint of data[:offset].
+func (w *Writer) state() (ingestState, error) {
+	hs, err := w.hash.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return ingestState{}, fmt.Errorf("%s: save hash state: %w", w.desc.Digest, err)
+	}
+	return ingestState{Digest: w.desc.Digest, Total: w.desc.Size, Offset: w.offset, Hash: hs}, nil
+}
+
+// persist syncs the data file (which holds at least st.Offset bytes), then
+// replaces the state file atomically (temp file + rename). The directory is
+// not fsynced: if the rename is lost, the older state it replaced is still
+// valid, since the data only grew past it. It runs on the Writer's
+// goroutine or, for one checkpoint at a time, on its own; it touches no
+// field of the Writer but reads the data file's descriptor.
+func (w *Writer) persist(st ingestState) error {
 	if !w.s.noSync {
 		if err := w.data.Sync(); err != nil {
 			return fmt.Errorf("%s: sync ingest data: %w", w.desc.Digest, err)
 		}
 	}
-	return w.writeState()
-}
-
-// writeState replaces the state file atomically (temp file + rename). The
-// directory is not fsynced: if the rename is lost, the older state it
-// replaced is still valid, since the data only grew past it.
-func (w *Writer) writeState() error {
-	hs, err := w.hash.(encoding.BinaryMarshaler).MarshalBinary()
-	if err != nil {
-		return fmt.Errorf("%s: save hash state: %w", w.desc.Digest, err)
-	}
-	b, err := ingestState{Digest: w.desc.Digest, Total: w.desc.Size, Offset: w.offset, Hash: hs}.MarshalBinary()
+	b, err := st.MarshalBinary()
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(w.dir, "state")
-	if err := writeFileAtomic(path, b, !w.s.noSync); err != nil {
+	if err := writeFileAtomic(filepath.Join(w.dir, "state"), b, !w.s.noSync); err != nil {
 		return fmt.Errorf("%s: save ingest checkpoint: %w", w.desc.Digest, err)
 	}
-	w.checkpointed = w.offset
+	return nil
+}
+
+// writeState records the current offset at once, for a new or reset ingest.
+func (w *Writer) writeState() error {
+	if err := w.waitCheckpoint(); err != nil {
+		return err
+	}
+	st, err := w.state()
+	if err != nil {
+		return err
+	}
+	if err := w.persist(st); err != nil {
+		return err
+	}
+	w.checkpointed = st.Offset
 	return nil
 }
 
@@ -225,6 +300,10 @@ func (w *Writer) Reset() error {
 	if w.data == nil {
 		return fmt.Errorf("%s: reset a closed ingest writer", w.desc.Digest)
 	}
+	// A checkpoint still running must not land after the reset.
+	if err := w.waitCheckpoint(); err != nil {
+		return err
+	}
 	if err := w.data.Truncate(0); err != nil {
 		return fmt.Errorf("%s: reset ingest: %w", w.desc.Digest, err)
 	}
@@ -232,7 +311,7 @@ func (w *Writer) Reset() error {
 		return fmt.Errorf("%s: reset ingest: %w", w.desc.Digest, err)
 	}
 	w.hash.Reset()
-	w.offset = 0
+	w.offset, w.flushed = 0, 0
 	return w.writeState()
 }
 
@@ -246,6 +325,9 @@ func (w *Writer) Commit(ctx context.Context) error {
 		return fmt.Errorf("%s: commit a closed ingest writer", w.desc.Digest)
 	}
 	d := w.desc.Digest
+	if err := w.waitCheckpoint(); err != nil {
+		return errors.Join(err, w.Close())
+	}
 	if err := ctx.Err(); err != nil {
 		return errors.Join(fmt.Errorf("%s: commit: %w", d, err), w.Close())
 	}
@@ -296,6 +378,7 @@ func (w *Writer) Close() error {
 
 // drop discards the ingest and releases the Writer.
 func (w *Writer) drop() {
+	w.waitCheckpoint()
 	if w.data != nil {
 		w.data.Close()
 		w.data = nil
@@ -308,6 +391,7 @@ func (w *Writer) drop() {
 
 // release closes the data file and the lock. It is idempotent.
 func (w *Writer) release() {
+	w.waitCheckpoint()
 	if w.data != nil {
 		w.data.Close()
 		w.data = nil

@@ -62,28 +62,24 @@ Layers the store has already, from any artifact, are not downloaded again.`,
 				return err
 			}
 			ctx := cmd.Context()
-			desc, err := resolve(ctx, repo, ref)
-			if err != nil {
-				return err
-			}
-			// Inspect first: refuse an image or an unsafe manifest before
-			// downloading anything big.
-			a, err := artifact.Inspect(ctx, repo, desc)
-			if err != nil {
-				return explain(fmt.Errorf("pull %s: %w", ref, err), ref)
-			}
-			if err := pullable(a, ref.String()); err != nil {
-				return err
-			}
-			for _, w := range a.Warnings {
-				fmt.Fprintf(s.err, "Warning: %s\n", w)
-			}
 			p := newProgress(s, out == "json")
 			opts.PlainHTTP = repo.PlainHTTP
 			opts.Client = repo.Client
-			opts.Progress = fetchProgress(p, a)
-			pinned := ref.Registry + "/" + ref.Repository + "@" + desc.Digest.String()
-			_, _, res, err := fetch.Pull(ctx, st, pinned, opts)
+			var names map[digest.Digest]string
+			// Refuse an image or an unsafe manifest before downloading
+			// anything big; fetch stores the manifest and config first.
+			opts.Check = func(a *artifact.Artifact) error {
+				if err := pullable(a, ref.String()); err != nil {
+					return err
+				}
+				for _, w := range a.Warnings {
+					fmt.Fprintf(s.err, "Warning: %s\n", w)
+				}
+				names = fileNames(a)
+				return nil
+			}
+			opts.Progress = fetchProgress(p, func(d digest.Digest) (string, bool) { n, ok := names[d]; return n, ok })
+			desc, a, res, err := fetch.Pull(ctx, st, ref.String(), opts)
 			p.wait()
 			if err != nil {
 				return explain(err, ref)
@@ -158,21 +154,27 @@ func pullable(a *artifact.Artifact, ref string) error {
 	return nil
 }
 
-// fetchProgress turns fetch events about file layers into progress.
-func fetchProgress(p progress, a *artifact.Artifact) func(fetch.Event) {
+// fileNames names the file layers by digest, for progress.
+func fileNames(a *artifact.Artifact) map[digest.Digest]string {
 	names := map[digest.Digest]string{}
 	for _, f := range a.Files {
 		names[f.Digest] = f.Path
 	}
+	return names
+}
+
+// fetchProgress turns fetch events about file layers into progress;
+// nameOf says which digests are files, and what they are called.
+func fetchProgress(p progress, nameOf func(digest.Digest) (string, bool)) func(fetch.Event) {
 	var mu sync.Mutex
 	trackers := map[digest.Digest]tracker{}
 	return func(e fetch.Event) {
-		name, ok := names[e.Digest]
+		mu.Lock()
+		defer mu.Unlock()
+		name, ok := nameOf(e.Digest)
 		if !ok {
 			return // manifest and config
 		}
-		mu.Lock()
-		defer mu.Unlock()
 		t := trackers[e.Digest]
 		switch e.Kind {
 		case fetch.Skipped:
