@@ -125,6 +125,7 @@ func pushDataset(ctx context.Context, s streams, dst artifact.Storage, dir strin
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
+	boundMemory()
 	st, err := dataset.Analyze(ctx, dir, df.options())
 	if err != nil {
 		return ocispec.Descriptor{}, err
