@@ -19,10 +19,12 @@ import (
 // Options configures a Store. The zero value is what production wants.
 type Options struct {
 	// CheckpointBytes is how often, in bytes written, an ingest persists its
-	// sha256 state; a crash loses at most this much progress.
+	// sha256 state; checkpoints land in the background, so a crash loses at
+	// most two intervals of progress (the one being written and the one whose
+	// checkpoint was still landing).
 	// If <= 0, a blob's size / 64 is used, at least 1 MiB and at most
-	// DefaultCheckpointBytes: a crash then costs under 2% of a large blob
-	// in re-download, and a small blob is not fsynced at every write.
+	// DefaultCheckpointBytes: a crash then costs about 3% of a large blob at
+	// most in re-download, and a small blob is not fsynced at every write.
 	CheckpointBytes int64
 	// NoSync skips every fsync. For tests and benchmarks only: without fsync
 	// a power cut can leave a checkpoint that points at data never written.

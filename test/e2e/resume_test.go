@@ -20,19 +20,23 @@ import (
 )
 
 // countingProxy sits in front of a registry and counts the blob bytes it
-// sends, to prove what a resumed pull did not download again.
+// sends, to prove what a resumed pull did not download again. With a rate
+// set it sends no faster, 64 KiB at a time, so that little sits in socket
+// buffers when a client dies and what it counts is what the client got.
 type countingProxy struct {
 	*httptest.Server
 	blobBytes atomic.Int64
+	rate      atomic.Int64
 }
 
 func newCountingProxy(t *testing.T, target string) *countingProxy {
 	u, _ := url.Parse(target)
 	p := &countingProxy{}
 	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.FlushInterval = -1
 	rp.ModifyResponse = func(resp *http.Response) error {
 		if strings.Contains(resp.Request.URL.Path, "/blobs/sha256:") && resp.Request.Method == http.MethodGet {
-			resp.Body = &countingBody{ReadCloser: resp.Body, n: &p.blobBytes}
+			resp.Body = &countingBody{ReadCloser: resp.Body, p: p}
 		}
 		return nil
 	}
@@ -43,12 +47,16 @@ func newCountingProxy(t *testing.T, target string) *countingProxy {
 
 type countingBody struct {
 	io.ReadCloser
-	n *atomic.Int64
+	p *countingProxy
 }
 
 func (c *countingBody) Read(b []byte) (int, error) {
+	if rate := c.p.rate.Load(); rate > 0 {
+		b = b[:min(len(b), 64<<10)]
+		time.Sleep(time.Duration(float64(len(b)) / float64(rate) * float64(time.Second)))
+	}
 	n, err := c.ReadCloser.Read(b)
-	c.n.Add(int64(n))
+	c.p.blobBytes.Add(int64(n))
 	return n, err
 }
 
@@ -69,7 +77,8 @@ func TestPullResumesAfterSIGKILL(t *testing.T) {
 
 	cache := t.TempDir()
 	dest := filepath.Join(t.TempDir(), "out")
-	cmd := exec.Command(bargeBin, "pull", "--cache", cache, "--limit-rate", "16M", ref, dest)
+	proxy.rate.Store(16 << 20)
+	cmd := exec.Command(bargeBin, "pull", "--cache", cache, ref, dest)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -98,6 +107,7 @@ func TestPullResumesAfterSIGKILL(t *testing.T) {
 		t.Fatalf("a killed pull left %s behind", dest)
 	}
 	first := proxy.blobBytes.Load()
+	proxy.rate.Store(0)
 
 	r := must(t, barge(t, "pull", "--cache", cache, ref, dest))
 	if !strings.Contains(r.stderr, "Resuming") || !strings.Contains(r.stderr, "resumed 1 partial download") {
