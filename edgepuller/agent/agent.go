@@ -300,9 +300,10 @@ func (r *runner) apply(list []Desired, persist bool) {
 // others.
 func (r *runner) valid(list []Desired) []Desired {
 	var out []Desired
+	var taken names
 	for i, d := range list {
-		if err := Validate(append(slices.Clone(out), d)); err != nil {
-			err = &EntryError{Index: i, Name: d.Name, Err: errors.Unwrap(err)}
+		if err := taken.add(d); err != nil {
+			err = &EntryError{Index: i, Name: d.Name, Err: err}
 			r.a.log.Error("desired artifact ignored", "err", err)
 			if rep := r.a.opts.Reporter; rep != nil && d.Name != "" {
 				rep.Report(Status{Name: d.Name, Reference: d.Reference, Phase: Failed, Message: err.Error()})

@@ -79,14 +79,47 @@ func (e *EntryError) Unwrap() error { return e.Err }
 // Validate checks a desired list: every entry, and that no two entries
 // claim one directory. It returns the first problem as an *EntryError.
 func Validate(list []Desired) error {
+	var taken names
 	for i, d := range list {
-		if err := d.Validate(); err != nil {
+		if err := taken.add(d); err != nil {
 			return &EntryError{Index: i, Name: d.Name, Err: err}
 		}
-		for _, prev := range list[:i] {
-			if overlaps(prev.Name, d.Name) {
-				return &EntryError{Index: i, Name: d.Name, Err: fmt.Errorf("its directory overlaps that of artifact %s", prev.Name)}
-			}
+	}
+	return nil
+}
+
+// names are the directories a list of artifacts has taken, to find an
+// overlap in constant time: a list of thousands of NodeArtifacts is
+// checked on every change, so a pairwise check does not scale.
+type names struct {
+	taken   map[string]bool   // every name
+	parents map[string]string // first segment of a namespace/name → that name
+}
+
+// add validates d and takes its name, or says whose directory it overlaps:
+// the same name, or one is the other's namespace.
+func (n *names) add(d Desired) error {
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	if n.taken == nil {
+		n.taken, n.parents = map[string]bool{}, map[string]string{}
+	}
+	prev := ""
+	if ns, _, nested := strings.Cut(d.Name, "/"); nested && n.taken[ns] {
+		prev = ns
+	} else if child, ok := n.parents[d.Name]; !nested && ok {
+		prev = child
+	} else if n.taken[d.Name] {
+		prev = d.Name
+	}
+	if prev != "" {
+		return fmt.Errorf("its directory overlaps that of artifact %s", prev)
+	}
+	n.taken[d.Name] = true
+	if ns, _, nested := strings.Cut(d.Name, "/"); nested {
+		if _, ok := n.parents[ns]; !ok {
+			n.parents[ns] = d.Name
 		}
 	}
 	return nil
