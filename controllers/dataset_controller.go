@@ -3,11 +3,9 @@ package controllers
 import (
 	"context"
 	"errors"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"oras.land/oras-go/v2/registry/remote"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -36,17 +34,9 @@ type datasetScope struct {
 	dataset *v1alpha1.Dataset
 	before  *v1alpha1.Dataset
 
-	src      source
-	repo     *remote.Repository
-	interval time.Duration
-	due      bool
-	wait     time.Duration
-	res      resolution
-
-	newDigest bool
-	placed    *placeResult
-	failedIn  string
-	outcome   outcome
+	resolveFacts
+	placed  *placeResult
+	outcome outcome
 }
 
 // Reconcile runs one pass; the deferred patchStatus writes its outcome.
@@ -62,7 +52,8 @@ func (r *DatasetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (re
 		return ctrl.Result{}, err
 	}
 
-	s := &datasetScope{dataset: ds, before: ds.DeepCopy(), interval: intervalOf(ds.Spec.Interval)}
+	s := &datasetScope{dataset: ds, before: ds.DeepCopy()}
+	s.interval = intervalOf(ds.Spec.Interval)
 	s.src = source{
 		Namespace:  ds.Namespace,
 		Repository: ds.Spec.Artifact,

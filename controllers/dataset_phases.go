@@ -15,25 +15,7 @@ import (
 // passed or the spec changed; otherwise it keeps the digest in status.
 func (r *DatasetReconciler) resolve(ctx context.Context, s *datasetScope) (ctrl.Result, error) {
 	st := &s.dataset.Status
-	s.due, s.wait = resolveDue(s.dataset.Generation, st.ObservedGeneration, st.Resolved, st.Conditions, s.interval, time.Now())
-	if !s.due {
-		s.res = resolutionOf(st.Resolved)
-		return ctrl.Result{RequeueAfter: s.wait}, nil
-	}
-	repo, err := r.resolver.open(ctx, s.src)
-	if err != nil {
-		s.failedIn = ReasonResolveFailed
-		return ctrl.Result{}, err
-	}
-	s.repo = repo
-	res, err := r.resolver.resolve(ctx, repo, s.src)
-	if err != nil {
-		s.failedIn = ReasonResolveFailed
-		return ctrl.Result{}, err
-	}
-	s.res = res
-	s.newDigest = st.Resolved == nil || st.Resolved.Digest != res.Descriptor.Digest.String()
-	return ctrl.Result{RequeueAfter: s.interval}, nil
+	return s.resolveStep(ctx, r.resolver, s.dataset.Generation, st.ObservedGeneration, st.Resolved, st.Conditions)
 }
 
 // inspect refuses an artifact that is not a dataset, or not of spec.format,

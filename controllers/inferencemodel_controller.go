@@ -3,13 +3,11 @@ package controllers
 import (
 	"context"
 	"errors"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"oras.land/oras-go/v2/registry/remote"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -41,19 +39,8 @@ type modelScope struct {
 	model  *v1alpha1.InferenceModel
 	before *v1alpha1.InferenceModel
 
-	src      source
-	repo     *remote.Repository
-	interval time.Duration
-	// due: this pass asked the registry; wait is how long until the next.
-	due  bool
-	wait time.Duration
-	res  resolution
-
-	// newDigest: the resolution differs from the one in status.
-	newDigest bool
-	placed    *placeResult
-	// failedIn names the step that failed, for the event's reason.
-	failedIn   string
+	resolveFacts
+	placed     *placeResult
 	metricsErr error
 	outcome    outcome
 }
@@ -71,7 +58,8 @@ func (r *InferenceModelReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		return ctrl.Result{}, err
 	}
 
-	s := &modelScope{model: model, before: model.DeepCopy(), interval: intervalOf(model.Spec.Interval)}
+	s := &modelScope{model: model, before: model.DeepCopy()}
+	s.interval = intervalOf(model.Spec.Interval)
 	defer func() {
 		if err := r.patchStatus(ctx, s); err != nil {
 			retErr = errors.Join(retErr, err)

@@ -63,29 +63,12 @@ func modelName(m *v1alpha1.InferenceModel) string {
 // digest in status and costs the registry nothing.
 func (r *InferenceModelReconciler) resolve(ctx context.Context, s *modelScope) (ctrl.Result, error) {
 	st := &s.model.Status
-	s.due, s.wait = resolveDue(s.model.Generation, st.ObservedGeneration, st.Resolved, st.Conditions, s.interval, time.Now())
-	if !s.due {
-		s.res = resolutionOf(st.Resolved)
-		return ctrl.Result{RequeueAfter: s.wait}, nil
-	}
-	repo, err := r.resolver.open(ctx, s.src)
-	if err != nil {
-		s.failedIn = ReasonResolveFailed
-		return ctrl.Result{}, err
-	}
-	s.repo = repo
-	res, err := r.resolver.resolve(ctx, repo, s.src)
-	if err != nil {
-		s.failedIn = ReasonResolveFailed
-		return ctrl.Result{}, err
-	}
-	s.res = res
-	s.newDigest = st.Resolved == nil || st.Resolved.Digest != res.Descriptor.Digest.String()
-	if s.model.Spec.Image != "" {
-		st.Resolved = resolvedStatus(res, nil, time.Now())
+	result, err := s.resolveStep(ctx, r.resolver, s.model.Generation, st.ObservedGeneration, st.Resolved, st.Conditions)
+	if err == nil && s.due && s.model.Spec.Image != "" {
+		st.Resolved = resolvedStatus(s.res, nil, time.Now())
 		st.Metadata, st.Metrics = nil, nil
 	}
-	return ctrl.Result{RequeueAfter: s.interval}, nil
+	return result, err
 }
 
 // inspect reads the model's manifest, refuses an artifact that is not a

@@ -17,6 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"oras.land/oras-go/v2/registry/remote"
+
 	"github.com/bargeml/barge/api/v1alpha1"
 )
 
@@ -213,4 +215,44 @@ func requestsForNode(ctx context.Context, c client.Reader, kind string, node cli
 // selects says whether a nodeSelector matches a node's labels.
 func selects(selector map[string]string, node client.Object) bool {
 	return labels.SelectorFromSet(selector).Matches(labels.Set(node.GetLabels()))
+}
+
+// resolveFacts are what the resolve step records, the same for every kind.
+type resolveFacts struct {
+	src      source
+	repo     *remote.Repository
+	interval time.Duration
+	// due: this pass asked the registry; wait is how long until the next.
+	due  bool
+	wait time.Duration
+	res  resolution
+	// newDigest: the resolution differs from the one in status.
+	newDigest bool
+	// failedIn names the step that failed, for the event's reason.
+	failedIn string
+}
+
+// resolveStep turns the object's target version into a digest when the
+// interval has passed or the spec changed; otherwise it keeps the digest in
+// status and costs the registry nothing.
+func (f *resolveFacts) resolveStep(ctx context.Context, rs *Resolver, generation, observed int64, resolved *v1alpha1.ResolvedArtifact, conds []metav1.Condition) (ctrl.Result, error) {
+	f.due, f.wait = resolveDue(generation, observed, resolved, conds, f.interval, time.Now())
+	if !f.due {
+		f.res = resolutionOf(resolved)
+		return ctrl.Result{RequeueAfter: f.wait}, nil
+	}
+	repo, err := rs.open(ctx, f.src)
+	if err != nil {
+		f.failedIn = ReasonResolveFailed
+		return ctrl.Result{}, err
+	}
+	f.repo = repo
+	res, err := rs.resolve(ctx, repo, f.src)
+	if err != nil {
+		f.failedIn = ReasonResolveFailed
+		return ctrl.Result{}, err
+	}
+	f.res = res
+	f.newDigest = resolved == nil || resolved.Digest != res.Descriptor.Digest.String()
+	return ctrl.Result{RequeueAfter: f.interval}, nil
 }
