@@ -1,120 +1,103 @@
 package kube_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	"github.com/bargeml/barge/api/v1alpha1"
+	"github.com/bargeml/barge/internal/testenv"
 )
 
-// The pullers of these tests act as a user bound to exactly the rules of
-// the chart's puller ClusterRole, read from the template, so every test that
-// runs a puller also proves that those rules are enough (test/chart checks
-// that the chart grants nothing else).
+// The pullers of these tests run as the chart's puller service account with
+// the token a kubelet mounts in its Pod on node edge-1, under the chart's own
+// RBAC and admission policy, rendered by helm and applied to the API server.
+// Every test that runs a puller so proves that the chart lets a puller do its
+// work (test/chart checks that it grants nothing else), and the policy tests
+// that it lets a node do nothing more.
 const (
-	pullerUser = "system:serviceaccount:barge-system:barge-edgepuller"
-	rbacChart  = "../../charts/barge/templates/edgepuller-rbac.yaml"
+	pullerNamespace = "barge-system"
+	pullerAccount   = "barge-edgepuller"
+	pullerUser      = "system:serviceaccount:" + pullerNamespace + ":" + pullerAccount
 )
 
 var (
-	pullerOnce sync.Once
-	pullerCfg  *rest.Config
-	pullerErr  error
+	chartOnce sync.Once
+	chartErr  error
 )
 
-// pullerConfig reaches the API server as pullerUser, whom it binds to the
-// chart's rules the first time.
-func pullerConfig(t testing.TB) *rest.Config {
+// pullerConfig reaches the API server as the puller of node.
+func pullerConfig(t testing.TB) *rest.Config { return nodePullerConfig(t, node) }
+
+// nodePullerConfig reaches the API server as the puller of a node, installing
+// the chart's puller RBAC and policy the first time.
+func nodePullerConfig(t testing.TB, nodeName string) *rest.Config {
 	t.Helper()
-	pullerOnce.Do(func() { pullerCfg, pullerErr = bindPullerUser() })
-	if pullerErr != nil {
-		t.Fatal(pullerErr)
+	chartOnce.Do(func() { chartErr = installPullerChart() })
+	if chartErr != nil {
+		t.Fatal(chartErr)
 	}
-	return rest.CopyConfig(pullerCfg)
+	cfg, err := env.PodToken(context.Background(), pullerNamespace, pullerAccount, nodeName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
-func bindPullerUser() (*rest.Config, error) {
-	rules, err := chartPullerRules()
+// installPullerChart applies the chart's puller RBAC and admission policy and
+// waits until the API server enforces both: the authorizer and the policy
+// plugin learn of new objects through watches.
+func installPullerChart() error {
+	out, err := testenv.RenderChart("barge", pullerNamespace,
+		"--show-only", "templates/edgepuller-rbac.yaml", "--show-only", "templates/edgepuller-policy.yaml")
 	if err != nil {
-		return nil, err
+		return err
+	}
+	objs, err := testenv.Documents(out)
+	if err != nil {
+		return err
 	}
 	ctx := context.Background()
-	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "barge-edgepuller"}, Rules: rules}
-	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "barge-edgepuller"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: pullerUser}},
+	if err := env.Apply(ctx, objs); err != nil {
+		return err
 	}
-	for _, obj := range []client.Object{role, binding} {
-		if err := env.Client.Create(ctx, obj); err != nil {
-			return nil, fmt.Errorf("create %T: %w", obj, err)
-		}
+	probe := &v1alpha1.NodeArtifact{
+		ObjectMeta: metav1.ObjectMeta{Namespace: pullerNamespace, Name: "policy-probe", Labels: map[string]string{v1alpha1.NodeLabel: "probe"}},
+		Spec: v1alpha1.NodeArtifactSpec{NodeName: "probe", Reference: "example.com/probe@sha256:" + strings.Repeat("0", 64),
+			Digest: "sha256:" + strings.Repeat("0", 64)},
 	}
-	cfg := rest.CopyConfig(env.Config)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: pullerUser}
-	// The authorizer learns of the binding through a watch: wait for it, so
-	// that no test starts with a puller backing off from a 403.
+	if err := env.Client.Create(ctx, probe); err != nil {
+		return fmt.Errorf("create the policy probe: %w", err)
+	}
+	cfg, err := env.PodToken(ctx, pullerNamespace, pullerAccount, node)
+	if err != nil {
+		return err
+	}
 	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	// Allowed by RBAC, refused by the policy: another node's status.
+	deadline := time.Now().Add(60 * time.Second)
 	for {
-		err := c.List(ctx, &v1alpha1.NodeArtifactList{}, client.MatchingLabels{v1alpha1.NodeLabel: node})
-		if err == nil {
-			return cfg, nil
+		err := c.Status().Patch(ctx, probe, client.RawPatch("application/merge-patch+json", []byte(`{"status":{"message":"probe"}}`)))
+		if apierrors.IsForbidden(err) && strings.Contains(err.Error(), "barge-edgepuller of node "+node) {
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%s still cannot list NodeArtifacts 30 s after the binding: %w", pullerUser, err)
+			return fmt.Errorf("60 s after installing the chart's puller policy, a status patch of another node's NodeArtifact as %s on %s got %v, want the policy's refusal", pullerUser, node, err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// chartPullerRules reads the rules of the ClusterRole in the chart's puller
-// RBAC template. Its template lines carry only names and labels; without
-// them the rest is plain YAML.
-func chartPullerRules() ([]rbacv1.PolicyRule, error) {
-	b, err := os.ReadFile(filepath.FromSlash(rbacChart))
-	if err != nil {
-		return nil, err
-	}
-	var plain []string
-	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.Contains(line, "{{") {
-			plain = append(plain, line)
-		}
-	}
-	var found []rbacv1.PolicyRule
-	n := 0
-	for _, doc := range bytes.Split([]byte(strings.Join(plain, "\n")), []byte("\n---\n")) {
-		var role rbacv1.ClusterRole
-		if err := yaml.Unmarshal(doc, &role); err != nil {
-			return nil, fmt.Errorf("%s: %w", rbacChart, err)
-		}
-		if role.Kind == "ClusterRole" {
-			found, n = role.Rules, n+1
-		}
-	}
-	if n != 1 || len(found) == 0 {
-		return nil, fmt.Errorf("%s: want one ClusterRole with rules, found %d (rules %v)", rbacChart, n, found)
-	}
-	return found, nil
 }
 
 // The puller's user really is held to the chart's rules: it reads

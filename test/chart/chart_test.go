@@ -75,6 +75,9 @@ func TestDefaultObjects(t *testing.T) {
 		"PersistentVolumeClaim/registry": 1,
 		"Deployment/registry":            1,
 		"Service/registry":               1,
+		// the pullers' node scope
+		"ValidatingAdmissionPolicy/edgepuller":        1,
+		"ValidatingAdmissionPolicyBinding/edgepuller": 1,
 	}
 	if !maps.Equal(got, want) {
 		t.Errorf("rendered kinds/components:\n got %v\nwant %v", got, want)
@@ -87,7 +90,7 @@ func TestDefaultObjects(t *testing.T) {
 				t.Errorf("%s %s: no label %s", o.GetKind(), o.GetName(), k)
 			}
 		}
-		clusterScoped := o.GetKind() == "ClusterRole" || o.GetKind() == "ClusterRoleBinding"
+		clusterScoped := slices.Contains([]string{"ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}, o.GetKind())
 		if !clusterScoped && o.GetNamespace() != namespace {
 			t.Errorf("%s %s: namespace %q, want the release's %q", o.GetKind(), o.GetName(), o.GetNamespace(), namespace)
 		}

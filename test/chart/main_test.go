@@ -4,10 +4,8 @@
 package chart
 
 import (
-	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -20,62 +18,42 @@ import (
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/bargeml/barge/internal/testenv"
 )
 
 const (
 	release   = "rel"
 	namespace = "barge-system"
-	// kubeVersion is what helm renders for. A helm built from source without
-	// its release ldflags assumes Kubernetes v1.20, below the chart's kubeVersion;
-	// the control plane the other tests run is v1.37.
-	kubeVersion = "1.37.2"
 )
 
 var (
-	helmBin  string
 	chartDir string
+	// kubeVersion is what helm renders for: the control plane's version.
+	kubeVersion string
+	// env is a real kube-apiserver with Barge's CRDs, to which tests apply
+	// what the chart renders.
+	env *testenv.Env
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
 	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	chartDir = filepath.Join(root, "charts", "barge")
-	helmBin = os.Getenv("BARGE_HELM")
-	if helmBin == "" {
-		helmBin = filepath.Join(root, "bin", "helm")
-	}
-	if _, err := os.Stat(helmBin); err != nil {
-		fmt.Fprintf(os.Stderr, "the chart tests need the helm binary, and it is not at %s: run `make tools` (or `make test`)\n", helmBin)
-		return 1
-	}
-	// Helm's repositories, cache and plugins stay inside the test.
-	tmp, err := os.MkdirTemp("", "barge-chart-")
-	if err != nil {
+	chartDir = filepath.Join(filepath.Dir(file), "..", "..", "charts", "barge")
+	var err error
+	if kubeVersion, err = testenv.KubeVersion(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		return 1
+		os.Exit(1)
 	}
-	defer os.RemoveAll(tmp)
-	for _, v := range []string{"HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME"} {
-		os.Setenv(v, filepath.Join(tmp, strings.ToLower(v)))
+	if _, err := helm("version"); err != nil {
+		fmt.Fprintf(os.Stderr, "the chart tests need the helm binary: %v\n", err)
+		os.Exit(1)
 	}
-	os.Setenv("KUBECONFIG", filepath.Join(tmp, "no-kubeconfig"))
-	return m.Run()
+	os.Exit(testenv.Run(m, &env))
 }
 
-// helm runs bin/helm and returns its stdout, or stdout and stderr in the error.
-func helm(args ...string) (string, error) {
-	cmd := exec.Command(helmBin, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("helm %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
-	}
-	return stdout.String(), nil
-}
+// helm runs bin/helm (testenv.Helm) and returns its stdout, or stdout and
+// stderr in the error.
+func helm(args ...string) (string, error) { return testenv.Helm(args...) }
 
 // object is one rendered document: parsed loosely for lookups, and kept raw
 // for strict decoding into its typed struct.
