@@ -36,16 +36,17 @@ const (
 	ReasonInvalidSpec         = "InvalidSpec"
 	ReasonNoServingImage      = "NoServingImage"
 
-	ReasonRolloutStarted  = "RolloutStarted"
-	ReasonRollingOut      = "RollingOut"
-	ReasonNodeReady       = "NodeReady"
-	ReasonNodeFailed      = "NodeFailed"
-	ReasonNodeRemoved     = "NodeRemoved"
-	ReasonNodeConflict    = "NodeArtifactConflict"
-	ReasonDeployed        = "Deployed"
-	ReasonDeploymentWait  = "DeploymentProgressing"
-	ReasonObjectConflict  = "ObjectConflict"
-	ReasonReconcileFailed = "ReconcileFailed"
+	ReasonRolloutStarted       = "RolloutStarted"
+	ReasonRollingOut           = "RollingOut"
+	ReasonNodeReady            = "NodeReady"
+	ReasonNodeFailed           = "NodeFailed"
+	ReasonNodeRemoved          = "NodeRemoved"
+	ReasonNodeConflict         = "NodeArtifactConflict"
+	ReasonNodeArtifactRepaired = "NodeArtifactRepaired"
+	ReasonDeployed             = "Deployed"
+	ReasonDeploymentWait       = "DeploymentProgressing"
+	ReasonObjectConflict       = "ObjectConflict"
+	ReasonReconcileFailed      = "ReconcileFailed"
 )
 
 // failure is why a reconcile pass stopped. A stalled failure needs a person

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	eventsv1 "k8s.io/api/events/v1"
@@ -46,7 +47,7 @@ func TestDataset(t *testing.T) {
 		if n.Spec != want {
 			t.Errorf("spec %+v, want %+v", n.Spec, want)
 		}
-		if n.Name != "dataset-voc-"+node {
+		if n.Name != nodeArtifactName(kindDataset, "voc", node) || !strings.HasPrefix(n.Name, "dataset-voc-"+node+"-") {
 			t.Errorf("name %s", n.Name)
 		}
 		wantLabels := map[string]string{v1alpha1.NodeLabel: node, OwnerKindLabel: "Dataset", OwnerNameLabel: "voc"}

@@ -77,4 +77,7 @@ func nodeEvents(emit func(eventType, reason, action, note string, args ...any), 
 	if len(placed.removed) > 0 {
 		emit(corev1.EventTypeNormal, ReasonNodeRemoved, "Rollout", "removing %s from %s: no longer selected", v, listNodes(placed.removed))
 	}
+	if len(placed.repaired) > 0 {
+		emit(corev1.EventTypeWarning, ReasonNodeArtifactRepaired, "Repair", "set back NodeArtifact %s: its labels or spec had been changed by someone other than barge-controller", listNodes(placed.repaired))
+	}
 }

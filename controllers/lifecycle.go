@@ -166,7 +166,9 @@ func nodeArtifactChanges() predicate.Predicate {
 		if !ok1 || !ok2 {
 			return true
 		}
-		return o.Generation != n.Generation || o.Status.Phase != n.Status.Phase || o.Status.Digest != n.Status.Digest ||
+		// Labels too: a NodeArtifact relabelled by hand is set back at once,
+		// before its puller takes it for deleted.
+		return o.Generation != n.Generation || !labels.Equals(o.Labels, n.Labels) || o.Status.Phase != n.Status.Phase || o.Status.Digest != n.Status.Digest ||
 			(n.Status.Phase == v1alpha1.NodeArtifactFailed && o.Status.Message != n.Status.Message) ||
 			o.DeletionTimestamp.IsZero() != n.DeletionTimestamp.IsZero() || len(o.Finalizers) != len(n.Finalizers)
 	}}

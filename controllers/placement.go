@@ -37,16 +37,24 @@ const (
 var namePrefix = map[string]string{kindInferenceModel: "model", kindDataset: "dataset"}
 
 // nodeArtifactName is the NodeArtifact of one object on one node:
-// model-<name>-<node> or dataset-<name>-<node>, cut and suffixed with a hash
-// when longer than an object name may be.
+// model-<name>-<node>-<hash> or dataset-<name>-<node>-<hash>, cut to fit an
+// object name. The hash is of kind, name and node joined by '/', which no
+// name holds, so model a-b on node c and model a on node b-c differ.
 func nodeArtifactName(kind, name, node string) string {
-	return shorten(namePrefix[kind]+"-"+name+"-"+node, 253)
+	sum := sha256.Sum256([]byte(kind + "/" + name + "/" + node))
+	suffix := "-" + hex.EncodeToString(sum[:5])
+	base := namePrefix[kind] + "-" + name + "-" + node
+	if limit := 253 - len(suffix); len(base) > limit {
+		base = strings.TrimRight(base[:limit], "-.")
+	}
+	return base + suffix
 }
 
 // artifactName is the directory of an object's files on every node:
-// model-<name> or dataset-<name>.
+// model-<name> or dataset-<name>, shortened to v1alpha1.MaxArtifactName so
+// that namespace/artifactName fits what a puller accepts.
 func artifactName(kind, name string) string {
-	return shorten(namePrefix[kind]+"-"+name, 253)
+	return shorten(namePrefix[kind]+"-"+name, v1alpha1.MaxArtifactName)
 }
 
 // labelValue is s when it fits a label value (63 characters), else a prefix
@@ -79,9 +87,6 @@ type placement struct {
 	maxConcurrent int32
 }
 
-// reference is what a NodeArtifact's puller fetches.
-func (p placement) reference() string { return p.repository + "@" + p.digest }
-
 // nodeProblem is a node whose puller reported a failure.
 type nodeProblem struct{ node, message string }
 
@@ -98,6 +103,9 @@ type placeResult struct {
 	rolloutStarted bool
 	// conflicts are NodeArtifact names another object already uses.
 	conflicts []string
+	// repaired are NodeArtifacts whose labels or spec someone else changed,
+	// set back.
+	repaired []string
 }
 
 // placer writes and removes NodeArtifacts.
@@ -117,9 +125,6 @@ type rolloutPlan struct {
 	create []string
 	// move are NodeArtifacts on an older digest that move now.
 	move []*v1alpha1.NodeArtifact
-	// refresh are NodeArtifacts whose reference or insecure flag changed
-	// while their digest did not.
-	refresh []*v1alpha1.NodeArtifact
 	// remove are NodeArtifacts of nodes that no longer match.
 	remove []*v1alpha1.NodeArtifact
 }
@@ -129,7 +134,7 @@ type rolloutPlan struct {
 // maxConcurrent leaves, nodes that serve nothing first, then by name, so
 // every pass picks the same ones. New nodes get the digest at once: they
 // have no old version to keep serving.
-func planRollout(desired []string, existing []*v1alpha1.NodeArtifact, digest, reference string, insecure bool, maxConcurrent int32) rolloutPlan {
+func planRollout(desired []string, existing []*v1alpha1.NodeArtifact, digest string, maxConcurrent int32) rolloutPlan {
 	var plan rolloutPlan
 	want := make(map[string]bool, len(desired))
 	for _, n := range desired {
@@ -149,9 +154,6 @@ func planRollout(desired []string, existing []*v1alpha1.NodeArtifact, digest, re
 		case na.Spec.Digest == digest:
 			if !holds(na, digest) {
 				inFlight++
-			}
-			if na.Spec.Reference != reference || na.Spec.Insecure != insecure {
-				plan.refresh = append(plan.refresh, na)
 			}
 		default:
 			candidates = append(candidates, na)
@@ -222,7 +224,7 @@ func (pl *placer) place(ctx context.Context, p placement) (placeResult, error) {
 			onDigest++
 		}
 	}
-	plan := planRollout(desired, existing, p.digest, p.reference(), p.insecure, p.maxConcurrent)
+	plan := planRollout(desired, existing, p.digest, p.maxConcurrent)
 
 	for _, node := range plan.create {
 		na, err := pl.newNodeArtifact(p, node)
@@ -230,20 +232,48 @@ func (pl *placer) place(ctx context.Context, p placement) (placeResult, error) {
 			return res, err
 		}
 		if err := pl.client.Create(ctx, na); err != nil {
-			if apierrors.IsAlreadyExists(err) {
+			if !apierrors.IsAlreadyExists(err) {
+				return res, fmt.Errorf("create NodeArtifact %s for node %s: %w", na.Name, node, err)
+			}
+			// Ours, with the labels that list it stripped, or another's.
+			mislabelled, err := pl.ownedByName(ctx, p.owner, na.Name)
+			if err != nil {
+				return res, err
+			}
+			if mislabelled == nil {
 				res.conflicts = append(res.conflicts, na.Name)
 				continue
 			}
-			return res, fmt.Errorf("create NodeArtifact %s for node %s: %w", na.Name, node, err)
+			existing = append(existing, mislabelled)
+			continue
 		}
 		existing = append(existing, na)
 		res.created = append(res.created, node)
 	}
-	for _, na := range append(plan.move, plan.refresh...) {
+	moving := map[*v1alpha1.NodeArtifact]bool{}
+	for _, na := range plan.move {
+		moving[na] = true
+	}
+	// Every NodeArtifact is set back to what the controller wants, whoever
+	// changed it: the labels its puller lists it by, the directory, the
+	// registry and the reference of its digest. Only the digest itself
+	// moves by the rollout's rules.
+	for _, na := range existing {
+		if na.DeletionTimestamp != nil {
+			continue
+		}
 		before := na.DeepCopy()
-		na.Spec.Reference, na.Spec.Digest, na.Spec.Insecure = p.reference(), p.digest, p.insecure
+		if moving[na] {
+			na.Spec.Digest = p.digest
+		}
+		if !p.repair(na) && !moving[na] {
+			continue
+		}
 		if err := pl.client.Patch(ctx, na, client.MergeFrom(before)); err != nil {
-			return res, fmt.Errorf("move NodeArtifact %s to %s: %w", na.Name, p.digest, err)
+			return res, fmt.Errorf("update NodeArtifact %s of node %s to %s: %w", na.Name, na.Spec.NodeName, p.digest, err)
+		}
+		if !moving[na] {
+			res.repaired = append(res.repaired, na.Name)
 		}
 	}
 	for _, na := range plan.move {
@@ -392,22 +422,62 @@ func (pl *placer) owned(ctx context.Context, owner client.Object, kind string) (
 	return out, nil
 }
 
+// ownedByName gets the NodeArtifact name if owner controls it, else nil.
+func (pl *placer) ownedByName(ctx context.Context, owner client.Object, name string) (*v1alpha1.NodeArtifact, error) {
+	na := &v1alpha1.NodeArtifact{}
+	if err := pl.reader.Get(ctx, client.ObjectKey{Namespace: owner.GetNamespace(), Name: name}, na); err != nil {
+		return nil, client.IgnoreNotFound(fmt.Errorf("get NodeArtifact %s: %w", name, err))
+	}
+	if ref := metav1.GetControllerOf(na); ref == nil || ref.UID != owner.GetUID() {
+		return nil, nil
+	}
+	return na, nil
+}
+
 func (pl *placer) newNodeArtifact(p placement, node string) (*v1alpha1.NodeArtifact, error) {
 	na := &v1alpha1.NodeArtifact{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:       nodeArtifactName(p.kind, p.owner.GetName(), node),
 			Namespace:  p.owner.GetNamespace(),
-			Labels:     ownerLabels(p.kind, p.owner.GetName()),
 			Finalizers: []string{v1alpha1.FilesFinalizer},
 		},
-		Spec: v1alpha1.NodeArtifactSpec{NodeName: node, Reference: p.reference(), Digest: p.digest, Insecure: p.insecure,
-			ArtifactName: artifactName(p.kind, p.owner.GetName())},
+		Spec: v1alpha1.NodeArtifactSpec{NodeName: node, Digest: p.digest},
 	}
-	na.Labels[v1alpha1.NodeLabel] = labelValue(node)
+	p.repair(na)
 	if err := controllerutil.SetControllerReference(p.owner, na, pl.scheme); err != nil {
 		return nil, err
 	}
 	return na, nil
+}
+
+// repair sets what the controller decides of na, but for its digest and
+// node: the labels by which the owner and the node's puller list it, the
+// directory, the reference (the repository at na's own digest) and the
+// registry's transport. It reports whether anything changed.
+func (p placement) repair(na *v1alpha1.NodeArtifact) bool {
+	changed := false
+	set := func(field *string, want string) {
+		if *field != want {
+			*field, changed = want, true
+		}
+	}
+	if na.Labels == nil {
+		na.Labels = map[string]string{}
+	}
+	for k, v := range ownerLabels(p.kind, p.owner.GetName()) {
+		if na.Labels[k] != v {
+			na.Labels[k], changed = v, true
+		}
+	}
+	if want := labelValue(na.Spec.NodeName); na.Labels[v1alpha1.NodeLabel] != want {
+		na.Labels[v1alpha1.NodeLabel], changed = want, true
+	}
+	set(&na.Spec.ArtifactName, artifactName(p.kind, p.owner.GetName()))
+	set(&na.Spec.Reference, p.repository+"@"+na.Spec.Digest)
+	if na.Spec.Insecure != p.insecure {
+		na.Spec.Insecure, changed = p.insecure, true
+	}
+	return changed
 }
 
 // edgeOutcome says how far a placement got, in the terms of conditions.

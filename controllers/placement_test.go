@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -33,8 +34,18 @@ func TestNodeArtifactName(t *testing.T) {
 		if got != nodeArtifactName(tt.kind, tt.name, tt.node) {
 			t.Errorf("%s: not deterministic", got)
 		}
-		if len(tt.name)+len(tt.node) < 200 && got != namePrefix[tt.kind]+"-"+tt.name+"-"+tt.node {
-			t.Errorf("short name %s: want kind-name-node", got)
+		if len(tt.name)+len(tt.node) < 200 && !strings.HasPrefix(got, namePrefix[tt.kind]+"-"+tt.name+"-"+tt.node+"-") {
+			t.Errorf("short name %s: want kind-name-node-hash", got)
+		}
+	}
+	// Before the hash both were model-a-b-c: one object's puller would have
+	// taken the other's NodeArtifact.
+	if a, b := nodeArtifactName(kindInferenceModel, "a-b", "c"), nodeArtifactName(kindInferenceModel, "a", "b-c"); a == b {
+		t.Errorf("model a-b on node c and model a on node b-c share the NodeArtifact name %s", a)
+	}
+	for _, name := range []string{"resnet", long, strings.Repeat("b", 253)} {
+		if got := artifactName(kindDataset, name); len(got) > v1alpha1.MaxArtifactName || len(validation.IsDNS1123Subdomain(got)) > 0 {
+			t.Errorf("artifactName of a %d-character name is %q (%d characters): longer than %d, or not a DNS subdomain", len(name), got, len(got), v1alpha1.MaxArtifactName)
 		}
 	}
 	if a, b := nodeArtifactName(kindInferenceModel, long, long+"1"), nodeArtifactName(kindInferenceModel, long, long+"2"); a == b {
@@ -70,10 +81,8 @@ func TestPlanRollout(t *testing.T) {
 		desired  []string
 		existing []*v1alpha1.NodeArtifact
 		max      int32
-		insecure bool
 		create   []string
 		move     []string
-		refresh  []string
 		remove   []string
 	}{
 		{name: "new nodes all get the digest at once", desired: []string{"a", "b", "c"}, max: 1, create: []string{"a", "b", "c"}},
@@ -100,9 +109,6 @@ func TestPlanRollout(t *testing.T) {
 			remove:   []string{"z"}},
 		{name: "a NodeArtifact being deleted is left to its puller", desired: []string{"a", "b"}, max: 1,
 			existing: []*v1alpha1.NodeArtifact{na("a", new, ready, new), deleting}},
-		{name: "insecure changes in place", desired: []string{"a"}, max: 1, insecure: true,
-			existing: []*v1alpha1.NodeArtifact{na("a", new, ready, new)},
-			refresh:  []string{"a"}},
 	}
 	names := func(nas []*v1alpha1.NodeArtifact) []string {
 		var out []string
@@ -113,11 +119,11 @@ func TestPlanRollout(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := planRollout(tt.desired, tt.existing, new, "r@"+new, tt.insecure, tt.max)
+			p := planRollout(tt.desired, tt.existing, new, tt.max)
 			for _, c := range []struct {
 				what      string
 				got, want []string
-			}{{"create", p.create, tt.create}, {"move", names(p.move), tt.move}, {"refresh", names(p.refresh), tt.refresh}, {"remove", names(p.remove), tt.remove}} {
+			}{{"create", p.create, tt.create}, {"move", names(p.move), tt.move}, {"remove", names(p.remove), tt.remove}} {
 				if !slices.Equal(c.got, c.want) {
 					t.Errorf("%s = %v, want %v", c.what, c.got, c.want)
 				}
@@ -421,4 +427,66 @@ func TestFinalizer(t *testing.T) {
 		}
 		return fmt.Errorf("still there (finalizers %v): %v", m.Finalizers, err)
 	})
+}
+
+// TestDrift: whoever changes a NodeArtifact but the controller (a person with
+// write access, a puller before the admission policy), the controller sets
+// it back: the labels its puller lists it by, its directory and its
+// reference; and a status Ready on a digest that is not the spec's does not
+// count as Ready.
+func TestDrift(t *testing.T) {
+	ns := env.Namespace(t)
+	ref := repoName(t, "m")
+	d := pushModel(t, openRepo(t, ref), "1", map[string]string{"m.onnx": "x"}, artifact.Metadata{}).Digest.String()
+	other := pushModel(t, openRepo(t, ref), "0", map[string]string{"m.onnx": "old"}, artifact.Metadata{}).Digest.String()
+	names := nodes(t, ns, nil, 2)
+	m := edgeModel(ns, "m", ref, "1")
+	create(t, m)
+	nas := waitNodeArtifacts(t, ns, "two NodeArtifacts", func(nas map[string]*v1alpha1.NodeArtifact) error {
+		if len(nas) != 2 {
+			return fmt.Errorf("%d", len(nas))
+		}
+		return nil
+	})
+	want := nas[names[0]].DeepCopy()
+
+	// A forged Ready on another digest does not count, nor move anything.
+	puller(t, nas[names[0]], v1alpha1.NodeArtifactReady, other, "")
+	puller(t, nas[names[1]], v1alpha1.NodeArtifactReady, d, "")
+	eventually(t, "one of two Ready", func() error {
+		get(t, m)
+		if m.Status.Nodes.Ready != 1 || m.Status.Nodes.Desired != 2 {
+			return fmt.Errorf("nodes %+v, want 1 of 2 Ready: a status on %s is not Ready on %s", m.Status.Nodes, other, d)
+		}
+		return nil
+	})
+
+	for _, tt := range []struct {
+		what  string
+		patch string
+	}{
+		{"node label removed", `{"metadata":{"labels":{"barge.dev/node":null}}}`},
+		{"owner labels removed", `{"metadata":{"labels":{"barge.dev/owner-kind":null,"barge.dev/owner-name":null}}}`},
+		{"node label moved", `{"metadata":{"labels":{"barge.dev/node":"` + names[1] + `"}}}`},
+		{"directory renamed", `{"spec":{"artifactName":"model-elsewhere"}}`},
+		{"reference to another registry", `{"spec":{"reference":"evil.example.com/m@` + want.Spec.Digest + `"}}`},
+	} {
+		t.Run(tt.what, func(t *testing.T) {
+			na := &v1alpha1.NodeArtifact{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: want.Name}}
+			if err := k8s.Patch(context.Background(), na, client.RawPatch("application/merge-patch+json", []byte(tt.patch))); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "set back", func() error {
+				get(t, na)
+				if !maps.Equal(na.Labels, want.Labels) || na.Spec.ArtifactName != want.Spec.ArtifactName || na.Spec.Reference != want.Spec.Reference {
+					return fmt.Errorf("labels %v, artifactName %s, reference %s; want %v, %s, %s",
+						na.Labels, na.Spec.ArtifactName, na.Spec.Reference, want.Labels, want.Spec.ArtifactName, want.Spec.Reference)
+				}
+				return nil
+			})
+		})
+	}
+	if n := len(nodeArtifacts(t, ns)); n != 2 {
+		t.Errorf("%d NodeArtifacts after the repairs, want 2", n)
+	}
 }

@@ -50,11 +50,17 @@ type NodeArtifactSpec struct {
 	// node (model-<name> for an InferenceModel, dataset-<name> for a
 	// Dataset), so a workload can mount one hostPath wherever it runs. The
 	// NodeArtifact's own name when empty.
-	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:MaxLength=136
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
 	// +optional
 	ArtifactName string `json:"artifactName,omitempty"`
 }
+
+// MaxArtifactName is the longest spec.artifactName: with a namespace (63)
+// and a '/', it fills the 200 characters a puller accepts as an artifact's
+// name, which keep <root>/artifacts/<name>/versions/sha256-<hex> within the
+// file-name limits of common filesystems.
+const MaxArtifactName = 136
 
 // NodeArtifactStatus is written only by the puller of spec.nodeName.
 type NodeArtifactStatus struct {
