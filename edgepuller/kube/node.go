@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
@@ -73,15 +74,20 @@ type Node struct {
 	kick chan struct{} // new work for the sender
 	up   chan struct{} // the API server answered: stop backing off
 
-	mu        sync.Mutex
-	listed    time.Time                         // first successful list of this process; zero before
-	objects   map[string]*v1alpha1.NodeArtifact // by agent name, namespace/name
-	delivered map[string]bool                   // names in the last list given to the agent
-	ever      map[string]bool                   // names given to the agent by this process
-	removed   map[string]bool                   // names the agent removed since it last got them
-	last      []agent.Desired                   // the last list given to the agent
-	queue     map[string]*entry                 // status to send, by name
-	released  map[string]bool                   // UIDs whose finalizer was patched away
+	mu     sync.Mutex
+	listed time.Time // first successful list of this process; zero before
+	// all holds the node's NodeArtifacts by UID; objects the one of them
+	// that owns each agent name (directory), and shadowed the others, which
+	// name a directory an older object owns (see own).
+	all       map[types.UID]*v1alpha1.NodeArtifact
+	objects   map[string]*v1alpha1.NodeArtifact // by agent name, namespace/artifactName
+	shadowed  map[types.UID]*v1alpha1.NodeArtifact
+	delivered map[string]bool   // names in the last list given to the agent
+	ever      map[string]bool   // names given to the agent by this process
+	removed   map[string]bool   // names the agent removed since it last got them
+	last      []agent.Desired   // the last list given to the agent
+	queue     map[string]*entry // status to send, by name
+	released  map[string]bool   // UIDs whose finalizer was patched away
 }
 
 // New checks opts and prepares a client; nothing is requested before Watch.
@@ -137,7 +143,9 @@ func New(opts Options) (*Node, error) {
 		selector:  labels.Set{v1alpha1.NodeLabel: opts.NodeName}.String(),
 		kick:      make(chan struct{}, 1),
 		up:        make(chan struct{}, 1),
+		all:       map[types.UID]*v1alpha1.NodeArtifact{},
 		objects:   map[string]*v1alpha1.NodeArtifact{},
+		shadowed:  map[types.UID]*v1alpha1.NodeArtifact{},
 		delivered: map[string]bool{},
 		ever:      map[string]bool{},
 		removed:   map[string]bool{},
@@ -228,33 +236,30 @@ func (n *Node) list(ctx context.Context, set func([]agent.Desired)) (string, err
 	if err != nil {
 		return "", fmt.Errorf("list NodeArtifacts with label %s: %w", n.selector, err)
 	}
-	objects := map[string]*v1alpha1.NodeArtifact{}
+	all := map[types.UID]*v1alpha1.NodeArtifact{}
 	for i := range list.Items {
 		if na := &list.Items[i]; n.mine(na) {
-			objects[Name(na)] = na
+			all[na.UID] = na
 		}
 	}
 	n.mu.Lock()
-	n.objects = objects
+	n.all = all
+	n.own()
 	if n.listed.IsZero() {
 		n.listed = time.Now()
 	}
 	for name := range n.queue {
-		if objects[name] == nil {
+		if n.objects[name] == nil {
 			delete(n.queue, name) // nothing to patch
 		}
 	}
-	uids := map[string]bool{}
-	for _, na := range objects {
-		uids[string(na.UID)] = true
-	}
 	for uid := range n.released {
-		if !uids[uid] {
+		if all[types.UID(uid)] == nil {
 			delete(n.released, uid)
 		}
 	}
 	n.mu.Unlock()
-	n.log.Debug("NodeArtifacts listed", "count", len(objects), "resourceVersion", list.ResourceVersion)
+	n.log.Debug("NodeArtifacts listed", "count", len(all), "resourceVersion", list.ResourceVersion)
 	n.deliver(set)
 	n.signal(n.up)
 	return list.ResourceVersion, nil
@@ -332,16 +337,56 @@ func (n *Node) watch(ctx context.Context, rv string, set func([]agent.Desired)) 
 		name := Name(na)
 		n.mu.Lock()
 		if ev.Type == watch.Deleted || !n.mine(na) {
-			delete(n.objects, name)
-			delete(n.queue, name)
+			delete(n.all, na.UID)
 			delete(n.released, string(na.UID))
+			if owner := n.objects[name]; owner != nil && owner.UID == na.UID {
+				delete(n.queue, name)
+			}
 		} else {
-			n.objects[name] = na
+			n.all[na.UID] = na
 		}
+		n.own()
 		n.mu.Unlock()
 		n.deliver(set)
 		n.signal(n.up)
 	}
+}
+
+// own picks, for every agent name, the NodeArtifact that owns its directory:
+// the oldest, then the least UID, so every pass and every restart picks the
+// same one. Two objects must never share files: the others are shadowed,
+// reported Failed and released at once when deleted, having no files. The
+// controller never names two objects alike; a person or a bug might.
+// Call with n.mu held.
+func (n *Node) own() {
+	objects := make(map[string]*v1alpha1.NodeArtifact, len(n.all))
+	shadowed := map[types.UID]*v1alpha1.NodeArtifact{}
+	for _, na := range n.all {
+		name := Name(na)
+		cur := objects[name]
+		if cur == nil {
+			objects[name] = na
+			continue
+		}
+		if older(na, cur) {
+			objects[name], na = na, cur
+		}
+		shadowed[na.UID] = na
+	}
+	for uid, na := range shadowed {
+		if n.shadowed[uid] == nil {
+			n.log.Error("NodeArtifact names a directory another owns; not pulled", "nodeartifact", na.Namespace+"/"+na.Name,
+				"directory", Name(na), "owner", objects[Name(na)].Name)
+		}
+	}
+	n.objects, n.shadowed = objects, shadowed
+}
+
+func older(a, b *v1alpha1.NodeArtifact) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	return a.UID < b.UID
 }
 
 // deliver gives the agent the NodeArtifacts not being deleted, if that

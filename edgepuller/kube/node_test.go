@@ -427,4 +427,61 @@ func TestNameIsTheSameOnEveryNode(t *testing.T) {
 			t.Errorf("Name(%s) = %s, want %s", tt.na.Name, got, tt.want)
 		}
 	}
+	// The longest artifactName the CRD admits, in the longest namespace, is
+	// a name the agent accepts.
+	longest := v1alpha1.NodeArtifact{ObjectMeta: metav1.ObjectMeta{Namespace: strings.Repeat("n", 63)},
+		Spec: v1alpha1.NodeArtifactSpec{ArtifactName: strings.Repeat("a", v1alpha1.MaxArtifactName)}}
+	d := agent.Desired{Name: kube.Name(&longest), Reference: "example.com/m@sha256:" + strings.Repeat("0", 64)}
+	if err := d.Validate(); err != nil {
+		t.Errorf("the agent refuses the longest name the CRD admits: %v", err)
+	}
+}
+
+// Two NodeArtifacts that name one directory never share files: the older
+// owns it and is pulled; the later is reported Failed saying which object
+// owns the directory, and deleting it releases it at once without touching
+// the owner's files.
+func TestDuplicateDirectoryName(t *testing.T) {
+	s := newSite(t)
+	first := s.push("models/first", map[string]string{"model.onnx": "first"})
+	second := s.push("models/second", map[string]string{"model.onnx": "second"})
+	ctx := context.Background()
+	mk := func(name string, p pushed) {
+		na := &v1alpha1.NodeArtifact{
+			ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: name,
+				Labels: map[string]string{v1alpha1.NodeLabel: node}, Finalizers: []string{v1alpha1.FilesFinalizer}},
+			Spec: v1alpha1.NodeArtifactSpec{NodeName: node, Reference: p.ref, Digest: p.digest.String(), Insecure: true, ArtifactName: "model-shared"},
+		}
+		if err := env.Client.Create(ctx, na); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.forget(name) })
+	}
+	mk("owner", first)
+	time.Sleep(1100 * time.Millisecond) // creationTimestamp has a resolution of a second
+	mk("later", second)
+	s.start(nil, nil)
+
+	s.waitReady("owner", first)
+	later := s.waitStatus("later", "Failed", func(st v1alpha1.NodeArtifactStatus) bool { return st.Phase == v1alpha1.NodeArtifactFailed })
+	if !strings.Contains(later.Status.Message, "belongs to NodeArtifact owner") {
+		t.Errorf("the later NodeArtifact's message %q does not name the owner", later.Status.Message)
+	}
+	if got, err := s.read("model-shared", "model.onnx"); err != nil || got != "first" {
+		t.Errorf("model-shared/current/model.onnx = %q, %v; want the owner's file", got, err)
+	}
+
+	if err := env.Client.Delete(ctx, later); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the later NodeArtifact to be released and gone", func() bool {
+		_, err := s.get("later")
+		return isNotFound(err)
+	})
+	if got, err := s.read("model-shared", "model.onnx"); err != nil || got != "first" {
+		t.Errorf("after the later one was deleted, model-shared/current/model.onnx = %q, %v; want the owner's file", got, err)
+	}
+	if owner, err := s.get("owner"); err != nil || owner.Status.Phase != v1alpha1.NodeArtifactReady {
+		t.Errorf("owner after the later one was deleted: %+v, %v", owner.Status, err)
+	}
 }

@@ -108,6 +108,9 @@ type job struct {
 	na      *v1alpha1.NodeArtifact // a copy
 	release bool                   // remove the finalizer; else patch s
 	s       agent.Status
+	// shadow: na is not the owner of name's directory (Node.own); it has
+	// no files and no queue entry.
+	shadow bool
 }
 
 // flush sends what is due: finalizers to release, then statuses. It returns
@@ -166,15 +169,30 @@ func (n *Node) flush(ctx context.Context) (time.Duration, error) {
 		}
 		jobs = append(jobs, job{name: name, na: na.DeepCopy(), s: e.s})
 	}
+	for uid, na := range n.shadowed {
+		name := Name(na)
+		if na.DeletionTimestamp != nil {
+			if !n.released[string(uid)] && slices.Contains(na.Finalizers, v1alpha1.FilesFinalizer) {
+				jobs = append(jobs, job{name: name, na: na.DeepCopy(), release: true, shadow: true})
+			}
+			continue
+		}
+		msg := fmt.Sprintf("directory %s belongs to NodeArtifact %s, which names the same spec.artifactName; "+
+			"this one is not pulled: delete it, or give it an artifactName of its own", name, n.objects[name].Name)
+		if na.Status.Phase != v1alpha1.NodeArtifactFailed || na.Status.Message != msg {
+			jobs = append(jobs, job{name: name, na: na.DeepCopy(), shadow: true,
+				s: agent.Status{Name: name, Reference: na.Spec.Reference, Phase: agent.Failed, Message: msg}})
+		}
+	}
 	n.mu.Unlock()
 
 	slices.SortFunc(jobs, func(a, b job) int { return strings.Compare(a.name, b.name) })
 	for _, j := range jobs {
 		var err error
 		if j.release {
-			err = n.release(ctx, j.name, j.na)
+			err = n.release(ctx, j.name, j.na, j.shadow)
 		} else {
-			err = n.patchStatus(ctx, j.name, j.na, j.s)
+			err = n.patchStatus(ctx, j.name, j.na, j.s, j.shadow)
 		}
 		if err != nil {
 			return 0, err
@@ -184,15 +202,22 @@ func (n *Node) flush(ctx context.Context) (time.Duration, error) {
 }
 
 // patchStatus sends s as na's status, unless na already says it.
-func (n *Node) patchStatus(ctx context.Context, name string, na *v1alpha1.NodeArtifact, s agent.Status) error {
+func (n *Node) patchStatus(ctx context.Context, name string, na *v1alpha1.NodeArtifact, s agent.Status, shadow bool) error {
 	st := statusOf(na, s)
 	done := func(updated *v1alpha1.NodeArtifact) {
 		n.mu.Lock()
 		defer n.mu.Unlock()
-		if updated != nil {
+		if updated != nil && n.all[updated.UID] != nil {
+			n.all[updated.UID] = updated
 			if cur := n.objects[name]; cur != nil && cur.UID == updated.UID {
 				n.objects[name] = updated
 			}
+			if n.shadowed[updated.UID] != nil {
+				n.shadowed[updated.UID] = updated
+			}
+		}
+		if shadow {
+			return
 		}
 		if e := n.queue[name]; e != nil {
 			e.sent, e.sentAt = transitionOf(s), time.Now()
@@ -219,11 +244,16 @@ func (n *Node) patchStatus(ctx context.Context, name string, na *v1alpha1.NodeAr
 		done(updated)
 		return nil
 	case apierrors.IsNotFound(err):
-		n.mu.Lock()
-		delete(n.queue, name)
-		n.mu.Unlock()
+		if !shadow {
+			n.mu.Lock()
+			delete(n.queue, name)
+			n.mu.Unlock()
+		}
 		return nil
-	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
+	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsForbidden(err):
+		// Sending it again would be refused again, and would hold the
+		// statuses queued behind it. Forbidden is the chart's policy or
+		// RBAC: the operator must see it.
 		n.log.Error("the API server refused a NodeArtifact status", "nodeartifact", name, "err", err)
 		done(nil)
 		return nil
@@ -312,12 +342,12 @@ func statusPatch(st v1alpha1.NodeArtifactStatus) map[string]any {
 	}
 }
 
-// release removes the files finalizer from na, whose files are gone. The
-// patch carries na's resourceVersion, so a concurrent change of the
-// finalizers makes it fail with a conflict instead of undoing that change;
-// then it reads the object again and retries.
-func (n *Node) release(ctx context.Context, name string, na *v1alpha1.NodeArtifact) error {
-	if _, err := os.Lstat(n.opts.ArtifactDir(name)); !errors.Is(err, fs.ErrNotExist) {
+// release removes the files finalizer from na, whose files are gone (or,
+// shadowed, never were its own). The patch carries na's resourceVersion, so
+// a concurrent change of the finalizers makes it fail with a conflict
+// instead of undoing that change; then it reads the object again and retries.
+func (n *Node) release(ctx context.Context, name string, na *v1alpha1.NodeArtifact, shadow bool) error {
+	if _, err := os.Lstat(n.opts.ArtifactDir(name)); !shadow && !errors.Is(err, fs.ErrNotExist) {
 		n.log.Debug("NodeArtifact being deleted still has a directory; keeping its finalizer", "nodeartifact", name, "err", err)
 		return nil
 	}
