@@ -138,9 +138,11 @@ func (h *helper) kill(t *testing.T) {
 }
 
 // TestSIGKILLResume kills a puller mid-write and resumes in this process:
-// the blob must come out right, and the resume must ask the source only
-// for the missing suffix plus at most two checkpoint intervals (the last
-// checkpoint may still have been landing in the background).
+// the blob must come out right, and the resume must read from the source
+// only the suffix from its checkpoint, which is at most one interval older
+// than the last boundary the helper reported (that boundary's checkpoint
+// may still have been landing in the background). So it reads at most the
+// unreported suffix plus two checkpoint intervals.
 func TestSIGKILLResume(t *testing.T) {
 	root := t.TempDir()
 	h := startHelper(t, "write-slowly", root)
@@ -166,17 +168,23 @@ func TestSIGKILLResume(t *testing.T) {
 	}
 	// Checkpoints land in the background: the one the last boundary started
 	// may not have, so the resume point is that boundary or the one before.
+	// The helper may have written more than it reported when it died, so
+	// the checkpoint may also be later, but never past the end.
 	lastBoundary := reported / helperCheckpoint * helperCheckpoint
-	if st.Offset%helperCheckpoint != 0 || st.Offset < lastBoundary-helperCheckpoint || st.Offset >= helperSize {
+	oldest := lastBoundary - helperCheckpoint
+	if st.Offset%helperCheckpoint != 0 || st.Offset < oldest || st.Offset >= helperSize {
 		t.Fatalf("after SIGKILL at >= %d bytes the ingest resumes at %d; want a checkpoint at or after %d",
-			reported, st.Offset, lastBoundary-helperCheckpoint)
+			reported, st.Offset, oldest)
 	}
 	r, stats := newSeekReader(data)
 	if err := s.Push(ctx, desc, r); err != nil {
 		t.Fatalf("resume after SIGKILL: %v", err)
 	}
-	if stats.read != helperSize-st.Offset || stats.read > helperSize-reported+helperCheckpoint {
-		t.Errorf("resume read %d bytes; want %d, the suffix from the checkpoint", stats.read, helperSize-st.Offset)
+	// Only the suffix from the resume point is read, and so never more
+	// than the suffix from the checkpoint before the last reported boundary.
+	if want := helperSize - st.Offset; stats.read != want || stats.read > helperSize-oldest {
+		t.Errorf("resume read %d bytes; want %d, the suffix from the checkpoint at %d (at most %d, the suffix from %d)",
+			stats.read, want, st.Offset, helperSize-oldest, oldest)
 	}
 	assertBlob(t, s, desc, data)
 }
