@@ -388,6 +388,9 @@ func (w *Writer) Commit(ctx context.Context) error {
 	if err := os.Rename(filepath.Join(w.dir, "data"), w.s.BlobPath(d)); err != nil {
 		return fmt.Errorf("%s: commit: move into blobs: %w", d, err)
 	}
+	if fi, err := os.Stat(w.s.BlobPath(d)); err == nil {
+		w.s.stamp(d, fi)
+	}
 	if !w.s.noSync {
 		if err := syncDir(w.s.blobDir()); err != nil {
 			return fmt.Errorf("%s: commit: sync blobs directory: %w", d, err)
