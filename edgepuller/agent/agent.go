@@ -144,7 +144,7 @@ func New(opts Options) (*Agent, error) {
 		log:      opts.Log,
 		st:       st,
 		metrics:  m,
-		client:   opts.Fetch.Client,
+		client:   fetch.WithRequestTimeout(opts.Fetch.Client, opts.Fetch.RequestTimeout),
 		slots:    make(chan struct{}, opts.Concurrency),
 		pins:     map[*pinOwner]digest.Digest{},
 		statuses: map[string]Status{},

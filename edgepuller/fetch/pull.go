@@ -40,8 +40,10 @@ func Pull(ctx context.Context, st *store.Store, ref string, opts Options) (manif
 	if err != nil {
 		return ocispec.Descriptor{}, nil, Result{}, fmt.Errorf("pull %s: %w", ref, err)
 	}
+	ctx, cancel := withPullTimeout(ctx, p.opts)
+	defer cancel()
 	manifest, a, err = p.pull(ctx, r.Reference)
-	if err != nil {
+	if err = explainTimeout(ctx, p.opts, err); err != nil {
 		err = fmt.Errorf("pull %s: %w", ref, err)
 	}
 	return manifest, a, p.result(), err
@@ -146,7 +148,7 @@ func (p *puller) resolve(ctx context.Context, reference string) (ocispec.Descrip
 		if err == nil {
 			return desc, nil
 		}
-		if s.mirror && isUnreachable(err) {
+		if s.mirror && isSilent(err) {
 			p.markDown(s)
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", s, err))
@@ -233,7 +235,7 @@ func (p *puller) manifest(ctx context.Context, desc ocispec.Descriptor) ([]byte,
 	for _, s := range p.usable(nil) {
 		b, err := artifact.FetchLimited(ctx, s.repository(p.ref, p.meta), desc)
 		if err != nil {
-			if s.mirror && isUnreachable(err) {
+			if s.mirror && isSilent(err) {
 				p.markDown(s)
 			}
 			errs = append(errs, fmt.Errorf("%s: %w", s, err))

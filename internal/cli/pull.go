@@ -126,6 +126,8 @@ Layers the store has already, from any artifact, are not downloaded again.`,
 	f.BoolVar(&force, "force", false, "replace DIR even if a previous pull did not create it")
 	f.IntVar(&opts.Concurrency, "concurrency", 4, "layers downloaded at once")
 	f.StringVar(&limitRate, "limit-rate", "", "cap the download rate, in bytes per second with an optional K, M or G suffix (e.g. 2M)")
+	f.DurationVar(&opts.Timeout, "timeout", fetch.DefaultTimeout, "give up a pull that has not finished after this long; run it again to resume")
+	f.DurationVar(&opts.RequestTimeout, "request-timeout", fetch.DefaultRequestTimeout, "give up a manifest, tag lookup or token request to the registry after this long")
 	f.StringArrayVar(&opts.Mirrors, "mirror", nil, "registry mirror tried before the origin, host[:port] or http://host[:port] (repeatable, tried in order)")
 	addOutputFlag(cmd, &out)
 	return cmd
