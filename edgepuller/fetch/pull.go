@@ -86,6 +86,9 @@ func (p *puller) pull(ctx context.Context, reference string) (ocispec.Descriptor
 			return desc, a, err
 		}
 	}
+	if err := p.checkSpace(ctx, m.Layers); err != nil {
+		return desc, a, err
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.opts.Concurrency)

@@ -75,6 +75,9 @@ func Open(root string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// Root is the directory the store lives in.
+func (s *Store) Root() string { return s.root }
+
 func (s *Store) blobDir() string                  { return filepath.Join(s.root, "blobs", "sha256") }
 func (s *Store) ingestRoot() string               { return filepath.Join(s.root, "ingest") }
 func (s *Store) ingestDir(d digest.Digest) string { return filepath.Join(s.ingestRoot(), d.Encoded()) }

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,5 +93,32 @@ func TestPullSucceedsWhenOnlyCleanupFails(t *testing.T) {
 	}
 	if !strings.Contains(stdout, `"warnings"`) {
 		t.Errorf("JSON output does not carry the warning:\n%s", stdout)
+	}
+}
+
+// TestPullRefusedWithoutSpace: `barge pull` of a version whose layers do not
+// fit in the cache's filesystem fails at once with the numbers, and DIR
+// keeps the version it had.
+func TestPullRefusedWithoutSpace(t *testing.T) {
+	reg := registry.StartForTest(t)
+	cache := t.TempDir()
+	if err := syscall.Mount("tmpfs", cache, "tmpfs", 0, "size=8m"); err != nil {
+		t.Skipf("cannot mount a tmpfs here (needs root): %v; the free-space check needs a small real filesystem", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(cache, syscall.MNT_DETACH) })
+	big := make([]byte, 10<<20)
+	rand.NewChaCha8([32]byte{3}).Read(big)
+	v1 := pushDir(t, reg.Host(), "models/m", "1", map[string]string{"weights.bin": "version one"})
+	v2 := pushDir(t, reg.Host(), "models/m", "2", map[string]string{"weights.bin": string(big)})
+	dest := filepath.Join(t.TempDir(), "m")
+	if _, stderr, err := runBarge(t, "pull", "--cache", cache, v1, dest); err != nil {
+		t.Fatalf("pull %s: %v\n%s", v1, err, stderr)
+	}
+	_, _, err := runBarge(t, "pull", "--cache", cache, v2, dest)
+	if err == nil || !strings.Contains(err.Error(), "not enough free space: need 10.0 MiB") || !strings.Contains(err.Error(), "free on "+cache) {
+		t.Fatalf("pull of 10 MiB into an 8 MiB cache: err = %v; want it to refuse with the numbers", err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dest, "weights.bin")); err != nil || string(got) != "version one" {
+		t.Errorf("%s holds %q (%v) after the refused pull; want version one", dest, got, err)
 	}
 }
