@@ -81,6 +81,8 @@ func run(args []string, stderr io.Writer) int {
 		gcInterval  = fl.Duration("gc-interval", time.Hour, "how often garbage is collected, besides after each activation")
 		keep        = fl.Int("keep-previous", 1, "versions kept besides the current one, per artifact, for rollback")
 		logLevel    = fl.String("log-level", "info", "debug, info, warn or error")
+		reqTimeout  = fl.Duration("request-timeout", fetch.DefaultRequestTimeout, "bound on each manifest, tag lookup and token request to a registry or mirror, body included")
+		pullTimeout = fl.Duration("pull-timeout", fetch.DefaultTimeout, "bound on one pull of one artifact; a pull cut by it resumes on the next attempt")
 		regConfig   = fl.String("registry-config", "", "registry credentials in Docker config format (a mounted kubernetes.io/dockerconfigjson Secret); anonymous when empty")
 		mirrors     []string
 		limitRate   int64
@@ -137,6 +139,8 @@ func run(args []string, stderr io.Writer) int {
 	opts.Fetch.Mirrors = mirrors
 	opts.Fetch.LimitRate = limitRate
 	opts.Fetch.Concurrency = *layers
+	opts.Fetch.RequestTimeout = *reqTimeout
+	opts.Fetch.Timeout = *pullTimeout
 	if *regConfig != "" {
 		store, err := credentials.NewStore(*regConfig, credentials.StoreOptions{})
 		if err != nil {

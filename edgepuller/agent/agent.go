@@ -84,7 +84,7 @@ type Agent struct {
 	disk sync.RWMutex
 
 	mu       sync.Mutex
-	pins     map[string]digest.Digest // artifact name → manifest being pulled
+	pins     map[*pinOwner]digest.Digest // manifest being pulled, by the task pulling it
 	statuses map[string]Status
 	desired  []Desired // as applied; the GC works on these roots
 	known    bool      // a desired list was applied: until then the GC waits
@@ -144,9 +144,9 @@ func New(opts Options) (*Agent, error) {
 		log:      opts.Log,
 		st:       st,
 		metrics:  m,
-		client:   opts.Fetch.Client,
+		client:   fetch.WithRequestTimeout(opts.Fetch.Client, opts.Fetch.RequestTimeout),
 		slots:    make(chan struct{}, opts.Concurrency),
-		pins:     map[string]digest.Digest{},
+		pins:     map[*pinOwner]digest.Digest{},
 		statuses: map[string]Status{},
 		gcKick:   make(chan struct{}, 1),
 	}, nil
@@ -176,7 +176,15 @@ type task struct {
 	desired Desired // zero for a removal
 	cancel  context.CancelFunc
 	done    chan struct{}
+	pin     *pinOwner
 }
+
+// pinOwner holds one task's pin. Pins are the task's, not the name's: a
+// worker replaced by a newer one for the same name (its entry changed) or
+// a removal may finish after the newer one pinned what it is about to
+// pull, and must not take that pin away with its own.
+// It is not empty so that every owner has its own address.
+type pinOwner struct{ name string }
 
 // Run keeps the artifacts as src wants them until ctx ends, then stops
 // every pull (their partial downloads stay for the next run) and returns.
@@ -334,13 +342,14 @@ func (r *runner) start(name string, d Desired) *task {
 		}
 	}
 	ctx, cancel := context.WithCancel(r.ctx)
-	t := &task{name: name, desired: d, cancel: cancel, done: make(chan struct{})}
+	t := &task{name: name, desired: d, cancel: cancel, done: make(chan struct{}), pin: &pinOwner{name: name}}
 	if d != (Desired{}) {
 		// Before a collection can run: protect what the last run was pulling.
-		r.a.pinPersisted(d)
+		r.a.pinPersisted(t.pin, d)
 	}
 	go func() {
 		defer func() {
+			r.a.unpin(t.pin)
 			close(t.done)
 			select {
 			case r.finished <- t:
@@ -358,7 +367,7 @@ func (r *runner) start(name string, d Desired) *task {
 			r.a.remove(ctx, name)
 			return
 		}
-		(&worker{a: r.a, d: d, root: r.a.ArtifactDir(name)}).run(ctx)
+		(&worker{a: r.a, d: d, root: r.a.ArtifactDir(name), pin: t.pin}).run(ctx)
 	}()
 	return t
 }
@@ -437,7 +446,6 @@ func (a *Agent) remove(ctx context.Context, name string) {
 		os.Remove(filepath.Join(a.opts.Root, "artifacts", ns)) // only if empty
 	}
 	a.mu.Lock()
-	delete(a.pins, name)
 	delete(a.statuses, name)
 	a.mu.Unlock()
 	a.updateGauge()

@@ -97,9 +97,10 @@ func TestKeepsArtifactsAndRollsOutMovedTag(t *testing.T) {
 	if !e.hasBlob("cat\ndog\n") {
 		t.Error("a blob the current version shares with collected ones was deleted")
 	}
-	if metric(t, reg, "barge_edgepuller_gc_bytes_freed_total", "") < float64(len("resnet v1")) {
-		t.Error("gc_bytes_freed_total does not count the collected version")
-	}
+	// The counter grows when the collection returns, just after the files go.
+	waitFor(t, "gc_bytes_freed_total to count the collected version", func() bool {
+		return metric(t, reg, "barge_edgepuller_gc_bytes_freed_total", "") >= float64(len("resnet v1"))
+	})
 }
 
 // Dropping an entry removes its directory; the others stay untouched.

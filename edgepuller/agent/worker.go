@@ -45,10 +45,10 @@ type worker struct {
 	ref      registry.Reference
 	state    artifactState
 	failures int
+	pin      *pinOwner // whose pin this worker holds
 }
 
 func (w *worker) run(ctx context.Context) {
-	defer w.a.unpin(w.d.Name)
 	w.ref, _ = registry.ParseReference(w.d.Reference) // Validate accepted it
 	w.state = w.a.loadState(w.d)
 	cur := w.current()
@@ -92,7 +92,7 @@ func (w *worker) step(ctx context.Context) time.Duration {
 	}
 	if target == cur {
 		w.failures = 0
-		w.a.unpin(w.d.Name)
+		w.a.unpin(w.pin)
 		msg := ""
 		if resolveErr != nil {
 			msg = fmt.Sprintf("serving %s from disk; cannot check for a newer version: %v", cur, resolveErr)
@@ -172,7 +172,7 @@ func (w *worker) pull(ctx context.Context, cur, target digest.Digest) error {
 	}
 	defer func() { <-w.a.slots }()
 
-	w.a.pin(w.d.Name, target)
+	w.a.pin(w.pin, target)
 	start := time.Now()
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -185,7 +185,7 @@ func (w *worker) pull(ctx context.Context, cur, target digest.Digest) error {
 	_, art, res, err := fetch.Pull(pctx, w.a.st, pinned, opts)
 	w.a.metrics.pulled(res)
 	if refused := p.refusal(); refused != nil {
-		w.a.unpin(w.d.Name) // its layers are not wanted
+		w.a.unpin(w.pin) // its layers are not wanted
 		return refused
 	}
 	if err == nil {
@@ -195,11 +195,11 @@ func (w *worker) pull(ctx context.Context, cur, target digest.Digest) error {
 		if ok, _ := w.a.st.Exists(ctx, ocispec.Descriptor{Digest: target}); !ok {
 			// Nothing of it is known to the store: a pin would only stop
 			// the collector from deleting anything.
-			w.a.unpin(w.d.Name)
+			w.a.unpin(w.pin)
 		}
 		return err
 	}
-	path, err := w.a.activate(ctx, w.d.Name, w.root, cur, target, art.FileLayers())
+	path, err := w.a.activate(ctx, w.pin, w.root, cur, target, art.FileLayers())
 	if err != nil {
 		return err
 	}
@@ -227,7 +227,7 @@ func activatable(a *artifact.Artifact, ref string) error {
 
 // activate switches root/current to target, recording when the version it
 // replaces was last used so the collector keeps the most recent ones.
-func (a *Agent) activate(ctx context.Context, name, root string, cur, target digest.Digest, layers []ocispec.Descriptor) (string, error) {
+func (a *Agent) activate(ctx context.Context, pin *pinOwner, root string, cur, target digest.Digest, layers []ocispec.Descriptor) (string, error) {
 	a.disk.RLock()
 	defer a.disk.RUnlock()
 	now := time.Now()
@@ -239,27 +239,27 @@ func (a *Agent) activate(ctx context.Context, name, root string, cur, target dig
 		_ = gc.Touch(root, cur, now) // best effort: it only orders eviction
 	}
 	_ = gc.Touch(root, target, now)
-	a.unpin(name) // a version now: the collector keeps it as such
+	a.unpin(pin) // a version now: the collector keeps it as such
 	return path, nil
 }
 
-func (a *Agent) pin(name string, d digest.Digest) {
+func (a *Agent) pin(owner *pinOwner, d digest.Digest) {
 	a.disk.RLock() // not while a collection has already listed the pins
 	defer a.disk.RUnlock()
 	a.mu.Lock()
-	a.pins[name] = d
+	a.pins[owner] = d
 	a.mu.Unlock()
 }
 
-func (a *Agent) unpin(name string) {
+func (a *Agent) unpin(owner *pinOwner) {
 	a.mu.Lock()
-	delete(a.pins, name)
+	delete(a.pins, owner)
 	a.mu.Unlock()
 }
 
 // pinPersisted protects, from the first collection on, the blobs of a
 // version the previous run was pulling and did not activate.
-func (a *Agent) pinPersisted(d Desired) {
+func (a *Agent) pinPersisted(owner *pinOwner, d Desired) {
 	st := a.loadState(d)
 	target := a.knownTarget(d, st)
 	if target == "" {
@@ -269,7 +269,7 @@ func (a *Agent) pinPersisted(d Desired) {
 		return
 	}
 	if ok, _ := a.st.Exists(context.Background(), ocispec.Descriptor{Digest: target}); ok {
-		a.pin(d.Name, target)
+		a.pin(owner, target)
 	}
 }
 

@@ -45,8 +45,10 @@ func FetchBlob(ctx context.Context, st *store.Store, repo string, desc ocispec.D
 	if err != nil {
 		return Result{}, err
 	}
+	ctx, cancel := withPullTimeout(ctx, p.opts)
+	defer cancel()
 	err = p.fetchBlob(ctx, desc, desc.Annotations[ocispec.AnnotationTitle])
-	return p.result(), err
+	return p.result(), explainTimeout(ctx, p.opts, err)
 }
 
 // puller holds what the downloads of one Pull share: clients, sources,
@@ -74,6 +76,7 @@ func newPuller(st *store.Store, ref registry.Reference, opts Options) (*puller, 
 		return nil, err
 	}
 	meta, blob := clients(opts.Client)
+	meta = WithRequestTimeout(meta, opts.RequestTimeout)
 	return &puller{
 		st: st, ref: ref, opts: opts, srcs: srcs, meta: meta, blob: blob,
 		limit: opts.limiter(),
@@ -394,7 +397,13 @@ func (d *download) cut(ctx context.Context, src source, err error) *attemptError
 
 func (d *download) networkError(ctx context.Context, src source, err error) *attemptError {
 	if errors.Is(context.Cause(ctx), errStalled) {
-		return failf(transient, "%s did not answer within %s", src, d.p.opts.StallTimeout)
+		// A mirror that says nothing at all is not waited for again in
+		// this pull: every blob would pay StallTimeout for it.
+		kind := transient
+		if src.mirror {
+			kind = unreachable
+		}
+		return failf(kind, "%s did not answer within %s", src, d.p.opts.StallTimeout)
 	}
 	var (
 		certErr *tls.CertificateVerificationError
@@ -417,6 +426,13 @@ func (d *download) networkError(ctx context.Context, src source, err error) *att
 		return failf(unreachable, "%s: cannot connect: %w", src, err)
 	}
 	return failf(transient, "%s: %w", src, err)
+}
+
+// isSilent reports a source that cannot be reached or did not answer
+// within the request timeout: a mirror like that is skipped for the rest
+// of the pull.
+func isSilent(err error) bool {
+	return isUnreachable(err) || errors.Is(err, errRequestTimeout)
 }
 
 // isUnreachable reports a failure to reach the host at all, as opposed to

@@ -2,15 +2,19 @@ package fetch_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/bargeml/barge/edgepuller/fetch"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content"
 )
 
 // closedAddr returns a loopback address nothing listens on.
@@ -172,4 +176,94 @@ func TestMirrorFailsMidway(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMirrorDoesNotDescribeDigest: for a digest reference, a mirror's word
+// on the manifest's size and media type is not taken, only manifest bytes
+// it serves that match the digest. A mirror that lies in its HEAD answer
+// (a wrong size would fail the pull everywhere, an index type would send
+// it down the wrong path) or serves another manifest under the digest
+// changes nothing: the pull gets the origin's artifact.
+func TestMirrorDoesNotDescribeDigest(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// manifestGET answers a GET of the pulled manifest, given the right
+		// bytes and another manifest's.
+		manifestGET func(w http.ResponseWriter, right, other []byte)
+		// fromMirror says whether the mirror's manifest is used.
+		fromMirror bool
+	}{
+		{"HEAD lies, GET is right", func(w http.ResponseWriter, right, _ []byte) {
+			w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+			w.Write(right)
+		}, true},
+		{"GET serves another manifest", func(w http.ResponseWriter, _, other []byte) {
+			w.Header().Set("Content-Type", ocispec.MediaTypeImageManifest)
+			w.Write(other)
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			origin, mirrorReg := startRegistry(t), startRegistry(t)
+			m := pushModel(t, origin.Host(), "models/resnet", "v1", fourFiles(7))
+			pushModel(t, mirrorReg.Host(), "models/resnet", "v1", fourFiles(7))
+			other := pushModel(t, mirrorReg.Host(), "models/resnet", "v2", fourFiles(8))
+			right := fetchManifest(t, origin.Host(), m)
+			wrong := fetchManifest(t, mirrorReg.Host(), other)
+
+			rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: mirrorReg.Host()})
+			mirror := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if !strings.HasSuffix(r.URL.Path, "/manifests/"+m.manifest.Digest.String()) {
+					rp.ServeHTTP(w, r)
+					return
+				}
+				w.Header().Set("Docker-Content-Digest", m.manifest.Digest.String())
+				if r.Method == http.MethodHead {
+					w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
+					w.Header().Set("Content-Length", fmt.Sprint(len(right)+1000))
+					return
+				}
+				tc.manifestGET(w, right, wrong)
+			}))
+			t.Cleanup(mirror.Close)
+
+			c := newCounter(t)
+			st := newStore(t)
+			ref := origin.Host() + "/models/resnet@" + m.manifest.Digest.String()
+			desc, a, _, err := fetch.Pull(ctx, st, ref, fetch.Options{
+				PlainHTTP: true, Client: c.client(), Backoff: fastRetry, Mirrors: []string{"http://" + mirror.Listener.Addr().String()},
+			})
+			if err != nil {
+				t.Fatalf("pull %s through a lying mirror: %v", ref, err)
+			}
+			if desc.Digest != m.manifest.Digest || desc.MediaType != m.manifest.MediaType || desc.Size != m.manifest.Size {
+				t.Errorf("pulled manifest %s %s %d bytes; want the origin's %s %s %d bytes",
+					desc.Digest, desc.MediaType, desc.Size, m.manifest.Digest, m.manifest.MediaType, m.manifest.Size)
+			}
+			if a.Version != "v1" {
+				t.Errorf("pulled version %q, want v1", a.Version)
+			}
+			assertStored(t, st, m)
+			mirrorHost := mirror.Listener.Addr().String()
+			if heads := c.requests(mirrorHost, http.MethodHead, "/manifests/"+m.manifest.Digest.String()); len(heads) != 0 {
+				t.Errorf("the mirror was asked %d times to describe the digest", len(heads))
+			}
+			originGETs := c.requests(origin.Host(), http.MethodGet, "/manifests/"+m.manifest.Digest.String())
+			if tc.fromMirror && len(originGETs) != 0 {
+				t.Errorf("the origin served the manifest although the mirror's bytes were right")
+			}
+			if !tc.fromMirror && len(originGETs) != 1 {
+				t.Errorf("the origin served the manifest %d times; want once, after the mirror's wrong bytes", len(originGETs))
+			}
+		})
+	}
+}
+
+func fetchManifest(t *testing.T, host string, m model) []byte {
+	t.Helper()
+	b, err := content.FetchAll(context.Background(), repository(t, host, "models/resnet"), m.manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

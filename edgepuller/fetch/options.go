@@ -53,6 +53,16 @@ type Options struct {
 	// (response headers or body) before it counts as cut and is resumed.
 	// If <= 0, 30s is used.
 	StallTimeout time.Duration
+	// RequestTimeout bounds every other request, from sending it to reading
+	// its body, retries and the token request it needs included: tag and
+	// digest lookups (HEAD) and manifests. A registry that accepts the
+	// connection and never answers fails the request after it.
+	// If <= 0, 1m is used (a 4 MiB manifest at 1 Mbit/s takes 34s).
+	RequestTimeout time.Duration
+	// Timeout bounds a whole Pull or FetchBlob, whatever the registry does;
+	// a pull it cuts keeps its partial downloads and the next pull resumes
+	// them. If <= 0, 6h is used: about 2.5 GiB at 1 Mbit/s.
+	Timeout time.Duration
 	// Check, if set, sees the artifact once its manifest and config are in
 	// the store, before any layer is fetched; an error stops the pull there,
 	// so that what the caller refuses (an image, say) costs no layer bytes.
@@ -66,6 +76,10 @@ const (
 	defaultConcurrency  = 4
 	defaultMaxAttempts  = 8
 	defaultStallTimeout = 30 * time.Second
+	// DefaultRequestTimeout and DefaultTimeout are the defaults of
+	// Options.RequestTimeout and Options.Timeout.
+	DefaultRequestTimeout = time.Minute
+	DefaultTimeout        = 6 * time.Hour
 	// mirrorAttempts caps the attempts without progress on a mirror: it is
 	// a shortcut, not the source of truth, and the origin is one step away.
 	mirrorAttempts = 3
@@ -93,6 +107,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.StallTimeout <= 0 {
 		o.StallTimeout = defaultStallTimeout
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = DefaultRequestTimeout
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
 	}
 	return o
 }

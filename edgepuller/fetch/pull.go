@@ -6,11 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 
 	"github.com/bargeml/barge/artifact"
 	"github.com/bargeml/barge/edgepuller/store"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry"
 )
@@ -36,8 +40,10 @@ func Pull(ctx context.Context, st *store.Store, ref string, opts Options) (manif
 	if err != nil {
 		return ocispec.Descriptor{}, nil, Result{}, fmt.Errorf("pull %s: %w", ref, err)
 	}
+	ctx, cancel := withPullTimeout(ctx, p.opts)
+	defer cancel()
 	manifest, a, err = p.pull(ctx, r.Reference)
-	if err != nil {
+	if err = explainTimeout(ctx, p.opts, err); err != nil {
 		err = fmt.Errorf("pull %s: %w", ref, err)
 	}
 	return manifest, a, p.result(), err
@@ -80,6 +86,9 @@ func (p *puller) pull(ctx context.Context, reference string) (ocispec.Descriptor
 			return desc, a, err
 		}
 	}
+	if err := p.checkSpace(ctx, m.Layers); err != nil {
+		return desc, a, err
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.opts.Concurrency)
@@ -106,24 +115,105 @@ func (p *puller) pull(ctx context.Context, reference string) (ocispec.Descriptor
 	return desc, a, nil
 }
 
-// resolve finds what reference names. A tag is resolved at the origin only;
-// a digest can be resolved anywhere, since the content is checked against it.
+// resolve finds what reference names. Only the origin says what a tag
+// means. For a digest, a mirror is not asked what the digest's size and
+// media type are (a HEAD answer cannot be checked, and a wrong size or type
+// would fail or misdirect the pull even where the origin is right): the
+// descriptor comes from the store, from the origin, or from the manifest
+// bytes a mirror serves, verified against the digest first.
 func (p *puller) resolve(ctx context.Context, reference string) (ocispec.Descriptor, error) {
-	srcs := p.srcs[len(p.srcs)-1:]
+	origin := p.srcs[len(p.srcs)-1]
 	ref := p.ref
 	ref.Reference = reference
-	if _, err := ref.Digest(); err == nil {
-		srcs = p.usable(nil)
+	d, err := ref.Digest()
+	if err != nil {
+		desc, err := origin.repository(p.ref, p.meta).Resolve(ctx, reference)
+		if err != nil {
+			err = fmt.Errorf("%s: %w", origin, err)
+			return ocispec.Descriptor{}, fmt.Errorf("resolve %s: %w%s", reference, err, resolveHint([]error{err}))
+		}
+		return desc, nil
+	}
+	if desc, ok := p.storedManifest(ctx, d); ok {
+		return desc, nil
 	}
 	var errs []error
-	for _, s := range srcs {
-		desc, err := s.repository(p.ref, p.meta).Resolve(ctx, reference)
+	for _, s := range p.usable(nil) {
+		var desc ocispec.Descriptor
+		if s.mirror {
+			desc, err = p.mirrorManifest(ctx, s, d)
+		} else {
+			desc, err = s.repository(p.ref, p.meta).Resolve(ctx, reference)
+			if err == nil && desc.Digest != d {
+				err = fmt.Errorf("answered with %s for a digest reference", desc.Digest)
+			}
+		}
 		if err == nil {
 			return desc, nil
+		}
+		if s.mirror && isSilent(err) {
+			p.markDown(s)
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", s, err))
 	}
 	return ocispec.Descriptor{}, fmt.Errorf("resolve %s: %w%s", reference, joinErrors(errs), resolveHint(errs))
+}
+
+// storedManifest describes the manifest d from the store, if it is there.
+func (p *puller) storedManifest(ctx context.Context, d digest.Digest) (ocispec.Descriptor, bool) {
+	if ok, err := p.st.Exists(ctx, ocispec.Descriptor{Digest: d}); err != nil || !ok {
+		return ocispec.Descriptor{}, false
+	}
+	b, err := os.ReadFile(p.st.BlobPath(d))
+	if err != nil || len(b) > artifact.MaxManifestBytes || digest.FromBytes(b) != d {
+		return ocispec.Descriptor{}, false
+	}
+	return describeManifest(d, b), true
+}
+
+// mirrorManifest fetches the manifest d from the mirror s, verifies it and
+// stores it, and describes it from its own bytes.
+func (p *puller) mirrorManifest(ctx context.Context, s source, d digest.Digest) (ocispec.Descriptor, error) {
+	_, rc, err := s.repository(p.ref, p.meta).FetchReference(ctx, d.String())
+	if err != nil {
+		return ocispec.Descriptor{}, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, artifact.MaxManifestBytes+1))
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("read manifest %s: %w", d, err)
+	}
+	p.fetched.Add(int64(len(b)))
+	if len(b) > artifact.MaxManifestBytes {
+		return ocispec.Descriptor{}, fmt.Errorf("manifest %s is more than the %d MiB limit for manifests", d, artifact.MaxManifestBytes>>20)
+	}
+	if got := digest.FromBytes(b); got != d {
+		return ocispec.Descriptor{}, fmt.Errorf("manifest %s: %w: the mirror served content with digest %s", d, content.ErrMismatchedDigest, got)
+	}
+	desc := describeManifest(d, b)
+	if err := p.st.Push(ctx, desc, bytes.NewReader(b)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
+		return ocispec.Descriptor{}, fmt.Errorf("store manifest %s: %w", d, err)
+	}
+	return desc, nil
+}
+
+// describeManifest is the descriptor of manifest bytes b, verified to be
+// d: the media type is the one the manifest declares, or, for an OCI
+// manifest that leaves it out, what its fields make it.
+func describeManifest(d digest.Digest, b []byte) ocispec.Descriptor {
+	var m struct {
+		MediaType string            `json:"mediaType"`
+		Manifests []json.RawMessage `json:"manifests"`
+	}
+	_ = json.Unmarshal(b, &m) // artifact.Parse reports what is wrong with it
+	mt := m.MediaType
+	if mt == "" {
+		mt = ocispec.MediaTypeImageManifest
+		if m.Manifests != nil {
+			mt = ocispec.MediaTypeImageIndex
+		}
+	}
+	return ocispec.Descriptor{MediaType: mt, Digest: d, Size: int64(len(b))}
 }
 
 func resolveHint(errs []error) string {
@@ -148,7 +238,7 @@ func (p *puller) manifest(ctx context.Context, desc ocispec.Descriptor) ([]byte,
 	for _, s := range p.usable(nil) {
 		b, err := artifact.FetchLimited(ctx, s.repository(p.ref, p.meta), desc)
 		if err != nil {
-			if s.mirror && isUnreachable(err) {
+			if s.mirror && isSilent(err) {
 				p.markDown(s)
 			}
 			errs = append(errs, fmt.Errorf("%s: %w", s, err))

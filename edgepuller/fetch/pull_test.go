@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"testing"
@@ -219,4 +221,67 @@ func TestPullCheckRefusesBeforeLayers(t *testing.T) {
 			t.Errorf("a refused pull fetched blob %s", g.Path)
 		}
 	}
+}
+
+// TestPullFetchesChangedBlobAgain: a workload wrote through its hard link
+// into a weights file that the next version shares. The pull of that
+// version must fetch the file again instead of handing the damage on, and
+// must not hash again the shared files nobody touched.
+func TestPullFetchesChangedBlobAgain(t *testing.T) {
+	ctx := context.Background()
+	reg := startRegistry(t)
+	v1 := pushModel(t, reg.Host(), "models/resnet", "v1", fourFiles(1))
+	files2 := fourFiles(1)
+	files2["config.json"] = []byte(`{"layers": 51}`)
+	v2 := pushModel(t, reg.Host(), "models/resnet", "v2", files2)
+	st := newStore(t)
+	opts := fetch.Options{PlainHTTP: true}
+	if _, _, _, err := fetch.Pull(ctx, st, v1.ref, opts); err != nil {
+		t.Fatal(err)
+	}
+
+	// The workload's writable mount of v1's weights: a hard link to the blob.
+	weights := filepath.Join(t.TempDir(), "weights.bin")
+	if err := os.Link(st.BlobPath(v1.digestOf("weights.bin")), weights); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(weights, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(weights, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("fine-tuned in place"), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := os.Chmod(weights, 0o444); err != nil {
+		t.Fatal(err)
+	}
+
+	var ev events
+	opts.Progress = ev.record
+	hashed := st.Rehashed()
+	_, _, res, err := fetch.Pull(ctx, st, v2.ref, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(ev.of(v2.digestOf("weights.bin"), fetch.Done)); got != 1 {
+		t.Errorf("weights.bin, changed in the store, was fetched %d times; want once", got)
+	}
+	if want := int64(len(v2.files["weights.bin"])); res.Fetched < want {
+		t.Errorf("pull fetched %d bytes; want at least weights.bin's %d", res.Fetched, want)
+	}
+	for _, name := range []string{"code/pre.py", "docs/README.md"} {
+		if got := len(ev.of(v2.digestOf(name), fetch.Skipped)); got != 1 {
+			t.Errorf("%s, unchanged in the store, was not reused", name)
+		}
+	}
+	// Only the changed file was hashed again: the first stat that did not
+	// match cost one read of it, the unchanged blobs a stat each.
+	if got, want := st.Rehashed()-hashed, int64(len(v1.files["weights.bin"])); got != want {
+		t.Errorf("the pull hashed %d bytes of stored blobs again; want %d, only the changed weights.bin", got, want)
+	}
+	assertStored(t, st, v2)
 }

@@ -2,12 +2,14 @@ package store
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -46,6 +48,9 @@ func runHelper(mode, root string) error {
 		return err
 	}
 	data, desc := testBlob(helperSize, helperSeed)
+	if mode == "push" {
+		return s.Push(ctx, desc, bytes.NewReader(data))
+	}
 	w, err := s.Writer(ctx, desc)
 	if err != nil {
 		return err
@@ -138,9 +143,11 @@ func (h *helper) kill(t *testing.T) {
 }
 
 // TestSIGKILLResume kills a puller mid-write and resumes in this process:
-// the blob must come out right, and the resume must ask the source only
-// for the missing suffix plus at most two checkpoint intervals (the last
-// checkpoint may still have been landing in the background).
+// the blob must come out right, and the resume must read from the source
+// only the suffix from its checkpoint, which is at most one interval older
+// than the last boundary the helper reported (that boundary's checkpoint
+// may still have been landing in the background). So it reads at most the
+// unreported suffix plus two checkpoint intervals.
 func TestSIGKILLResume(t *testing.T) {
 	root := t.TempDir()
 	h := startHelper(t, "write-slowly", root)
@@ -166,17 +173,23 @@ func TestSIGKILLResume(t *testing.T) {
 	}
 	// Checkpoints land in the background: the one the last boundary started
 	// may not have, so the resume point is that boundary or the one before.
+	// The helper may have written more than it reported when it died, so
+	// the checkpoint may also be later, but never past the end.
 	lastBoundary := reported / helperCheckpoint * helperCheckpoint
-	if st.Offset%helperCheckpoint != 0 || st.Offset < lastBoundary-helperCheckpoint || st.Offset >= helperSize {
+	oldest := lastBoundary - helperCheckpoint
+	if st.Offset%helperCheckpoint != 0 || st.Offset < oldest || st.Offset >= helperSize {
 		t.Fatalf("after SIGKILL at >= %d bytes the ingest resumes at %d; want a checkpoint at or after %d",
-			reported, st.Offset, lastBoundary-helperCheckpoint)
+			reported, st.Offset, oldest)
 	}
 	r, stats := newSeekReader(data)
 	if err := s.Push(ctx, desc, r); err != nil {
 		t.Fatalf("resume after SIGKILL: %v", err)
 	}
-	if stats.read != helperSize-st.Offset || stats.read > helperSize-reported+helperCheckpoint {
-		t.Errorf("resume read %d bytes; want %d, the suffix from the checkpoint", stats.read, helperSize-st.Offset)
+	// Only the suffix from the resume point is read, and so never more
+	// than the suffix from the checkpoint before the last reported boundary.
+	if want := helperSize - st.Offset; stats.read != want || stats.read > helperSize-oldest {
+		t.Errorf("resume read %d bytes; want %d, the suffix from the checkpoint at %d (at most %d, the suffix from %d)",
+			stats.read, want, st.Offset, helperSize-oldest, oldest)
 	}
 	assertBlob(t, s, desc, data)
 }
@@ -248,4 +261,96 @@ func TestCrossProcessLock(t *testing.T) {
 		}
 		assertBlob(t, s, desc, data)
 	})
+}
+
+// TestRetryAfterCrashInCommit: a crash between Commit's Chmod(0444) and its
+// rename leaves the whole blob read-only in ingest/. The next pull of that
+// blob, by a puller without CAP_DAC_OVERRIDE as the chart runs it (or the
+// CLI as a user), must succeed instead of failing until garbage collection.
+func TestRetryAfterCrashInCommit(t *testing.T) {
+	ctx := context.Background()
+	root := filepath.Join(worldDir(t), "store")
+	s, err := Open(root, Options{CheckpointBytes: helperCheckpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, desc := testBlob(helperSize, helperSeed)
+	w, err := s.Writer(ctx, desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	// Commit's steps up to the crash: verified, synced, made read-only.
+	if err := w.data.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.data.Chmod(0o444); err != nil {
+		t.Fatal(err)
+	}
+	crash(w)
+	ingestData := filepath.Join(s.ingestDir(desc.Digest), "data")
+	if fi, err := os.Lstat(ingestData); err != nil || fi.Mode() != 0o444 {
+		t.Fatalf("the crash should leave a read-only ingest file: %v, %v", fi, err)
+	}
+
+	if os.Geteuid() == 0 {
+		// Root could open the file whatever its mode: retry as a user.
+		pushAsNobody(t, root)
+	} else if err := s.Push(ctx, desc, bytes.NewReader(data)); err != nil {
+		t.Fatalf("retry after a crash in Commit: %v", err)
+	}
+	assertBlob(t, s, desc, data)
+	if _, err := os.Lstat(s.ingestDir(desc.Digest)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the ingest is still there after the retry committed: %v", err)
+	}
+}
+
+// worldDir is a temporary directory that another user may enter (the
+// test's own temporary directories may not be).
+func worldDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "barge-store-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// pushAsNobody pushes the helper blob into the store at root from a process
+// running as uid and gid 65534, without any capability, as the store's
+// owner: the store's files are handed to that user first, as they would
+// belong to it in a deployment.
+func pushAsNobody(t *testing.T, root string) {
+	t.Helper()
+	const nobody = 65534
+	err := filepath.WalkDir(root, func(path string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(path, nobody, nobody)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The test binary lives in a directory only root may enter.
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(filepath.Dir(root), "store.test")
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^TestHelperProcess$")
+	cmd.Env = append(os.Environ(), helperEnv+"=push", "BARGE_STORE_ROOT="+root, "HOME=/", "GOCOVERDIR=")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("retry as uid %d after a crash in Commit: %v\n%s", nobody, err, out)
+	}
 }

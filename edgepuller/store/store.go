@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -52,6 +53,7 @@ func (s *Store) checkpointFor(size int64) int64 {
 //	ingest/<hex>/data    partial download
 //	ingest/<hex>/state   checkpoint: offset and sha256 state (see ingestState)
 //	ingest/<hex>/lock    flock shared by every process writing <hex>
+//	verified/<hex>       the blob file's stat when last verified (see Exists)
 //
 // A Store is safe for concurrent use, also by several processes sharing root.
 type Store struct {
@@ -59,18 +61,22 @@ type Store struct {
 	checkpoint int64
 	noSync     bool
 	locks      keyedMutex
+	rehashed   atomic.Int64
 }
 
 // Open returns the store at root, creating its directories if needed.
 func Open(root string, opts Options) (*Store, error) {
 	s := &Store{root: root, checkpoint: opts.CheckpointBytes, noSync: opts.NoSync}
-	for _, dir := range []string{s.blobDir(), s.ingestRoot()} {
+	for _, dir := range []string{s.blobDir(), s.ingestRoot(), s.stampDir()} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("open blob store %s: %w", root, err)
 		}
 	}
 	return s, nil
 }
+
+// Root is the directory the store lives in.
+func (s *Store) Root() string { return s.root }
 
 func (s *Store) blobDir() string                  { return filepath.Join(s.root, "blobs", "sha256") }
 func (s *Store) ingestRoot() string               { return filepath.Join(s.root, "ingest") }
@@ -110,7 +116,7 @@ func (s *Store) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadClos
 		return nil, fmt.Errorf("%s: %w: descriptor says %d bytes, the stored blob has %d; check the descriptor",
 			desc.Digest, content.ErrInvalidDescriptorSize, desc.Size, fi.Size())
 	}
-	s.touch(f.Name(), fi)
+	s.touch(desc.Digest, f.Name(), fi)
 	return f, nil
 }
 
@@ -119,30 +125,44 @@ func (s *Store) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadClos
 // use itself; an hour is plenty for garbage collection measured in days.
 const accessResolution = time.Hour
 
-func (s *Store) touch(path string, fi fs.FileInfo) {
+func (s *Store) touch(d digest.Digest, path string, fi fs.FileInfo) {
 	now := time.Now()
 	if now.Sub(accessTime(fi)) < accessResolution {
 		return
 	}
+	// Setting the access time changes the ctime: restamp a blob that was
+	// unchanged, so that the next Exists does not hash it again for it.
+	unchanged := s.unchanged(d, fi)
 	// Best effort: a read-only mount must not make reads fail; the blob then
 	// just looks older to the garbage collector than it is.
-	_ = os.Chtimes(path, now, time.Time{})
+	if os.Chtimes(path, now, time.Time{}) != nil || !unchanged {
+		return
+	}
+	if fi, err := os.Stat(path); err == nil {
+		s.stamp(d, fi)
+	}
 }
 
-// Exists reports whether the blob desc is committed.
+// Exists reports whether the blob desc is committed and still holds its
+// content. A blob whose file changed since it was verified (its stat no
+// longer matches: a workload wrote through a hard link) is hashed again;
+// if it no longer matches its digest it is removed and Exists reports
+// false, so the caller fetches it again. An unchanged blob costs a stat.
 func (s *Store) Exists(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
 	if err := validateDigest(desc.Digest); err != nil {
 		return false, err
 	}
-	_, err := os.Stat(s.BlobPath(desc.Digest))
+	path := s.BlobPath(desc.Digest)
+	fi, err := os.Stat(path)
 	switch {
-	case err == nil:
-		return true, nil
 	case errors.Is(err, fs.ErrNotExist):
 		return false, nil
-	default:
+	case err != nil:
 		return false, fmt.Errorf("%s: stat blob: %w", desc.Digest, err)
+	case s.unchanged(desc.Digest, fi):
+		return true, nil
 	}
+	return s.reverify(ctx, desc.Digest, path)
 }
 
 // Delete removes the committed blob desc. Readers that already opened it
@@ -152,6 +172,7 @@ func (s *Store) Delete(ctx context.Context, desc ocispec.Descriptor) error {
 		return err
 	}
 	err := os.Remove(s.BlobPath(desc.Digest))
+	os.Remove(s.stampPath(desc.Digest))
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%s: %w", desc.Digest, errdef.ErrNotFound)
 	}

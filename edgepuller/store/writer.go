@@ -78,8 +78,12 @@ func (w *Writer) open() error {
 		os.RemoveAll(w.dir)
 		return fmt.Errorf("%s: %w", d, errdef.ErrAlreadyExists)
 	}
+	path := filepath.Join(w.dir, "data")
+	if err := makeWritable(path); err != nil {
+		return fmt.Errorf("%s: open ingest data: %w", d, err)
+	}
 	var err error
-	w.data, err = os.OpenFile(filepath.Join(w.dir, "data"), os.O_RDWR|os.O_CREATE, 0o644)
+	w.data, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("%s: open ingest data: %w", d, err)
 	}
@@ -112,6 +116,36 @@ func (w *Writer) open() error {
 	if w.offset == 0 {
 		// Record the total at once so Status and ListIngests can report it.
 		return w.writeState()
+	}
+	return nil
+}
+
+// makeWritable undoes what a crash between Commit's Chmod and its rename
+// leaves behind: a read-only data file that a puller without
+// CAP_DAC_OVERRIDE (the chart drops every capability, and the CLI runs as
+// a user) could never open again, so the blob could not be pulled until
+// garbage collection removed the ingest. The caller holds the ingest's
+// lock, so no one else is writing the file. If it cannot be made writable
+// (it belongs to another user), it is removed and the ingest restarts.
+func makeWritable(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file; remove it", path)
+	}
+	if fi.Mode().Perm()&0o200 != 0 {
+		return nil
+	}
+	if os.Chmod(path, 0o644) == nil {
+		return nil
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("read-only %s left by a crash during commit can be neither made writable nor removed: %w", path, err)
 	}
 	return nil
 }
@@ -353,6 +387,9 @@ func (w *Writer) Commit(ctx context.Context) error {
 	}
 	if err := os.Rename(filepath.Join(w.dir, "data"), w.s.BlobPath(d)); err != nil {
 		return fmt.Errorf("%s: commit: move into blobs: %w", d, err)
+	}
+	if fi, err := os.Stat(w.s.BlobPath(d)); err == nil {
+		w.s.stamp(d, fi)
 	}
 	if !w.s.noSync {
 		if err := syncDir(w.s.blobDir()); err != nil {

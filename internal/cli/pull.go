@@ -84,18 +84,32 @@ Layers the store has already, from any artifact, are not downloaded again.`,
 			if err != nil {
 				return explain(err, ref)
 			}
+			var warnings []string
+			before, _ := os.Lstat(dir)
 			if err := unpack.ReplaceDir(ctx, st, a.FileLayers(), dir, unpack.Options{Overwrite: force}); err != nil {
-				if errors.Is(err, unpack.ErrNotOwned) {
-					return fmt.Errorf("%w: pull into a new or empty directory, or pass --force to replace it", err)
+				if !swappedIn(dir, before) {
+					if errors.Is(err, unpack.ErrNotOwned) {
+						return fmt.Errorf("%w: pull into a new or empty directory, or pass --force to replace it", err)
+					}
+					return err
 				}
-				return err
+				// The new version is in place; what failed came after (removing
+				// the old tree, syncing the parent). Failing now would tell a
+				// script that DIR still holds what it held before.
+				w := fmt.Sprintf("the new version is in place, but a step after the swap failed: %v; remove what is left beside %s by hand", err, dir)
+				fmt.Fprintf(s.err, "Warning: %s\n", w)
+				warnings = append(warnings, w)
 			}
 			abs, _ := filepath.Abs(dir)
 			if out == "json" {
-				return writeJSON(s.out, map[string]any{
+				j := map[string]any{
 					"reference": ref.String(), "digest": desc.Digest, "path": abs, "files": a.Files,
 					"fetchedBytes": res.Fetched, "reusedBytes": res.Reused, "resumed": res.Resumed, "retries": res.Retries,
-				})
+				}
+				if len(warnings) > 0 {
+					j["warnings"] = warnings
+				}
+				return writeJSON(s.out, j)
 			}
 			fmt.Fprintf(s.err, "Pulled %s\nDigest: %s\nFetched %s, reused %s from the cache", ref, desc.Digest, humanBytes(res.Fetched), humanBytes(res.Reused))
 			if res.Resumed > 0 {
@@ -112,9 +126,22 @@ Layers the store has already, from any artifact, are not downloaded again.`,
 	f.BoolVar(&force, "force", false, "replace DIR even if a previous pull did not create it")
 	f.IntVar(&opts.Concurrency, "concurrency", 4, "layers downloaded at once")
 	f.StringVar(&limitRate, "limit-rate", "", "cap the download rate, in bytes per second with an optional K, M or G suffix (e.g. 2M)")
+	f.DurationVar(&opts.Timeout, "timeout", fetch.DefaultTimeout, "give up a pull that has not finished after this long; run it again to resume")
+	f.DurationVar(&opts.RequestTimeout, "request-timeout", fetch.DefaultRequestTimeout, "give up a manifest, tag lookup or token request to the registry after this long")
 	f.StringArrayVar(&opts.Mirrors, "mirror", nil, "registry mirror tried before the origin, host[:port] or http://host[:port] (repeatable, tried in order)")
 	addOutputFlag(cmd, &out)
 	return cmd
+}
+
+// swappedIn reports whether dir now is a tree that a pull put there in place
+// of before (nil if dir did not exist): ReplaceDir can fail after its swap.
+func swappedIn(dir string, before os.FileInfo) bool {
+	after, err := os.Lstat(dir)
+	if err != nil || !after.IsDir() || (before != nil && os.SameFile(before, after)) {
+		return false
+	}
+	marker, err := os.Lstat(filepath.Join(dir, unpack.PullMarker))
+	return err == nil && marker.Mode().IsRegular()
 }
 
 // parseRate reads a byte size or rate flag; empty means none.
