@@ -146,9 +146,8 @@ func TestDeepEntryIsLinear(t *testing.T) {
 			if st.opens > limit {
 				t.Errorf("opened directories %d times for %d levels; want at most %d", st.opens, depth, limit)
 			}
-			if !sync && took > 5*time.Second {
-				t.Errorf("took %v for %d levels (it was 117 s when quadratic)", took, depth)
-			}
+			// No bound on time here: it is mkdir on a shared disk, 1 s
+			// idle and 10 s under load. The count above is the proof.
 			t.Logf("%d levels, fsync %v: %d opens, %v", depth, sync, st.opens, took)
 			os.RemoveAll(out)
 		})
