@@ -201,3 +201,31 @@ func TestLoginRefusesPasswordFlag(t *testing.T) {
 		t.Errorf("a refused login stored credentials: %s", b)
 	}
 }
+
+// TestLoginPrompts: on a terminal, barge login asks for the user name and
+// the password and stores them. util-linux `script` gives it a real
+// pseudo-terminal. (Whether the password echoes cannot be told here: script
+// writes all input into the terminal before barge turns echo off.)
+func TestLoginPrompts(t *testing.T) {
+	scriptBin, err := exec.LookPath("script")
+	if err != nil {
+		t.Skip("util-linux script is not installed: no pseudo-terminal to test the prompt with")
+	}
+	reg, err := registry.Start(context.Background(), registry.Options{
+		Addr:     "127.0.0.1:0",
+		Htpasswd: registry.HtpasswdForTest(t, map[string]string{"ci": "typed-secret"}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close(context.Background())
+	docker := t.TempDir()
+	r := command{stdin: "ci\ntyped-secret\n", env: []string{"DOCKER_CONFIG=" + docker}}.run(t, scriptBin, "-qec", bargeBin+" login "+reg.Host(), "/dev/null")
+	if r.err != nil || !strings.Contains(r.stdout, "Username:") || !strings.Contains(r.stdout, "Password:") || !strings.Contains(r.stdout, "Login Succeeded") {
+		t.Fatalf("login on a terminal: %s", r)
+	}
+	b, err := os.ReadFile(filepath.Join(docker, "config.json"))
+	if err != nil || !strings.Contains(string(b), reg.Host()) {
+		t.Errorf("credentials not stored: %s %v", b, err)
+	}
+}
