@@ -1,6 +1,7 @@
 package chart
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -29,8 +30,10 @@ import (
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	"github.com/bargeml/barge/internal/testenv"
 	"github.com/bargeml/barge/registry"
 )
 
@@ -1171,5 +1174,58 @@ func TestRegistryNetworkPolicy(t *testing.T) {
 	}
 	if len(render(t, "--set", "registry.networkPolicy.enabled=false").find("NetworkPolicy", "")) != 0 {
 		t.Error("a NetworkPolicy with registry.networkPolicy.enabled=false")
+	}
+}
+
+// TestRegistrySecretsSurviveUpgrade installs the chart into a real API
+// server with helm and upgrades it: the generated passwords and certificate
+// stay (lookup reads them back), so pullers' credentials do not break on
+// every upgrade; a change of the certificate's names makes a new one, and
+// the passwords still stay.
+func TestRegistrySecretsSurviveUpgrade(t *testing.T) {
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, env.KubeConfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ns := env.Namespace(t)
+	full := release + "-barge-registry"
+	deploy := func(verb string, args ...string) {
+		t.Helper()
+		base := []string{verb, release, chartDir, "--kubeconfig", kubeconfig, "--namespace", ns, "--skip-crds"}
+		if _, err := helm(append(base, args...)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	secret := func(name string) map[string][]byte {
+		t.Helper()
+		var s corev1.Secret
+		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &s); err != nil {
+			t.Fatal(err)
+		}
+		return s.Data
+	}
+	deploy("install")
+	users, certs := secret(full+"-auth"), secret(full+"-tls")
+	pull := secret(full + "-pull")
+
+	deploy("upgrade")
+	if !maps.EqualFunc(users, secret(full+"-auth"), bytes.Equal) || !maps.EqualFunc(pull, secret(full+"-pull"), bytes.Equal) {
+		t.Error("an upgrade changed the generated users or the pull credentials")
+	}
+	if !maps.EqualFunc(certs, secret(full+"-tls"), bytes.Equal) {
+		t.Error("an upgrade changed the generated certificate")
+	}
+
+	deploy("upgrade", "--set", "registry.tls.extraDNSNames={registry.edge.example}")
+	if maps.EqualFunc(certs, secret(full+"-tls"), bytes.Equal) {
+		t.Error("a new DNS name did not make a new certificate")
+	}
+	if !maps.EqualFunc(users, secret(full+"-auth"), bytes.Equal) {
+		t.Error("a certificate change changed the users")
 	}
 }
