@@ -229,3 +229,14 @@ func TestLoginPrompts(t *testing.T) {
 		t.Errorf("credentials not stored: %s %v", b, err)
 	}
 }
+
+// TestServeUploadSecretFile: a short shared upload secret is refused with
+// how to make a good one.
+func TestServeUploadSecretFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(file, []byte("short\n"), 0o600)
+	r := command{}.run(t, bargeBin, "serve", "--addr", "127.0.0.1:0", "--upload-secret-file", file)
+	if r.err == nil || !strings.Contains(r.stderr, "shorter than 16 characters") || !strings.Contains(r.stderr, "/dev/urandom") {
+		t.Errorf("short upload secret: %s", r)
+	}
+}

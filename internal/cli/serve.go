@@ -35,8 +35,8 @@ entries (htpasswd -B), as distribution and Zot read them, and are read again
 when they change. Deleting manifests and blobs is off unless --enable-delete.`,
 		Example: `  barge serve --addr 127.0.0.1:5000 --root /var/lib/barge/registry
 
-  htpasswd -Bbn ci "$PUSH_PASSWORD" > rw.htpasswd
-  htpasswd -Bbn edge "$PULL_PASSWORD" > ro.htpasswd
+  printf '%s\n' "$PUSH_PASSWORD" | htpasswd -Bin ci > rw.htpasswd
+  printf '%s\n' "$PULL_PASSWORD" | htpasswd -Bin edge > ro.htpasswd
   barge serve --addr 0.0.0.0:5000 --root /var/lib/barge/registry \
     --tls-cert tls.crt --tls-key tls.key \
     --htpasswd rw.htpasswd --htpasswd-readonly ro.htpasswd`,
