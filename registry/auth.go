@@ -160,7 +160,8 @@ func (a *authenticator) check(user, password string) access {
 	if err != nil {
 		return accessNone
 	}
-	key := sha256.Sum256(append(append(append(a.salt[:], user...), 0), password...))
+	// The user's length first: "a\x00b"/"c" and "a"/"b\x00c" are different keys.
+	key := sha256.Sum256(fmt.Appendf(a.salt[:len(a.salt):len(a.salt)], "%d:%s%s", len(user), user, password))
 	a.mu.Lock()
 	if changed {
 		clear(a.known)
