@@ -232,3 +232,18 @@ func TestCancelStopsExtraction(t *testing.T) {
 		})
 	}
 }
+
+// TestHugeExpansionRatio: a ratio so large that the caps overflow int64
+// still extracts (the bound saturates) instead of failing or panicking.
+func TestHugeExpansionRatio(t *testing.T) {
+	s := newStore(t)
+	l := tarGzLayer("g", file("a", "hello"))
+	l.annotations = map[string]string{AnnotationUnpackedSize: "9223372036854775807"}
+	out := filepath.Join(t.TempDir(), "out")
+	if err := Build(context.Background(), s, s.descs(t, l), out, Options{MaxExpansion: 1 << 62}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, filepath.Join(out, "a")); got != "hello" {
+		t.Fatalf("a = %q", got)
+	}
+}

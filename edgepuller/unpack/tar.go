@@ -100,7 +100,11 @@ func (b *builder) tarLayer(i int) error {
 		// The budget only counts file bytes; headers and padding of many
 		// tiny entries could still inflate without end, so the stream gets
 		// a bound of its own.
-		r = &boundedReader{r: zr, max: l.budget + headroom, stats: b.opts.stats}
+		bound := l.budget + headroom
+		if bound < 0 { // both near the int64 limit: no bound worth having
+			bound = math.MaxInt64 - 1 // Read adds one
+		}
+		r = &boundedReader{r: zr, max: bound, stats: b.opts.stats}
 	}
 	tr := tar.NewReader(ctxReader{b.ctx, r})
 	for entries := 0; ; entries++ {
