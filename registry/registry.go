@@ -1,12 +1,17 @@
 package registry
 
 import (
+	"cmp"
 	"context"
+	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,26 +28,53 @@ import (
 const DefaultAddr = "127.0.0.1:5000"
 
 // Options configures a Registry. The zero value serves from memory on
-// DefaultAddr with logging off.
+// DefaultAddr with logging off, no auth and deletes refused.
 type Options struct {
 	// Addr is the listen address, host:port. If empty, DefaultAddr is used;
-	// port 0 picks a free port (see Registry.Addr).
+	// port 0 picks a free port (see Registry.Addr). An address that is not
+	// loopback needs TLS and auth, or InsecureListen.
 	Addr string
 	// Root is the storage directory. If empty, content is kept in memory and
 	// lost on Close.
 	Root string
-	// Htpasswd is the path of an htpasswd file (bcrypt entries); when set,
-	// every request needs HTTP basic credentials from it. Use it behind TLS
-	// or on loopback only: basic credentials travel in the clear.
+	// Htpasswd is the path of an htpasswd file (bcrypt entries) of users
+	// who may pull and push. When it or HtpasswdReadOnly is set, every
+	// request needs HTTP basic credentials from one of them. The files are
+	// read again when they change.
 	Htpasswd string
+	// HtpasswdReadOnly is the path of an htpasswd file of users who may
+	// only pull (GET and HEAD); anything else is refused with 403.
+	HtpasswdReadOnly string
+	// TLSCert and TLSKey are PEM files of the server certificate (with its
+	// chain) and key; when set, the registry speaks HTTPS only. They are
+	// read again when the certificate file changes, so a renewed
+	// certificate (cert-manager) needs no restart.
+	TLSCert, TLSKey string
+	// EnableDelete lets clients delete manifests and blobs. Off by
+	// default: a registry that pullers read from should not lose content
+	// to a stolen credential.
+	EnableDelete bool
+	// Secret signs the upload state that clients carry between the
+	// requests of one upload. If empty, a random one is made at Start,
+	// which is right for one replica; replicas behind one address need the
+	// same secret.
+	Secret string
+	// InsecureListen allows an address that is not loopback without TLS
+	// or without auth.
+	InsecureListen bool
 	// Log receives the registry's access and error log. If nil, logs are
 	// discarded.
 	Log io.Writer
 }
 
+// ErrInsecureListen is returned by Start for a non-loopback address without
+// TLS and auth, unless Options.InsecureListen is set.
+var ErrInsecureListen = errors.New("refusing to listen beyond loopback without TLS and auth")
+
 // Registry is a running embedded registry.
 type Registry struct {
 	listener net.Listener
+	tls      bool
 	server   *http.Server
 	app      *handlers.App
 	done     chan struct{}
@@ -61,22 +93,53 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 	if addr == "" {
 		addr = DefaultAddr
 	}
+	if (opts.TLSCert == "") != (opts.TLSKey == "") {
+		return nil, errors.New("start registry: give both a TLS certificate and its key, or neither")
+	}
+	secure := opts.TLSCert != "" && (opts.Htpasswd != "" || opts.HtpasswdReadOnly != "")
+	if !secure && !opts.InsecureListen && !isLoopback(addr) {
+		var missing []string
+		if opts.TLSCert == "" {
+			missing = append(missing, "TLS")
+		}
+		if opts.Htpasswd == "" && opts.HtpasswdReadOnly == "" {
+			missing = append(missing, "auth")
+		}
+		return nil, fmt.Errorf("start registry on %s: %w: %s is not a loopback address and the registry has no %s, so anyone who reaches it reads and pushes in the clear", addr, ErrInsecureListen, addr, strings.Join(missing, " and no "))
+	}
+	var auth *authenticator
+	if opts.Htpasswd != "" || opts.HtpasswdReadOnly != "" {
+		var err error
+		if auth, err = newAuthenticator(opts.Htpasswd, opts.HtpasswdReadOnly); err != nil {
+			return nil, fmt.Errorf("start registry: %w", err)
+		}
+	}
+	var certs *certReloader
+	if opts.TLSCert != "" {
+		var err error
+		if certs, err = newCertReloader(opts.TLSCert, opts.TLSKey); err != nil {
+			return nil, fmt.Errorf("start registry: %w", err)
+		}
+	}
+	secret := opts.Secret
+	if secret == "" {
+		secret = rand.Text()
+	}
+	deletes := configuration.Parameters{"enabled": opts.EnableDelete}
+
 	config := &configuration.Configuration{}
 	config.Log.Level = "error"
 	config.HTTP.Addr = addr
-	config.HTTP.Secret = "barge-embedded"
+	config.HTTP.Secret = secret
 	config.Storage = configuration.Storage{
 		"inmemory": configuration.Parameters{},
-		"delete":   configuration.Parameters{"enabled": true},
+		"delete":   deletes,
 	}
 	if opts.Root != "" {
 		config.Storage = configuration.Storage{
 			"filesystem": configuration.Parameters{"rootdirectory": opts.Root},
-			"delete":     configuration.Parameters{"enabled": true},
+			"delete":     deletes,
 		}
-	}
-	if opts.Htpasswd != "" {
-		config.Auth = configuration.Auth{"htpasswd": configuration.Parameters{"realm": "barge", "path": opts.Htpasswd}}
 	}
 	// Upload purging is a background goroutine that outlives Close; the
 	// embedded registry has no abandoned uploads worth a timer.
@@ -104,14 +167,30 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 		app.Shutdown()
 		return nil, fmt.Errorf("start registry: listen on %s: %w (is another registry running there? pick a free port with --addr)", addr, err)
 	}
+	var handler http.Handler = app
+	if auth != nil {
+		handler = auth.wrap(app)
+	}
 	r := &Registry{
 		listener: ln,
 		app:      app,
 		server: &http.Server{
-			Handler:           app,
+			Handler:           handler,
 			ReadHeaderTimeout: 30 * time.Second,
+			// TLS handshake failures (scanners, clients without the CA)
+			// go where the registry's log goes, not to stderr.
+			ErrorLog: log.New(cmp.Or[io.Writer](opts.Log, io.Discard), "", log.LstdFlags),
 		},
 		done: make(chan struct{}),
+	}
+	if certs != nil {
+		r.tls = true
+		r.listener = tls.NewListener(ln, &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: certs.get,
+			NextProtos:     []string{"h2", "http/1.1"},
+		})
+		ln = r.listener
 	}
 	go func() {
 		defer close(r.done)
@@ -140,7 +219,29 @@ func (r *Registry) Addr() string { return r.listener.Addr().String() }
 func (r *Registry) Host() string { return r.Addr() }
 
 // URL is the base URL of the registry's HTTP API.
-func (r *Registry) URL() string { return "http://" + r.Addr() }
+func (r *Registry) URL() string {
+	if r.tls {
+		return "https://" + r.Addr()
+	}
+	return "http://" + r.Addr()
+}
+
+// TLS says whether the registry speaks HTTPS.
+func (r *Registry) TLS() bool { return r.tls }
+
+// isLoopback says whether a listen address only accepts connections from
+// this machine. An empty host (":5000") means every interface.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
 
 // Done is closed when the registry has stopped serving.
 func (r *Registry) Done() <-chan struct{} { return r.done }

@@ -2,10 +2,22 @@ package registry
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote"
@@ -16,10 +28,11 @@ import (
 // StartForTest starts a registry on a free loopback port, storing in a
 // temporary directory, and stops it when the test ends. Disk, not memory:
 // distribution's in-memory driver copies a blob on every chunk appended, and
-// takes seconds for what the filesystem does in milliseconds.
+// takes seconds for what the filesystem does in milliseconds. Deletes are
+// on: fault tests delete blobs to make a registry that lost content.
 func StartForTest(tb testing.TB) *Registry {
 	tb.Helper()
-	r, err := Start(context.Background(), Options{Addr: "127.0.0.1:0", Root: tb.TempDir()})
+	r, err := Start(context.Background(), Options{Addr: "127.0.0.1:0", Root: tb.TempDir(), EnableDelete: true})
 	if err != nil {
 		tb.Fatalf("start registry: %v", err)
 	}
@@ -62,4 +75,86 @@ func (r *Registry) PushForTest(tb testing.TB, repo, tag string, files map[string
 		tb.Fatalf("tag %s:%s: %v", repo, tag, err)
 	}
 	return desc
+}
+
+// TLSFilesForTest makes a CA and a server certificate it signed for hosts
+// (names or IP addresses), writes them as PEM files in a temporary
+// directory, and returns the paths of the CA certificate, the server
+// certificate and its key.
+func TLSFilesForTest(tb testing.TB, hosts ...string) (caFile, certFile, keyFile string) {
+	tb.Helper()
+	dir := tb.TempDir()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "barge test CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: hosts[0]},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			tb.Fatal(err)
+		}
+		return p
+	}
+	return write("ca.crt", "CERTIFICATE", caDER), write("tls.crt", "CERTIFICATE", der), write("tls.key", "PRIVATE KEY", keyDER)
+}
+
+// HtpasswdForTest writes an htpasswd file of users (name → password) with
+// bcrypt entries of the lowest cost, and returns its path.
+func HtpasswdForTest(tb testing.TB, users map[string]string) string {
+	tb.Helper()
+	var b strings.Builder
+	for u, p := range users {
+		h, err := bcrypt.GenerateFromPassword([]byte(p), bcrypt.MinCost)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%s:%s\n", u, h)
+	}
+	p := filepath.Join(tb.TempDir(), "htpasswd")
+	if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return p
 }

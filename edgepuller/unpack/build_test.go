@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -219,18 +220,43 @@ func TestBuildStoreWithoutPath(t *testing.T) {
 	}
 }
 
-// TestUnpackedSizeAnnotation: the declared size is a limit, not a target:
-// exactly the declared size passes, and it overrides the gzip ratio.
+// TestUnpackedSizeAnnotation: the declared size is a limit, not a target,
+// and it comes from the publisher, so it may lower the puller's cap but
+// never raise it: a bomb that declares its real size is still refused.
 func TestUnpackedSizeAnnotation(t *testing.T) {
-	s := newStore(t)
-	l := bomb() // 4 MiB of zeros, far past 100 times its compressed size
-	l.annotations = map[string]string{AnnotationUnpackedSize: "4194304"}
-	if err := Build(context.Background(), s, s.descs(t, l), filepath.Join(t.TempDir(), "out"), Options{}); err != nil {
-		t.Fatal(err)
-	}
-	l.annotations[AnnotationUnpackedSize] = "not a number"
-	if err := Build(context.Background(), s, s.descs(t, l), filepath.Join(t.TempDir(), "out"), Options{}); err == nil {
-		t.Fatal("a malformed size annotation was accepted")
+	const size = 32 * 128 << 10 // what bomb() inflates to
+	for _, tc := range []struct {
+		name     string
+		declared string
+		ratio    int64
+		want     error
+	}{
+		{"declared size past the default cap is refused", strconv.Itoa(size), 0, ErrTooLarge},
+		{"a huge declared size raises nothing", strconv.Itoa(1 << 62), 0, ErrTooLarge},
+		{"declared size within a cap the puller raised", strconv.Itoa(size), 2000, nil},
+		{"declared size lowers a cap the puller raised", strconv.Itoa(size - 1), 2000, ErrTooLarge},
+		{"malformed", "not a number", 2000, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStore(t)
+			l := bomb()
+			l.annotations = map[string]string{AnnotationUnpackedSize: tc.declared}
+			var st stats
+			err := Build(context.Background(), s, s.descs(t, l), filepath.Join(t.TempDir(), "out"), Options{MaxExpansion: tc.ratio, stats: &st})
+			if tc.declared == "not a number" {
+				if err == nil || !strings.Contains(err.Error(), AnnotationUnpackedSize) {
+					t.Fatalf("err = %v, want one naming the malformed annotation", err)
+				}
+				return
+			}
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			declared, _ := strconv.ParseInt(tc.declared, 10, 64)
+			if limit := min(declared, int64(len(l.data))*max(tc.ratio, 100)); st.written > limit {
+				t.Errorf("wrote %d bytes past the limit of %d", st.written, limit)
+			}
+		})
 	}
 }
 

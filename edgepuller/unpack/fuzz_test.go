@@ -10,8 +10,9 @@ import (
 )
 
 // FuzzExtract feeds arbitrary bytes as a tar layer, as a tar+gzip layer,
-// and gzipped under a declared size. Whatever the bytes, extraction must not
-// panic, write outside its directory, or write more than the limit.
+// gzipped under a declared size, and under tight path and entry limits.
+// Whatever the bytes, extraction must not panic, write outside its
+// directory, write more than the limit, or leave a tree past the limits.
 func FuzzExtract(f *testing.F) {
 	for _, tc := range evilCases() {
 		for _, l := range tc.layers {
@@ -22,6 +23,8 @@ func FuzzExtract(f *testing.F) {
 	}
 	f.Add(makeTar(dir("a/"), file("a/b", "hello"), symlink("a/c", "b"), hardlink("a/d", "a/b")))
 	f.Add([]byte{})
+	f.Add(makeTar(file("a/b/c/d/e", "deep"), file("0123456789/0123456789/0123456789/x", "long")))
+	f.Add(makeTar(dir("a/"), dir("a/"), file("a/b/c", "1"), file("a/b/d", "2"), symlink("a/l", "b/c")))
 
 	s := newStore(f) // blobs are content-addressed: sharing is harmless
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -43,18 +46,25 @@ func FuzzExtract(f *testing.F) {
 			t.Fatal(err)
 		}
 		before := snapshot(t, sandbox)
+		// A declared size raises nothing: the cap is the smaller one.
+		declaredLimit := min(4096, int64(len(declared.data))*100)
+		tight := Options{MaxPathDepth: 3, MaxPathLength: 24, MaxEntries: 6}
 		for _, v := range []struct {
 			name  string
 			layer testLayer
 			limit int64
+			opts  Options
 		}{
-			{"tar", testLayer{mediaType: mtTar, title: "t", data: data}, limit},
-			{"tar+gzip", testLayer{mediaType: mtTarGz, title: "g", data: data}, limit},
-			{"gzipped, declared size", declared, 4096},
+			{"tar", testLayer{mediaType: mtTar, title: "t", data: data}, limit, Options{}},
+			{"tar+gzip", testLayer{mediaType: mtTarGz, title: "g", data: data}, limit, Options{}},
+			{"gzipped, declared size", declared, declaredLimit, Options{}},
+			{"tar, tight path and entry limits", testLayer{mediaType: mtTar, title: "t", data: data}, limit, tight},
 		} {
 			out := filepath.Join(work, "out")
 			var st stats
-			err := Build(context.Background(), s, s.descs(t, v.layer), out, Options{stats: &st, noSync: true})
+			opts := v.opts
+			opts.stats, opts.noSync = &st, true
+			err := Build(context.Background(), s, s.descs(t, v.layer), out, opts)
 			if st.written > v.limit {
 				t.Fatalf("%s: wrote %d bytes, limit %d", v.name, st.written, v.limit)
 			}
@@ -71,7 +81,7 @@ func FuzzExtract(f *testing.F) {
 				t.Fatalf("%s: wrote outside the destination:\n%s", v.name, d)
 			}
 			if err == nil {
-				checkTree(t, out, v.limit)
+				checkTree(t, out, v.limit, v.opts)
 				if err := os.RemoveAll(out); err != nil {
 					t.Fatal(err)
 				}
@@ -80,15 +90,23 @@ func FuzzExtract(f *testing.F) {
 	})
 }
 
-// checkTree: the distinct files in out hold at most limit bytes, and every
-// symlink that resolves lands inside out.
-func checkTree(t *testing.T, out string, limit int64) {
+// checkTree: the distinct files in out hold at most limit bytes, every
+// symlink that resolves lands inside out, and no path is deeper or longer,
+// nor are there more of them, than opts allow.
+func checkTree(t *testing.T, out string, limit int64, opts Options) {
 	t.Helper()
 	var total int64
 	inodes := map[uint64]bool{}
+	paths := 0
 	filepath.WalkDir(out, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
 			t.Fatal(err)
+		}
+		if rel, _ := filepath.Rel(out, p); rel != "." {
+			paths++
+			if strings.Count(rel, "/")+1 > opts.maxPathDepth() || len(rel) > opts.maxPathLength() {
+				t.Fatalf("%s is past the path limits", rel)
+			}
 		}
 		fi, _ := d.Info()
 		switch {
@@ -106,5 +124,8 @@ func checkTree(t *testing.T, out string, limit int64) {
 	})
 	if total > limit {
 		t.Fatalf("tree holds %d bytes, limit %d", total, limit)
+	}
+	if paths > opts.maxEntries() {
+		t.Fatalf("tree holds %d paths, limit %d", paths, opts.maxEntries())
 	}
 }

@@ -30,6 +30,14 @@ func bomb() testLayer {
 	return tarGzLayer("bomb", es...)
 }
 
+// declaredBomb is a bomb whose publisher declares its real size, as if that
+// could lift the puller's cap.
+func declaredBomb() testLayer {
+	l := bomb()
+	l.annotations = map[string]string{AnnotationUnpackedSize: "4194304"}
+	return l
+}
+
 func evilCases() []evilCase {
 	declared := tarLayer("sized", file("a", strings.Repeat("a", 600)), file("b", strings.Repeat("b", 600)))
 	declared.annotations = map[string]string{AnnotationUnpackedSize: "1000"}
@@ -72,6 +80,15 @@ func evilCases() []evilCase {
 			[]testLayer{orasDir("code", dir("code/"), file("code/a.py", "a"), file("other.py", "b"))}, ErrUnsafeEntry, `entry "other.py"`},
 		{"raw title up and out", []testLayer{raw("../escape", "x")}, ErrUnsafeEntry, `title "../escape"`},
 		{"blob size differs from descriptor", []testLayer{lying}, ErrSizeMismatch, `layer "weights.bin"`},
+		{"path deeper than the default limit",
+			[]testLayer{tarLayer("t", file(strings.Repeat("d/", 128)+"f", "x"))}, ErrLimit, `layer "t"`},
+		{"path longer than the default limit",
+			[]testLayer{tarLayer("t", file(strings.Repeat("n", 4097), "x"))}, ErrLimit, `entry "nnnn`},
+		{"symlink target longer than the default limit",
+			[]testLayer{tarLayer("t", symlink("link", strings.Repeat("n", 4097)))}, ErrLimit, `entry "link"`},
+		{"raw title deeper than the default limit",
+			[]testLayer{raw(strings.Repeat("d/", 128)+"w.bin", "w")}, ErrLimit, `title "d/d/`},
+		{"annotation raising the cap of a gzip bomb", []testLayer{declaredBomb()}, ErrTooLarge, `entry "zeros-`},
 	}
 }
 

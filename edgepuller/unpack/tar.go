@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -33,6 +34,9 @@ func (b *builder) tarLayer(i int) error {
 			return fmt.Errorf("%s is set but the layer has no title naming the directory", AnnotationUnpack)
 		}
 		p, err := cleanPath(name)
+		if err == nil {
+			err = b.opts.checkPath(p)
+		}
 		if err == nil {
 			err = b.prepare(p, kindDir, i)
 		}
@@ -69,19 +73,21 @@ func (b *builder) tarLayer(i int) error {
 	magic, _ := br.Peek(2)
 	gzipped := len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b
 
-	// Limits: the declared size when there is one; a plain tar cannot hold
-	// more file bytes than itself (sparse entries aside, which the budget
-	// catches); a compressed one gets MaxExpansion times its size.
-	l.budget = desc.Size
+	// Limits: a plain tar cannot hold more file bytes than itself (sparse
+	// entries aside, which the budget catches); a compressed one gets
+	// MaxExpansion times its size. The publisher's annotation comes from
+	// the same untrusted manifest, so it may lower that cap, never raise it.
+	headroom := desc.Size // what the stream may hold beyond file bytes
 	if gzipped {
-		l.budget = desc.Size * b.opts.maxExpansion()
+		headroom = mulCapped(desc.Size, b.opts.maxExpansion())
 	}
+	l.budget = headroom
 	if s, ok := desc.Annotations[AnnotationUnpackedSize]; ok {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || n < 0 {
 			return fmt.Errorf("annotation %s=%q is not a size in bytes", AnnotationUnpackedSize, s)
 		}
-		l.budget = n
+		l.budget = min(n, l.budget)
 	}
 
 	var r io.Reader = br
@@ -94,10 +100,17 @@ func (b *builder) tarLayer(i int) error {
 		// The budget only counts file bytes; headers and padding of many
 		// tiny entries could still inflate without end, so the stream gets
 		// a bound of its own.
-		r = &boundedReader{r: zr, max: l.budget + desc.Size*b.opts.maxExpansion(), stats: b.opts.stats}
+		bound := l.budget + headroom
+		if bound < 0 { // both near the int64 limit: no bound worth having
+			bound = math.MaxInt64 - 1 // Read adds one
+		}
+		r = &boundedReader{r: zr, max: bound, stats: b.opts.stats}
 	}
 	tr := tar.NewReader(ctxReader{b.ctx, r})
-	for {
+	for entries := 0; ; entries++ {
+		if err := b.ctx.Err(); err != nil {
+			return err
+		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			return nil
@@ -106,11 +119,20 @@ func (b *builder) tarLayer(i int) error {
 			if l.last == "" {
 				return fmt.Errorf("read tar: %w", err)
 			}
-			return fmt.Errorf("read tar after entry %q: %w", l.last, err)
+			return fmt.Errorf("read tar after entry %q: %w", shorten(l.last), err)
 		}
 		l.last = hdr.Name
+		if entries >= b.opts.maxEntries() {
+			return fmt.Errorf("entry %q: %w: the layer has more than %d entries (MaxEntries); split it into several layers", shorten(hdr.Name), ErrLimit, b.opts.maxEntries())
+		}
 		if err := b.tarEntry(l, hdr, tr); err != nil {
-			return fmt.Errorf("entry %q: %w", hdr.Name, err)
+			return fmt.Errorf("entry %q: %w", shorten(hdr.Name), err)
+		}
+		if st := b.opts.stats; st != nil {
+			st.entries++
+			if st.afterEntry != nil {
+				st.afterEntry()
+			}
 		}
 	}
 }
@@ -129,6 +151,9 @@ func (b *builder) tarEntry(l *tarState, hdr *tar.Header, tr io.Reader) error {
 	if err != nil {
 		return err
 	}
+	if err := b.opts.checkPath(p); err != nil {
+		return err
+	}
 	if !within(p, l.base) {
 		return fmt.Errorf("%w: outside %q, the directory this layer unpacks into", ErrUnsafeEntry, l.base)
 	}
@@ -141,13 +166,21 @@ func (b *builder) tarEntry(l *tarState, hdr *tar.Header, tr io.Reader) error {
 		return b.mkdir(p, l.index)
 
 	case tar.TypeSymlink:
+		if len(hdr.Linkname) > b.opts.maxPathLength() {
+			return fmt.Errorf("%w: symlink target is %d bytes long, more than the %d allowed (MaxPathLength)", ErrLimit, len(hdr.Linkname), b.opts.maxPathLength())
+		}
 		if err := checkSymlink(p, hdr.Linkname); err != nil {
 			return err
 		}
 		if err := b.prepare(p, kindSymlink, l.index); err != nil {
 			return err
 		}
-		if err := b.root.Symlink(hdr.Linkname, p); err != nil {
+		parent, name := splitPath(p)
+		d, err := b.dirs.at(parent)
+		if err != nil {
+			return err
+		}
+		if err := d.Symlink(hdr.Linkname, name); err != nil {
 			return err
 		}
 		b.nodes[p] = node{kind: kindSymlink, layer: l.index}
@@ -155,8 +188,11 @@ func (b *builder) tarEntry(l *tarState, hdr *tar.Header, tr io.Reader) error {
 
 	case tar.TypeLink:
 		target, err := cleanPath(hdr.Linkname)
+		if err == nil {
+			err = b.opts.checkPath(target)
+		}
 		if err != nil {
-			return fmt.Errorf("hard link target %q: %w", hdr.Linkname, err)
+			return fmt.Errorf("hard link target %q: %w", shorten(hdr.Linkname), err)
 		}
 		if !l.files[target] {
 			return fmt.Errorf("%w: hard link target %q is not a file extracted earlier from this layer", ErrUnsafeEntry, hdr.Linkname)
@@ -182,7 +218,12 @@ func (b *builder) tarEntry(l *tarState, hdr *tar.Header, tr io.Reader) error {
 	if hdr.Mode&0o111 != 0 {
 		mode = 0o755
 	}
-	f, err := b.root.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	parent, name := splitPath(p)
+	d, err := b.dirs.at(parent)
+	if err != nil {
+		return err
+	}
+	f, err := d.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
 		return err
 	}
@@ -264,9 +305,30 @@ func (b *boundedReader) Read(p []byte) (int, error) {
 	b.n += int64(n)
 	if b.stats != nil {
 		b.stats.read += int64(n)
+		if b.stats.afterRead != nil {
+			b.stats.afterRead()
+		}
 	}
 	if b.n > b.max {
 		return n, fmt.Errorf("%w: decompressed stream passed %d bytes", ErrTooLarge, b.max)
 	}
 	return n, err
+}
+
+// mulCapped is a*b for non-negative a and b, or the largest int64 when that
+// overflows.
+func mulCapped(a, b int64) int64 {
+	if a != 0 && b > math.MaxInt64/a {
+		return math.MaxInt64
+	}
+	return a * b
+}
+
+// shorten keeps an error readable when a hostile name is megabytes long.
+func shorten(name string) string {
+	const keep = 200
+	if len(name) <= keep {
+		return name
+	}
+	return fmt.Sprintf("%s…(%d bytes)…%s", name[:keep/2], len(name), name[len(name)-keep/2:])
 }

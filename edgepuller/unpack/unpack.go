@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -38,6 +39,9 @@ var (
 	ErrConflict = errors.New("path already written")
 	// ErrTooLarge: a tar layer expands past its limit.
 	ErrTooLarge = errors.New("unpacked size exceeds limit")
+	// ErrLimit: an entry's path is deeper or longer than allowed, or a
+	// layer creates more paths than allowed (see Options).
+	ErrLimit = errors.New("limit exceeded")
 	// ErrSizeMismatch: a blob on disk has another size than its descriptor.
 	ErrSizeMismatch = errors.New("blob size differs from descriptor")
 	// ErrNotOwned: ReplaceDir would delete a directory it did not create.
@@ -55,10 +59,21 @@ type BlobSource interface {
 
 // Options tunes unpacking. The zero value works.
 type Options struct {
-	// MaxExpansion bounds a compressed tar layer without the
-	// dev.barge.unpacked-size annotation to MaxExpansion times its
-	// compressed size. If <= 0, 100 is used.
+	// MaxExpansion bounds the file bytes of a compressed tar layer to
+	// MaxExpansion times its compressed size (a plain tar layer to its own
+	// size). The publisher's dev.barge.unpacked-size annotation may lower
+	// that cap, never raise it. If <= 0, 100 is used.
 	MaxExpansion int64
+	// MaxPathDepth bounds the components of a path in a layer ("a/b/c"
+	// has 3): tar entry names, link targets and raw titles. If <= 0, 128
+	// is used.
+	MaxPathDepth int
+	// MaxPathLength bounds those paths in bytes. If <= 0, 4096 is used,
+	// Linux's PATH_MAX, past which most tools cannot open the file anyway.
+	MaxPathLength int
+	// MaxEntries bounds the paths one tar layer creates: its entries and
+	// the directories they imply. If <= 0, 1,000,000 is used.
+	MaxEntries int
 	// Overwrite lets ReplaceDir replace a non-empty directory that a
 	// previous pull did not create, deleting what it holds.
 	Overwrite bool
@@ -75,6 +90,12 @@ type Options struct {
 type stats struct {
 	written int64 // regular-file bytes written by tar extraction
 	read    int64 // decompressed tar-stream bytes read
+	opens   int64 // directories opened to reach the place of an entry
+	entries int64 // tar entries extracted
+	// afterEntry and afterRead, when set, run after each extracted tar
+	// entry and after each read from a decompressed stream.
+	afterEntry func()
+	afterRead  func()
 }
 
 func (o Options) maxExpansion() int64 {
@@ -82,6 +103,39 @@ func (o Options) maxExpansion() int64 {
 		return 100
 	}
 	return o.MaxExpansion
+}
+
+func (o Options) maxPathDepth() int {
+	if o.MaxPathDepth <= 0 {
+		return 128
+	}
+	return o.MaxPathDepth
+}
+
+func (o Options) maxPathLength() int {
+	if o.MaxPathLength <= 0 {
+		return 4096
+	}
+	return o.MaxPathLength
+}
+
+func (o Options) maxEntries() int {
+	if o.MaxEntries <= 0 {
+		return 1_000_000
+	}
+	return o.MaxEntries
+}
+
+// checkPath applies MaxPathDepth and MaxPathLength to a name from the
+// manifest or a tar header, before any work is spent on it.
+func (o Options) checkPath(name string) error {
+	if n := strings.Count(name, "/") + 1; n > o.maxPathDepth() {
+		return fmt.Errorf("%w: path is %d levels deep, more than the %d allowed (MaxPathDepth); repack the layer with a flatter tree", ErrLimit, n, o.maxPathDepth())
+	}
+	if n := len(name); n > o.maxPathLength() {
+		return fmt.Errorf("%w: path is %d bytes long, more than the %d allowed (MaxPathLength); repack the layer with shorter names", ErrLimit, n, o.maxPathLength())
+	}
+	return nil
 }
 
 // Build materializes layers into dir, which it creates and which must not
@@ -122,9 +176,12 @@ type builder struct {
 	layers []ocispec.Descriptor
 	dir    string
 	root   *os.Root // writes of tar entries go through it: a second fence
+	dirs   dirStack // open directories below root, to write in without a walk
 	opts   Options
 	nodes  map[string]node // slash-separated clean relative path
 	buf    []byte
+	// created counts the paths the current layer created, for MaxEntries.
+	created int
 }
 
 func build(ctx context.Context, src BlobSource, layers []ocispec.Descriptor, dir string, opts Options) error {
@@ -142,14 +199,17 @@ func build(ctx context.Context, src BlobSource, layers []ocispec.Descriptor, dir
 		layers: layers,
 		dir:    dir,
 		root:   root,
+		dirs:   dirStack{root: root, stats: opts.stats},
 		opts:   opts,
 		nodes:  make(map[string]node),
 		buf:    make([]byte, 32<<10),
 	}
+	defer b.dirs.close()
 	for i, desc := range layers {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		b.created = 0
 		var err error
 		if isTar(desc) {
 			err = b.tarLayer(i)
@@ -231,6 +291,11 @@ func within(p, base string) bool {
 // prepare checks that p can be created: every parent is a directory of this
 // build and not a symlink, and p itself is free (a directory may be claimed
 // twice). It creates missing parents.
+//
+// Every node's parents are directories of the build (nothing is ever
+// created beneath a file or a symlink, and nothing is replaced), so the
+// walk up stops at the first parent that exists: an entry beside earlier
+// ones costs one lookup, not one per level.
 func (b *builder) prepare(p string, k kind, layer int) error {
 	if p == "." {
 		if k == kindDir {
@@ -238,20 +303,37 @@ func (b *builder) prepare(p string, k kind, layer int) error {
 		}
 		return fmt.Errorf("%w: names the artifact directory itself", ErrUnsafeEntry)
 	}
-	parts := strings.Split(p, "/")
-	for i := 1; i < len(parts); i++ {
-		q := strings.Join(parts[:i], "/")
+	start := 0 // p[start:] is below the deepest parent that exists
+	for end := len(p); ; {
+		end = strings.LastIndexByte(p[:end], '/')
+		if end < 0 {
+			break
+		}
+		q := p[:end]
 		n, ok := b.nodes[q]
-		switch {
-		case !ok:
-			if err := b.mkdir(q, layer); err != nil {
-				return err
-			}
-		case n.kind == kindSymlink:
+		if !ok {
+			continue
+		}
+		switch n.kind {
+		case kindDir:
+		case kindSymlink:
 			return fmt.Errorf("%w: would write through symlink %q", ErrUnsafeEntry, q)
-		case n.kind != kindDir:
+		default:
 			return fmt.Errorf("%w: parent %q is not a directory", ErrConflict, q)
 		}
+		start = end + 1
+		break
+	}
+	// Create the missing parents, top down.
+	for {
+		i := strings.IndexByte(p[start:], '/')
+		if i < 0 {
+			break
+		}
+		if err := b.mkdir(p[:start+i], layer); err != nil {
+			return err
+		}
+		start += i + 1
 	}
 	if n, ok := b.nodes[p]; ok {
 		if k == kindDir && n.kind == kindDir {
@@ -262,6 +344,18 @@ func (b *builder) prepare(p string, k kind, layer int) error {
 		}
 		return fmt.Errorf("%w: already written by %s", ErrConflict, b.label(n.layer))
 	}
+	if k == kindDir {
+		return nil // mkdir counts it
+	}
+	return b.count()
+}
+
+// count charges one created path to the layer, for MaxEntries.
+func (b *builder) count() error {
+	b.created++
+	if b.created > b.opts.maxEntries() {
+		return fmt.Errorf("%w: the layer creates more than %d paths (MaxEntries); split it into several layers", ErrLimit, b.opts.maxEntries())
+	}
 	return nil
 }
 
@@ -269,15 +363,93 @@ func (b *builder) mkdir(p string, layer int) error {
 	if _, ok := b.nodes[p]; ok {
 		return nil
 	}
-	if err := b.root.Mkdir(p, 0o755); err != nil {
+	if err := b.ctx.Err(); err != nil {
 		return err
 	}
-	// Mkdir is subject to the umask; workloads of any uid must read the tree.
-	if err := b.root.Chmod(p, 0o755); err != nil {
+	if err := b.count(); err != nil {
 		return err
+	}
+	parent, name := splitPath(p)
+	d, err := b.dirs.at(parent)
+	if err != nil {
+		return err
+	}
+	if err := d.Mkdir(name, 0o755); err != nil {
+		return fmt.Errorf("mkdir %s: %w", p, err)
+	}
+	// Mkdir is subject to the umask; workloads of any uid must read the tree.
+	if err := d.Chmod(name, 0o755); err != nil {
+		return fmt.Errorf("chmod %s: %w", p, err)
 	}
 	b.nodes[p] = node{kind: kindDir, layer: layer}
 	return nil
+}
+
+// splitPath splits a clean relative path into its parent ("." at the top)
+// and last component.
+func splitPath(p string) (parent, name string) {
+	i := strings.LastIndexByte(p, '/')
+	if i < 0 {
+		return ".", p
+	}
+	return p[:i], p[i+1:]
+}
+
+// dirStack holds open handles of the directories on one path down from
+// the artifact directory. Opening a directory through os.Root walks every
+// component of its path, so reaching each new level of a deep tree from
+// the top made building it quadratic (one tar entry 4,000 levels deep
+// took two minutes); reaching it from the handle above costs one open.
+// Consecutive entries mostly share their directory, so most cost none.
+type dirStack struct {
+	root  *os.Root
+	stats *stats
+	paths []string // paths[i] is the clean relative path of roots[i]
+	roots []*os.Root
+}
+
+// at returns a handle of directory p, a clean relative path.
+func (s *dirStack) at(p string) (*os.Root, error) {
+	if p == "." {
+		return s.root, nil
+	}
+	for n := len(s.paths); n > 0; n-- {
+		q := s.paths[n-1]
+		if p == q || strings.HasPrefix(p, q+"/") {
+			break
+		}
+		s.roots[n-1].Close()
+		s.paths, s.roots = s.paths[:n-1], s.roots[:n-1]
+	}
+	cur, done := s.root, 0
+	if n := len(s.paths); n > 0 {
+		cur, done = s.roots[n-1], len(s.paths[n-1])+1
+	}
+	for done < len(p)+1 {
+		end := strings.IndexByte(p[done:], '/')
+		if end < 0 {
+			end = len(p)
+		} else {
+			end += done
+		}
+		next, err := cur.OpenRoot(p[done:end])
+		if err != nil {
+			return nil, err
+		}
+		if s.stats != nil {
+			s.stats.opens++
+		}
+		s.paths, s.roots = append(s.paths, p[:end]), append(s.roots, next)
+		cur, done = next, end+1
+	}
+	return cur, nil
+}
+
+func (s *dirStack) close() {
+	for _, r := range s.roots {
+		r.Close()
+	}
+	s.paths, s.roots = nil, nil
 }
 
 // rawLayer places a blob at its title, sharing the store's inode when it can.
@@ -288,6 +460,9 @@ func (b *builder) rawLayer(i int) error {
 		return fmt.Errorf("no %s or %s annotation to name the file", ocispec.AnnotationTitle, AnnotationFilepath)
 	}
 	p, err := cleanPath(name)
+	if err == nil {
+		err = b.opts.checkPath(p)
+	}
 	if err == nil {
 		err = b.prepare(p, kindFile, i)
 	}
@@ -393,16 +568,28 @@ func (b *builder) copyBlob(desc ocispec.Descriptor, blob, dst string) (err error
 }
 
 // syncDirs flushes every directory entry of the tree, so that a tree renamed
-// into place after a power cut still has all its names.
+// into place after a power cut still has all its names. Directories are
+// visited depth first, each opened once from its parent's handle.
 func (b *builder) syncDirs() error {
 	if err := syncDir(b.dir); err != nil {
 		return err
 	}
+	var dirs []string
 	for p, n := range b.nodes {
-		if n.kind != kindDir {
-			continue
+		if n.kind == kindDir {
+			dirs = append(dirs, p)
 		}
-		f, err := b.root.Open(p)
+	}
+	slices.SortFunc(dirs, comparePaths)
+	for _, p := range dirs {
+		if err := b.ctx.Err(); err != nil {
+			return err
+		}
+		d, err := b.dirs.at(p)
+		if err != nil {
+			return err
+		}
+		f, err := d.Open(".")
 		if err != nil {
 			return err
 		}
@@ -413,6 +600,25 @@ func (b *builder) syncDirs() error {
 		}
 	}
 	return nil
+}
+
+// comparePaths orders paths as if "/" were the lowest byte, so that a/b
+// comes right after a and before a-b: sorted, a tree is depth first.
+func comparePaths(x, y string) int {
+	for i := 0; i < len(x) && i < len(y); i++ {
+		cx, cy := x[i], y[i]
+		if cx == cy {
+			continue
+		}
+		if cx == '/' {
+			return -1
+		}
+		if cy == '/' {
+			return 1
+		}
+		return int(cx) - int(cy)
+	}
+	return len(x) - len(y)
 }
 
 func syncDir(dir string) error {

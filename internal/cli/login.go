@@ -2,10 +2,14 @@ package cli
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
@@ -19,21 +23,52 @@ func newLoginCommand(s streams) *cobra.Command {
 		passwordStdin bool
 	)
 	cmd := &cobra.Command{
-		Use:     "login REGISTRY",
-		Short:   "Log in to a registry; credentials go to the Docker config or its credential helper",
-		Example: `  echo "$TOKEN" | barge login registry.example.com -u robot --password-stdin`,
-		Args:    cobra.ExactArgs(1),
+		Use:   "login REGISTRY",
+		Short: "Log in to a registry; credentials go to the Docker config or its credential helper",
+		Long: `Log in to a registry. The password is read from standard input with
+--password-stdin, or asked for on the terminal; never from the command line,
+where the process list and the shell history would keep it.`,
+		Example: `  echo "$TOKEN" | barge login registry.example.com -u robot --password-stdin
+  barge login registry.example.com -u robot   # asks for the password`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			host := args[0]
-			if passwordStdin {
-				line, err := bufio.NewReader(s.in).ReadString('\n')
+			if cmd.Flags().Changed("password") {
+				return fmt.Errorf("login %s: --password is refused: it leaves the password in the process list and the shell history; pipe it in with --password-stdin, or leave it out to be asked", host)
+			}
+			in := bufio.NewReader(s.in)
+			tty := isTerminal(s.in)
+			if username == "" {
+				if !tty {
+					return fmt.Errorf("login %s: give --username", host)
+				}
+				fmt.Fprint(s.err, "Username: ")
+				line, err := in.ReadString('\n')
 				if err != nil && line == "" {
-					return fmt.Errorf("read password from standard input: %w", err)
+					return fmt.Errorf("login %s: read the user name: %w", host, err)
+				}
+				username = strings.TrimSpace(line)
+			}
+			switch {
+			case passwordStdin:
+				line, err := in.ReadString('\n')
+				if err != nil && !errors.Is(err, io.EOF) {
+					return fmt.Errorf("login %s: read the password from standard input: %w", host, err)
 				}
 				password = strings.TrimRight(line, "\r\n")
+			case tty:
+				fmt.Fprint(s.err, "Password: ")
+				b, err := term.ReadPassword(int(s.in.(*os.File).Fd()))
+				fmt.Fprintln(s.err)
+				if err != nil {
+					return fmt.Errorf("login %s: read the password: %w", host, err)
+				}
+				password = string(b)
+			default:
+				return fmt.Errorf("login %s: standard input is not a terminal: give --password-stdin to read the password from it", host)
 			}
 			if username == "" || password == "" {
-				return fmt.Errorf("login %s: give --username and --password (or --password-stdin)", host)
+				return fmt.Errorf("login %s: the user name and the password must not be empty", host)
 			}
 			reg, err := remote.NewRegistry(host)
 			if err != nil {
@@ -54,10 +89,19 @@ func newLoginCommand(s streams) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.BoolVar(&rf.plainHTTP, "plain-http", false, "use plain HTTP (loopback registries always do)")
-	f.StringVarP(&username, "username", "u", "", "user name")
-	f.StringVarP(&password, "password", "p", "", "password or token (prefer --password-stdin)")
+	f.StringVarP(&username, "username", "u", "", "user name (asked for on a terminal when left out)")
 	f.BoolVar(&passwordStdin, "password-stdin", false, "read the password from standard input")
+	// Kept only to refuse it with advice: scripts that used it get a clear
+	// error instead of "unknown flag".
+	f.StringVarP(&password, "password", "p", "", "refused: use --password-stdin")
+	_ = f.MarkHidden("password")
 	return cmd
+}
+
+// isTerminal says whether r is a terminal one can prompt on.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 func newLogoutCommand(s streams) *cobra.Command {

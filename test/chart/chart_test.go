@@ -1,7 +1,16 @@
 package chart
 
 import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
 	"maps"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,9 +21,20 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
+	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
+
+	"github.com/bargeml/barge/internal/testenv"
+	"github.com/bargeml/barge/registry"
 )
 
 // variants are value sets that together turn every optional part on.
@@ -75,6 +95,9 @@ func TestDefaultObjects(t *testing.T) {
 		"PersistentVolumeClaim/registry": 1,
 		"Deployment/registry":            1,
 		"Service/registry":               1,
+		"Secret/registry":                3, // users, pull credentials, TLS
+		"ConfigMap/registry":             1, // the CA pullers and controller trust
+		"NetworkPolicy/registry":         1,
 		// the pullers' node scope
 		"ValidatingAdmissionPolicy/edgepuller":        1,
 		"ValidatingAdmissionPolicyBinding/edgepuller": 1,
@@ -452,8 +475,9 @@ func TestEdgePullerDaemonSet(t *testing.T) {
 	if v, _ := flag(c.Args, "node-name"); v != "$(NODE_NAME)" {
 		t.Errorf("--node-name=%q, want $(NODE_NAME)", v)
 	}
-	// Default: no credentials, no optional flags.
-	for _, f := range []string{"registry-config", "mirror", "limit-rate", "quota"} {
+	// Default: no optional flags. The credentials of the chart's registry
+	// are passed by default: TestRegistryPullCredentials.
+	for _, f := range []string{"mirror", "limit-rate", "quota"} {
 		if _, ok := flag(c.Args, f); ok {
 			t.Errorf("--%s passed with default values", f)
 		}
@@ -779,4 +803,432 @@ func markerRules(t *testing.T, file string) []string {
 		t.Fatalf("no +kubebuilder:rbac markers in %s", file)
 	}
 	return out
+}
+
+// secretData returns the decoded data of a rendered Secret.
+func secretData(t *testing.T, objs objects, name string) map[string][]byte {
+	t.Helper()
+	for _, o := range objs.find("Secret", "") {
+		if o.GetName() == name {
+			return decode[corev1.Secret](t, o).Data
+		}
+	}
+	t.Fatalf("no Secret %s", name)
+	return nil
+}
+
+func configMapData(t *testing.T, objs objects, name string) map[string]string {
+	t.Helper()
+	for _, o := range objs.find("ConfigMap", "") {
+		if o.GetName() == name {
+			return decode[corev1.ConfigMap](t, o).Data
+		}
+	}
+	t.Fatalf("no ConfigMap %s", name)
+	return nil
+}
+
+// secretVolumesAre0400: every Secret volume of a pod template is mounted
+// readable by its owner only.
+func secretVolumesAre0400(t *testing.T, where string, tmpl *corev1.PodTemplateSpec) {
+	t.Helper()
+	for _, v := range tmpl.Spec.Volumes {
+		if v.Secret == nil {
+			continue
+		}
+		if v.Secret.DefaultMode == nil || *v.Secret.DefaultMode != 0o400 {
+			t.Errorf("%s: Secret volume %s has defaultMode %v, want 0400", where, v.Name, deref(v.Secret.DefaultMode))
+		}
+	}
+}
+
+// TestRegistrySecureByDefault: with default values the chart's registry
+// serves HTTPS only, wants a user for every request, keeps deletes off, and
+// every credential is mounted 0400. The generated material is then used
+// with the real registry: the certificate verifies against the published CA
+// for the Service's name, the push user pushes, the pull user only pulls.
+func TestRegistrySecureByDefault(t *testing.T) {
+	objs := render(t)
+	full := release + "-barge-registry"
+	d := decode[appsv1.Deployment](t, objs.one(t, "Deployment", "registry"))
+	tmpl := &d.Spec.Template
+	c := container(t, tmpl, "registry")
+	for _, f := range []string{"insecure-listen", "enable-delete"} {
+		if _, ok := flag(c.Args, f); ok {
+			t.Errorf("--%s with default values", f)
+		}
+	}
+	files := map[string]string{} // flag → Secret key it reads
+	for flagName, volume := range map[string]string{"tls-cert": "tls", "tls-key": "tls", "htpasswd": "htpasswd", "htpasswd-readonly": "htpasswd-readonly"} {
+		file, ok := flag(c.Args, flagName)
+		if !ok {
+			t.Fatalf("no --%s", flagName)
+		}
+		rel, ok := strings.CutPrefix(file, mountOf(t, c, volume).MountPath+"/")
+		v := volumeOf(t, tmpl, volume)
+		if !ok || v.Secret == nil || !slices.ContainsFunc(v.Secret.Items, func(k corev1.KeyToPath) bool { return k.Path == rel }) {
+			t.Fatalf("--%s=%s is not a key of the Secret on volume %s (%+v)", flagName, file, volume, v)
+		}
+		for _, k := range v.Secret.Items {
+			if k.Path == rel {
+				files[flagName] = v.Secret.SecretName + "/" + k.Key
+			}
+		}
+	}
+	secretVolumesAre0400(t, "registry", tmpl)
+	ds := decode[appsv1.DaemonSet](t, objs.one(t, "DaemonSet", "edgepuller"))
+	secretVolumesAre0400(t, "edgepuller", &ds.Spec.Template)
+
+	read := func(ref string) []byte {
+		name, key, _ := strings.Cut(ref, "/")
+		b, ok := secretData(t, objs, name)[key]
+		if !ok {
+			t.Fatalf("Secret %s has no key %s", name, key)
+		}
+		return b
+	}
+	dir := t.TempDir()
+	paths := map[string]string{}
+	for flagName, ref := range files {
+		paths[flagName] = filepath.Join(dir, flagName)
+		if err := os.WriteFile(paths[flagName], read(ref), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ca := configMapData(t, objs, full+"-ca")["ca.crt"]
+	if tlsCA := string(secretData(t, objs, full+"-tls")["ca.crt"]); strings.TrimSpace(tlsCA) != strings.TrimSpace(ca) {
+		t.Error("the CA ConfigMap differs from the CA the certificate was signed by")
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(ca)) {
+		t.Fatal("the CA ConfigMap holds no certificate")
+	}
+	host := full + "." + namespace + ".svc:5000"
+	// The names pullers (the Service) and a port-forward (localhost) use.
+	block, _ := pem.Decode(read(files["tls-cert"]))
+	if block == nil {
+		t.Fatal("tls.crt holds no PEM block")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{full, full + "." + namespace + ".svc", full + "." + namespace + ".svc.cluster.local", "localhost", "127.0.0.1"} {
+		if _, err := cert.Verify(x509.VerifyOptions{DNSName: name, Roots: pool}); err != nil {
+			t.Errorf("certificate for %s: %v", name, err)
+		}
+	}
+
+	reg, err := registry.Start(context.Background(), registry.Options{
+		Addr: "127.0.0.1:0", TLSCert: paths["tls-cert"], TLSKey: paths["tls-key"],
+		Htpasswd: paths["htpasswd"], HtpasswdReadOnly: paths["htpasswd-readonly"],
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close(context.Background())
+	// Reach the registry by the Service's name, as pullers do.
+	tr := &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, reg.Addr())
+		},
+	}
+	defer tr.CloseIdleConnections()
+	repo := func(user, password string) *remote.Repository {
+		r, err := remote.NewRepository(host + "/models/m")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Client = &auth.Client{Client: &http.Client{Transport: tr}, Credential: auth.StaticCredential(host, auth.Credential{Username: user, Password: password})}
+		return r
+	}
+	users := secretData(t, objs, full+"-auth")
+	pushed, err := oras.PushBytes(context.Background(), repo(string(users["push-username"]), string(users["push-password"])), "text/plain", []byte("w"))
+	if err != nil {
+		t.Fatalf("push as the generated push user, TLS verified for %s: %v", host, err)
+	}
+
+	// The pullers' credentials are the pull user's, for the Service address.
+	var cfg struct {
+		Auths map[string]struct{ Username, Password, Auth string } `json:"auths"`
+	}
+	if err := json.Unmarshal(secretData(t, objs, full+"-pull")[".dockerconfigjson"], &cfg); err != nil {
+		t.Fatal(err)
+	}
+	pull, ok := cfg.Auths[host]
+	if !ok || pull.Username != "pull" {
+		t.Fatalf("pull Secret auths %v, want the pull user for %s", keys2(cfg.Auths), host)
+	}
+	if b, _ := base64.StdEncoding.DecodeString(pull.Auth); string(b) != pull.Username+":"+pull.Password {
+		t.Error("the auth field does not match username and password")
+	}
+	if _, err := content.FetchAll(context.Background(), repo(pull.Username, pull.Password), pushed); err != nil {
+		t.Errorf("pull with the pullers' credentials: %v", err)
+	}
+	if _, err := oras.PushBytes(context.Background(), repo(pull.Username, pull.Password), "text/plain", []byte("evil")); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("push with the pullers' credentials: %v, want 403", err)
+	}
+}
+
+func keys2[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
+
+// TestRegistryPullCredentials: pullers use the chart's read-only pull
+// Secret and trust its CA unless told otherwise, the controller trusts the
+// CA too, and neither ever mounts the registry's TLS Secret, whose key a
+// node could then read.
+func TestRegistryPullCredentials(t *testing.T) {
+	full := release + "-barge-registry"
+	for _, tc := range []struct {
+		name       string
+		args       []string
+		pullSecret string // what the pullers mount; "" none
+		ca         string // ConfigMap trusted; "" none
+	}{
+		{"defaults", nil, full + "-pull", full + "-ca"},
+		{"own puller credentials", []string{"--set", "edgePuller.registryConfigSecret=regcred"}, "regcred", full + "-ca"},
+		{"no auth", []string{"--set", "registry.auth.enabled=false"}, "", full + "-ca"},
+		{"no TLS", []string{"--set", "registry.tls.enabled=false"}, full + "-pull", ""},
+		{"cert-manager certificate, public CA", []string{"--set", "registry.tls.secretName=registry-cert"}, full + "-pull", ""},
+		{"cert-manager certificate, trust-manager bundle", []string{"--set", "registry.tls.secretName=registry-cert,registry.tls.caConfigMap=bundle"}, full + "-pull", "bundle"},
+		{"own users without pull credentials", []string{"--set", "registry.htpasswd.secretName=users"}, "", full + "-ca"},
+		{"own users and pull credentials", []string{"--set", "registry.htpasswd.secretName=users,registry.auth.pullSecretName=pullcred"}, "pullcred", full + "-ca"},
+		{"no registry", []string{"--set", "registry.enabled=false"}, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := render(t, tc.args...)
+			ds := decode[appsv1.DaemonSet](t, objs.one(t, "DaemonSet", "edgepuller"))
+			c := container(t, &ds.Spec.Template, "edgepuller")
+			_, hasFlag := flag(c.Args, "registry-config")
+			if hasFlag != (tc.pullSecret != "") {
+				t.Errorf("--registry-config present %v, want credentials %q", hasFlag, tc.pullSecret)
+			}
+			if tc.pullSecret != "" {
+				if v := volumeOf(t, &ds.Spec.Template, "registry-config"); v.Secret == nil || v.Secret.SecretName != tc.pullSecret {
+					t.Errorf("registry-config volume %+v, want Secret %s", v, tc.pullSecret)
+				}
+			}
+			secretVolumesAre0400(t, "edgepuller", &ds.Spec.Template)
+			d := decode[appsv1.Deployment](t, objs.one(t, "Deployment", "controller"))
+			for where, tmpl := range map[string]*corev1.PodTemplateSpec{"edgepuller": &ds.Spec.Template, "controller": &d.Spec.Template} {
+				c := tmpl.Spec.Containers[0]
+				trusted := ""
+				for _, v := range tmpl.Spec.Volumes {
+					if v.ConfigMap != nil && v.Name == "registry-ca" {
+						trusted = v.ConfigMap.Name
+						dir := mountOf(t, c, "registry-ca").MountPath
+						if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+							return e.Name == "SSL_CERT_DIR" && strings.HasPrefix(e.Value, dir+":") && strings.HasSuffix(e.Value, ":/etc/ssl/certs")
+						}) {
+							t.Errorf("%s: SSL_CERT_DIR does not add %s to the system's CAs: %+v", where, dir, c.Env)
+						}
+					}
+					if v.Secret != nil && strings.HasSuffix(v.Secret.SecretName, "-tls") || v.Secret != nil && v.Secret.SecretName == "registry-cert" {
+						t.Errorf("%s mounts the registry's TLS Secret %s", where, v.Secret.SecretName)
+					}
+				}
+				if trusted != tc.ca {
+					t.Errorf("%s trusts ConfigMap %q, want %q", where, trusted, tc.ca)
+				}
+			}
+		})
+	}
+}
+
+// TestRegistryValues: each registry value turns its part on or off, and
+// the registry listens beyond loopback insecurely only when told so.
+func TestRegistryValues(t *testing.T) {
+	full := release + "-barge-registry"
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		check func(t *testing.T, objs objects, c corev1.Container, tmpl *corev1.PodTemplateSpec)
+	}{
+		{"auth off means --insecure-listen and no users", []string{"--set", "registry.auth.enabled=false"}, func(t *testing.T, objs objects, c corev1.Container, _ *corev1.PodTemplateSpec) {
+			if _, ok := flag(c.Args, "insecure-listen"); !ok {
+				t.Error("no --insecure-listen: barge serve would refuse to start")
+			}
+			if _, ok := flag(c.Args, "htpasswd"); ok {
+				t.Error("--htpasswd with auth off")
+			}
+			if n := len(objs.find("Secret", "registry")); n != 1 {
+				t.Errorf("%d registry Secrets, want only the TLS one", n)
+			}
+		}},
+		{"TLS off means --insecure-listen", []string{"--set", "registry.tls.enabled=false"}, func(t *testing.T, objs objects, c corev1.Container, _ *corev1.PodTemplateSpec) {
+			if _, ok := flag(c.Args, "insecure-listen"); !ok {
+				t.Error("no --insecure-listen")
+			}
+			if _, ok := flag(c.Args, "tls-cert"); ok {
+				t.Error("--tls-cert with TLS off")
+			}
+			if len(objs.find("ConfigMap", "registry")) != 0 {
+				t.Error("a CA ConfigMap with TLS off")
+			}
+		}},
+		{"certificate from a Secret", []string{"--set", "registry.tls.secretName=registry-cert"}, func(t *testing.T, objs objects, _ corev1.Container, tmpl *corev1.PodTemplateSpec) {
+			if v := volumeOf(t, tmpl, "tls"); v.Secret == nil || v.Secret.SecretName != "registry-cert" {
+				t.Errorf("tls volume %+v, want Secret registry-cert", v)
+			}
+			for _, o := range objs.find("Secret", "registry") {
+				if o.GetName() == full+"-tls" {
+					t.Error("a generated certificate besides the given one")
+				}
+			}
+		}},
+		{"deletes on", []string{"--set", "registry.enableDelete=true"}, func(t *testing.T, _ objects, c corev1.Container, _ *corev1.PodTemplateSpec) {
+			if _, ok := flag(c.Args, "enable-delete"); !ok {
+				t.Error("no --enable-delete")
+			}
+		}},
+		{"own read-write and read-only users", []string{"--set", "registry.htpasswd.secretName=rw,registry.htpasswd.readOnlySecretName=ro,registry.htpasswd.readOnlySecretKey=users"}, func(t *testing.T, objs objects, c corev1.Container, tmpl *corev1.PodTemplateSpec) {
+			file, _ := flag(c.Args, "htpasswd-readonly")
+			if v := volumeOf(t, tmpl, "htpasswd-readonly"); v.Secret == nil || v.Secret.SecretName != "ro" || file != mountOf(t, c, "htpasswd-readonly").MountPath+"/users" {
+				t.Errorf("--htpasswd-readonly=%s on volume %+v, want key users of Secret ro", file, v)
+			}
+			for _, o := range objs.find("Secret", "registry") {
+				if o.GetName() == full+"-auth" || o.GetName() == full+"-pull" {
+					t.Errorf("generated %s besides the given users", o.GetName())
+				}
+			}
+		}},
+		{"pull Secret copied to namespaces, extra hosts", []string{"--set", "registry.auth.pullSecretNamespaces={default,ml},registry.auth.extraHosts={10.0.0.5:30500}"}, func(t *testing.T, objs objects, _ corev1.Container, _ *corev1.PodTemplateSpec) {
+			var in []string
+			var configs []string
+			for _, o := range objs.find("Secret", "registry") {
+				if o.GetName() == full+"-pull" {
+					in = append(in, o.GetNamespace())
+					configs = append(configs, string(decode[corev1.Secret](t, o).Data[".dockerconfigjson"]))
+				}
+			}
+			slices.Sort(in)
+			if !slices.Equal(in, []string{namespace, "default", "ml"}) {
+				t.Errorf("pull Secret in %v", in)
+			}
+			for _, cfg := range configs {
+				if cfg != configs[0] || !strings.Contains(cfg, `"10.0.0.5:30500"`) || !strings.Contains(cfg, full+"."+namespace+".svc:5000") {
+					t.Errorf("pull Secret %s: want the same credentials for both hosts everywhere", cfg)
+				}
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := render(t, tc.args...)
+			d := decode[appsv1.Deployment](t, objs.one(t, "Deployment", "registry"))
+			tc.check(t, objs, container(t, &d.Spec.Template, "registry"), &d.Spec.Template)
+		})
+	}
+	if _, err := renderErr("--set", "registry.htpasswd.secretName=rw,registry.auth.pullSecretNamespaces={default}"); err == nil || !strings.Contains(err.Error(), "registry.auth.pullSecretName") {
+		t.Errorf("copies of a pull Secret the chart does not make: %v, want an error naming registry.auth.pullSecretName", err)
+	}
+}
+
+// TestRegistryGeneratedSecretsAreRandom: two installs get different
+// passwords and CAs (nothing is a constant in the chart).
+func TestRegistryGeneratedSecretsAreRandom(t *testing.T) {
+	full := release + "-barge-registry"
+	a, b := render(t), render(t)
+	for _, ref := range []string{"-auth/push-password", "-auth/pull-password", "-tls/tls.key", "-tls/ca.crt"} {
+		name, key, _ := strings.Cut(ref, "/")
+		x, y := secretData(t, a, full+name)[key], secretData(t, b, full+name)[key]
+		if len(x) < 32 || string(x) == string(y) {
+			t.Errorf("%s%s: %d bytes, the same in two installs: %v", full, ref, len(x), string(x) == string(y))
+		}
+	}
+	if p := secretData(t, a, full+"-auth")["push-password"]; len(p) != 32 {
+		t.Errorf("push password of %d characters, want 32", len(p))
+	}
+}
+
+// TestRegistryNetworkPolicy: ingress to the registry pods only on its port,
+// from the chart's pullers and controller (their rendered pods match) and
+// the peers given in registry.networkPolicy.from.
+func TestRegistryNetworkPolicy(t *testing.T) {
+	s := kruntime.NewScheme()
+	if err := networkingv1.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	strictNet := kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, s, s, kjson.SerializerOptions{Yaml: true, Strict: true})
+	objs := render(t, "--set-json", `registry.networkPolicy.from=[{"ipBlock":{"cidr":"10.20.0.0/16"}}]`)
+	var np networkingv1.NetworkPolicy
+	if _, _, err := strictNet.Decode(objs.one(t, "NetworkPolicy", "registry").raw, nil, &np); err != nil {
+		t.Fatal(err)
+	}
+	specs := podSpecs(t, objs)
+	reg := specs[release+"-barge-registry"]
+	if !selects(np.Spec.PodSelector.MatchLabels, reg.Labels) || !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) {
+		t.Fatalf("policy selects %v, types %v: want the registry pods, ingress", np.Spec.PodSelector.MatchLabels, np.Spec.PolicyTypes)
+	}
+	if len(np.Spec.Ingress) != 1 || len(np.Spec.Ingress[0].Ports) != 1 || np.Spec.Ingress[0].Ports[0].Port.IntValue() != int(container(t, reg, "registry").Ports[0].ContainerPort) {
+		t.Fatalf("ingress %+v: want one rule on the registry's port only", np.Spec.Ingress)
+	}
+	from := np.Spec.Ingress[0].From
+	for _, name := range []string{release + "-barge-edgepuller", release + "-barge-controller"} {
+		if !slices.ContainsFunc(from, func(p networkingv1.NetworkPolicyPeer) bool {
+			return p.PodSelector != nil && p.NamespaceSelector == nil && selects(p.PodSelector.MatchLabels, specs[name].Labels)
+		}) {
+			t.Errorf("pods of %s are not admitted: %+v", name, from)
+		}
+	}
+	if !slices.ContainsFunc(from, func(p networkingv1.NetworkPolicyPeer) bool {
+		return p.IPBlock != nil && p.IPBlock.CIDR == "10.20.0.0/16"
+	}) {
+		t.Errorf("the extra peer is missing: %+v", from)
+	}
+	if len(render(t, "--set", "registry.networkPolicy.enabled=false").find("NetworkPolicy", "")) != 0 {
+		t.Error("a NetworkPolicy with registry.networkPolicy.enabled=false")
+	}
+}
+
+// TestRegistrySecretsSurviveUpgrade installs the chart into a real API
+// server with helm and upgrades it: the generated passwords and certificate
+// stay (lookup reads them back), so pullers' credentials do not break on
+// every upgrade; a change of the certificate's names makes a new one, and
+// the passwords still stay.
+func TestRegistrySecretsSurviveUpgrade(t *testing.T) {
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, env.KubeConfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ns := env.Namespace(t)
+	full := release + "-barge-registry"
+	deploy := func(verb string, args ...string) {
+		t.Helper()
+		base := []string{verb, release, chartDir, "--kubeconfig", kubeconfig, "--namespace", ns, "--skip-crds"}
+		if _, err := helm(append(base, args...)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	secret := func(name string) map[string][]byte {
+		t.Helper()
+		var s corev1.Secret
+		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &s); err != nil {
+			t.Fatal(err)
+		}
+		return s.Data
+	}
+	deploy("install")
+	users, certs := secret(full+"-auth"), secret(full+"-tls")
+	pull := secret(full + "-pull")
+
+	deploy("upgrade")
+	if !maps.EqualFunc(users, secret(full+"-auth"), bytes.Equal) || !maps.EqualFunc(pull, secret(full+"-pull"), bytes.Equal) {
+		t.Error("an upgrade changed the generated users or the pull credentials")
+	}
+	if !maps.EqualFunc(certs, secret(full+"-tls"), bytes.Equal) {
+		t.Error("an upgrade changed the generated certificate")
+	}
+
+	deploy("upgrade", "--set", "registry.tls.extraDNSNames={registry.edge.example}")
+	if maps.EqualFunc(certs, secret(full+"-tls"), bytes.Equal) {
+		t.Error("a new DNS name did not make a new certificate")
+	}
+	if !maps.EqualFunc(users, secret(full+"-auth"), bytes.Equal) {
+		t.Error("a certificate change changed the users")
+	}
 }
