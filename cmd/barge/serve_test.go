@@ -240,3 +240,28 @@ func TestServeUploadSecretFile(t *testing.T) {
 		t.Errorf("short upload secret: %s", r)
 	}
 }
+
+// TestServeTLSOnLoopback: a registry on this machine that speaks TLS (barge
+// serve --tls-cert on 127.0.0.1, or a port-forward to the chart's registry)
+// is reached over HTTPS, with the certificate checked: barge does not fall
+// back to plain HTTP for it, as it does for a loopback registry without TLS.
+func TestServeTLSOnLoopback(t *testing.T) {
+	host := freePort(t, "127.0.0.1")
+	ca, cert, key := registry.TLSFilesForTest(t, "127.0.0.1")
+	serve(t, "--addr", host, "--root", t.TempDir(), "--tls-cert", cert, "--tls-key", key)
+
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "weights.bin"), []byte("over tls"), 0o644)
+	ref := host + "/models/loop:1"
+	r := command{}.run(t, bargeBin, "push", src, ref)
+	if r.err == nil || !strings.Contains(r.stderr, "certificate") {
+		t.Errorf("barge push to a TLS registry whose CA it does not trust: %s; want a certificate error", r)
+	}
+	trust := []string{"SSL_CERT_FILE=" + ca}
+	must(t, command{env: trust}.run(t, bargeBin, "push", src, ref))
+	dest := filepath.Join(t.TempDir(), "m")
+	must(t, command{env: trust}.run(t, bargeBin, "pull", ref, dest))
+	if b, _ := os.ReadFile(filepath.Join(dest, "weights.bin")); string(b) != "over tls" {
+		t.Errorf("barge pulled %q", b)
+	}
+}

@@ -52,7 +52,7 @@ func newInspectCommand(s streams) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&rf.plainHTTP, "plain-http", false, "use plain HTTP (loopback registries always do)")
+	cmd.Flags().BoolVar(&rf.plainHTTP, "plain-http", false, "use plain HTTP (a registry on this machine that does not speak TLS always does)")
 	addOutputFlag(cmd, &out)
 	return cmd
 }

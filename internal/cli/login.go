@@ -74,7 +74,7 @@ where the process list and the shell history would keep it.`,
 			if err != nil {
 				return fmt.Errorf("login: %q is not a registry host: %w", host, err)
 			}
-			reg.PlainHTTP = rf.plainHTTP || isLoopback(host)
+			reg.PlainHTTP = rf.plainHTTPFor(host)
 			store, err := credentialStore()
 			if err != nil {
 				return err
@@ -88,7 +88,7 @@ where the process list and the shell history would keep it.`,
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&rf.plainHTTP, "plain-http", false, "use plain HTTP (loopback registries always do)")
+	f.BoolVar(&rf.plainHTTP, "plain-http", false, "use plain HTTP (a registry on this machine that does not speak TLS always does)")
 	f.StringVarP(&username, "username", "u", "", "user name (asked for on a terminal when left out)")
 	f.BoolVar(&passwordStdin, "password-stdin", false, "read the password from standard input")
 	// Kept only to refuse it with advice: scripts that used it get a clear

@@ -69,7 +69,7 @@ func newMetricsAttachCommand(s streams) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&rf.plainHTTP, "plain-http", false, "use plain HTTP (loopback registries always do)")
+	cmd.Flags().BoolVar(&rf.plainHTTP, "plain-http", false, "use plain HTTP (a registry on this machine that does not speak TLS always does)")
 	cmd.Flags().StringVar(&dataset, "dataset", "", "digest or reference of the dataset the metrics were measured on")
 	addOutputFlag(cmd, &out)
 	return cmd
@@ -119,7 +119,7 @@ func newMetricsGetCommand(s streams) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().BoolVar(&rf.plainHTTP, "plain-http", false, "use plain HTTP (loopback registries always do)")
+	cmd.Flags().BoolVar(&rf.plainHTTP, "plain-http", false, "use plain HTTP (a registry on this machine that does not speak TLS always does)")
 	addOutputFlag(cmd, &out)
 	return cmd
 }

@@ -121,7 +121,7 @@ Layers the store has already, from any artifact, are not downloaded again.`,
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&rf.plainHTTP, "plain-http", false, "use plain HTTP (loopback registries always do)")
+	f.BoolVar(&rf.plainHTTP, "plain-http", false, "use plain HTTP (a registry on this machine that does not speak TLS always does)")
 	f.StringVar(&cache, "cache", "", "local content store (default: the user's cache directory, barge/store, or $BARGE_CACHE)")
 	f.BoolVar(&force, "force", false, "replace DIR even if a previous pull did not create it")
 	f.IntVar(&opts.Concurrency, "concurrency", 4, "layers downloaded at once")

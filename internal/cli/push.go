@@ -101,7 +101,7 @@ with that role. Prints the manifest digest.`,
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&rf.plainHTTP, "plain-http", false, "use plain HTTP (loopback registries always do)")
+	f.BoolVar(&rf.plainHTTP, "plain-http", false, "use plain HTTP (a registry on this machine that does not speak TLS always does)")
 	f.StringVar(&kind, "kind", "model", "artifact kind: model, code or dataset")
 	f.StringArrayVarP(&annotations, "annotation", "a", nil, "manifest annotation KEY=VALUE (repeatable)")
 	f.StringVar(&meta.Name, "name", "", "model name (ModelPack descriptor)")

@@ -2,12 +2,15 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -25,8 +28,41 @@ type remoteFlags struct {
 	plainHTTP bool
 }
 
-// isLoopback says whether host (without port) is this machine; those
-// registries speak plain HTTP by default, as Docker assumes.
+// plainHTTP says whether to reach host over plain HTTP: when --plain-http
+// says so, or for a registry on this machine that does not answer a TLS
+// handshake. Docker and barge have always taken loopback registries for
+// plain HTTP; a `barge serve --tls-cert` on 127.0.0.1, or a port-forward to
+// the chart's HTTPS registry, is reached over HTTPS instead.
+func (f remoteFlags) plainHTTPFor(host string) bool {
+	return f.plainHTTP || (isLoopback(host) && !speaksTLS(host))
+}
+
+// speaksTLS tries a TLS handshake with host (port 443 if none), once per
+// host per process. The certificate is not checked here, only that TLS is
+// spoken: the requests that follow check it.
+func speaksTLS(host string) bool {
+	if v, ok := tlsProbes.Load(host); ok {
+		return v.(bool)
+	}
+	addr := host
+	if _, _, err := net.SplitHostPort(host); err != nil {
+		addr = net.JoinHostPort(strings.Trim(host, "[]"), "443")
+	}
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 3 * time.Second}, Config: &tls.Config{InsecureSkipVerify: true}} // #nosec G402: a probe; no data is sent
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	ok := err == nil
+	if ok {
+		conn.Close()
+	}
+	tlsProbes.Store(host, ok)
+	return ok
+}
+
+var tlsProbes sync.Map // host → bool
+
+// isLoopback says whether host (without port) is this machine.
 func isLoopback(host string) bool {
 	h, _, err := net.SplitHostPort(host)
 	if err != nil {
@@ -55,7 +91,7 @@ func (f remoteFlags) repository(ref registry.Reference) (*remote.Repository, err
 	if err != nil {
 		return nil, err
 	}
-	repo.PlainHTTP = f.plainHTTP || isLoopback(ref.Registry)
+	repo.PlainHTTP = f.plainHTTPFor(ref.Registry)
 	store, err := credentialStore()
 	if err != nil {
 		return nil, err
