@@ -24,6 +24,8 @@ func newPullCommand(s streams) *cobra.Command {
 		force     bool
 		limitRate string
 		opts      fetch.Options
+		verifyOn  bool
+		vf        verifyFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "pull REF DIR",
@@ -45,6 +47,9 @@ Layers the store has already, from any artifact, are not downloaded again.`,
 				return err
 			}
 			dir := args[1]
+			if err := pullVerify(verifyOn, &vf); err != nil {
+				return err
+			}
 			if opts.LimitRate, err = parseRate("--limit-rate", limitRate); err != nil {
 				return err
 			}
@@ -84,6 +89,11 @@ Layers the store has already, from any artifact, are not downloaded again.`,
 			if err != nil {
 				return explain(err, ref)
 			}
+			if verifyOn {
+				if err := vf.check(ctx, repo, ref, desc); err != nil {
+					return fmt.Errorf("pull %s: %w\nnothing was written to %s", ref, err, dir)
+				}
+			}
 			if err := unpack.ReplaceDir(ctx, st, a.FileLayers(), dir, unpack.Options{Overwrite: force}); err != nil {
 				if errors.Is(err, unpack.ErrNotOwned) {
 					return fmt.Errorf("%w: pull into a new or empty directory, or pass --force to replace it", err)
@@ -113,6 +123,8 @@ Layers the store has already, from any artifact, are not downloaded again.`,
 	f.IntVar(&opts.Concurrency, "concurrency", 4, "layers downloaded at once")
 	f.StringVar(&limitRate, "limit-rate", "", "cap the download rate, in bytes per second with an optional K, M or G suffix (e.g. 2M)")
 	f.StringArrayVar(&opts.Mirrors, "mirror", nil, "registry mirror tried before the origin, host[:port] or http://host[:port] (repeatable, tried in order)")
+	f.BoolVar(&verifyOn, "verify", false, "check the signature (flags as for barge verify) before the files are put in place")
+	vf.add(cmd)
 	addOutputFlag(cmd, &out)
 	return cmd
 }
