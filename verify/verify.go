@@ -122,3 +122,50 @@ func short(d fmt.Stringer) string {
 	}
 	return s
 }
+
+// Names of the files (Secret, ConfigMap or directory keys) FromFiles reads.
+const (
+	FileTrustedRoot = "trusted_root.json"
+	FileTrustPolicy = "trustpolicy.json"
+)
+
+// FromFiles builds a policy from named files, as a Secret's or ConfigMap's
+// data or a mounted directory holds them: cosign public keys as *.pub,
+// a keyless trusted root as trusted_root.json, a Notation trust policy as
+// trustpolicy.json with its certificates as TYPE.NAME.crt (or .pem), such as
+// ca.acme.crt for the store ca:acme. Other files are ignored. ids are the
+// keyless identities.
+func FromFiles(provider string, files map[string][]byte, ids []Identity) Policy {
+	p := Policy{Provider: provider, Identities: ids}
+	for name, b := range files {
+		switch {
+		case name == FileTrustedRoot:
+			p.TrustedRoot = b
+		case name == FileTrustPolicy:
+			p.TrustPolicy = b
+		case strings.HasSuffix(name, ".pub"):
+			if p.PublicKeys == nil {
+				p.PublicKeys = map[string][]byte{}
+			}
+			p.PublicKeys[name] = b
+		case strings.HasSuffix(name, ".crt") || strings.HasSuffix(name, ".pem"):
+			base := strings.TrimSuffix(strings.TrimSuffix(name, ".crt"), ".pem")
+			typ, store, ok := strings.Cut(base, ".")
+			if !ok {
+				typ, store = "", base
+			}
+			if p.TrustStore == nil {
+				p.TrustStore = map[string][]byte{}
+			}
+			p.TrustStore[typ+"/"+store] = b
+		}
+	}
+	if provider == ProviderNotation {
+		p.PublicKeys, p.TrustedRoot = nil, nil
+		return p
+	}
+	// Certificates and trust policies belong to Notation; cosign ignores them
+	// rather than refusing a Secret that serves both.
+	p.TrustPolicy, p.TrustStore = nil, nil
+	return p
+}
