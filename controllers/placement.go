@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -77,6 +78,9 @@ type placement struct {
 	insecure      bool
 	selector      map[string]string
 	maxConcurrent int32
+	// verify is the owner's spec.verify, carried to every NodeArtifact so
+	// the node checks the signature again.
+	verify *v1alpha1.VerifySpec
 }
 
 // reference is what a NodeArtifact's puller fetches.
@@ -223,6 +227,7 @@ func (pl *placer) place(ctx context.Context, p placement) (placeResult, error) {
 		}
 	}
 	plan := planRollout(desired, existing, p.digest, p.reference(), p.insecure, p.maxConcurrent)
+	plan.refresh = append(plan.refresh, verifyChanged(existing, plan, p)...)
 
 	for _, node := range plan.create {
 		na, err := pl.newNodeArtifact(p, node)
@@ -242,6 +247,7 @@ func (pl *placer) place(ctx context.Context, p placement) (placeResult, error) {
 	for _, na := range append(plan.move, plan.refresh...) {
 		before := na.DeepCopy()
 		na.Spec.Reference, na.Spec.Digest, na.Spec.Insecure = p.reference(), p.digest, p.insecure
+		na.Spec.Verify = p.verify.DeepCopy()
 		if err := pl.client.Patch(ctx, na, client.MergeFrom(before)); err != nil {
 			return res, fmt.Errorf("move NodeArtifact %s to %s: %w", na.Name, p.digest, err)
 		}
@@ -401,7 +407,7 @@ func (pl *placer) newNodeArtifact(p placement, node string) (*v1alpha1.NodeArtif
 			Finalizers: []string{v1alpha1.FilesFinalizer},
 		},
 		Spec: v1alpha1.NodeArtifactSpec{NodeName: node, Reference: p.reference(), Digest: p.digest, Insecure: p.insecure,
-			ArtifactName: artifactName(p.kind, p.owner.GetName())},
+			ArtifactName: artifactName(p.kind, p.owner.GetName()), Verify: p.verify.DeepCopy()},
 	}
 	na.Labels[v1alpha1.NodeLabel] = labelValue(node)
 	if err := controllerutil.SetControllerReference(p.owner, na, pl.scheme); err != nil {
@@ -439,4 +445,18 @@ func listNodes(nodes []string) string {
 		return strings.Join(nodes[:5], ", ") + fmt.Sprintf(" and %d more", len(nodes)-5)
 	}
 	return strings.Join(nodes, ", ")
+}
+
+// verifyChanged are the NodeArtifacts on the digest that stay, whose
+// spec.verify is not the owner's now.
+func verifyChanged(existing []*v1alpha1.NodeArtifact, plan rolloutPlan, p placement) []*v1alpha1.NodeArtifact {
+	var out []*v1alpha1.NodeArtifact
+	for _, na := range existing {
+		if na.DeletionTimestamp != nil || na.Spec.Digest != p.digest || equality.Semantic.DeepEqual(na.Spec.Verify, p.verify) ||
+			slices.Contains(plan.remove, na) || slices.Contains(plan.refresh, na) {
+			continue
+		}
+		out = append(out, na)
+	}
+	return out
 }
