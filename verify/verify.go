@@ -35,8 +35,8 @@ type Verifier interface {
 // must match the whole value (they are anchored), as the OIDC issuer and the
 // subject alternative name of the signing certificate.
 type Identity struct {
-	Issuer  string
-	Subject string
+	Issuer  string `json:"issuer"`
+	Subject string `json:"subject"`
 }
 
 // Policy is what to trust, with the key material already read. New turns it
