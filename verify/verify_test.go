@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -127,6 +128,18 @@ func TestCosignKey(t *testing.T) {
 	t.Run("signature of another digest", func(t *testing.T) {
 		copySignatures(t, f.repo, f.v1, f.v2)
 		wantRefused(t, good.Verify(ctx, f.repo, f.name, f.v2), f.v2, "no cosign signature verifies with key cosign.pub")
+	})
+	// An attestation is signed with the same key but is not a signature.
+	t.Run("attestation is not a signature", func(t *testing.T) {
+		pred := filepath.Join(t.TempDir(), "sbom.json")
+		if err := os.WriteFile(pred, []byte(`{"packages":[]}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, stderr, err := signtest.Cosign(t, "attest", "--key", key, "--type", "custom", "--predicate", pred,
+			"--tlog-upload=false", "--use-signing-config=false", "--allow-http-registry", "--yes", f.ref(f.v2)); err != nil {
+			t.Fatalf("cosign attest: %v\n%s", err, stderr)
+		}
+		wantRefused(t, good.Verify(ctx, f.repo, f.name, f.v2), f.v2, "an attestation is not a signature")
 	})
 	// The real cosign accepts what we accept: the test's signature is one
 	// users would check with `cosign verify`.
