@@ -115,3 +115,54 @@ func TestVerifyRefuses(t *testing.T) {
 		t.Errorf("NodeArtifacts of refused models: %v", nas)
 	}
 }
+
+// TestVerifyKeylessAndNotation: keyless signatures checked against the
+// Secret's trusted_root.json and spec.verify.matchOIDCIdentity, and a
+// Notation signature against a ConfigMap's trust policy and certificate.
+func TestVerifyKeylessAndNotation(t *testing.T) {
+	ns := env.Namespace(t)
+	ref := repoName(t, "m")
+	repo := openRepo(t, ref)
+	desc := pushModel(t, repo, "1.0.0", map[string]string{"m.onnx": "v1"}, artifact.Metadata{})
+	ks := signtest.NewKeyless(t)
+	const issuer, subject = "https://token.actions.githubusercontent.com", "https://github.com/acme/models/.github/workflows/train.yaml@refs/heads/main"
+	signtest.PushBundle(t, repo, desc, ks.Bundle(t, subject, issuer, desc))
+	n := signtest.NewNotary(t, "acme")
+	n.Sign(t, ref, desc)
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "sigstore"}, Data: map[string][]byte{"trusted_root.json": ks.TrustedRoot(t)}})
+	create(t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "notation"}, Data: map[string]string{
+		"trustpolicy.json": string(signtest.TrustPolicy(t, "acme")), "ca.acme.crt": string(n.CAPEM())}})
+
+	keyless := func(name, subjectRE string) *v1alpha1.InferenceModel {
+		m := edgeModel(ns, name, ref, "1.0.0")
+		m.Spec.Verify = &v1alpha1.VerifySpec{Provider: "cosign", SecretRef: &v1alpha1.LocalObjectReference{Name: "sigstore"},
+			MatchOIDCIdentity: []v1alpha1.OIDCIdentityMatch{{Issuer: `https://token\.actions\.githubusercontent\.com`, Subject: subjectRE}}}
+		create(t, m)
+		return m
+	}
+	trusted := keyless("trusted", `https://github\.com/acme/.*`)
+	other := keyless("other-identity", `https://github\.com/evil/.*`)
+	notary := edgeModel(ns, "notation", ref, "1.0.0")
+	notary.Spec.Verify = &v1alpha1.VerifySpec{Provider: "notation", ConfigMapRef: &v1alpha1.LocalObjectReference{Name: "notation"}}
+	create(t, notary)
+
+	for _, c := range []struct {
+		m    *v1alpha1.InferenceModel
+		want conds
+	}{
+		{trusted, conds{ready: metav1.ConditionTrue, reason: ReasonSucceeded}},
+		{notary, conds{ready: metav1.ConditionTrue, reason: ReasonSucceeded}},
+		{other, conds{ready: metav1.ConditionFalse, reason: ReasonVerificationFailed, message: "no cosign signature verifies with identity", stalled: true}},
+	} {
+		eventually(t, c.m.Name, func() error {
+			get(t, c.m)
+			if err := c.want.check(c.m.Generation, c.m.Status.ObservedGeneration, c.m.Status.Conditions); err != nil {
+				return err
+			}
+			if c.want.ready == metav1.ConditionTrue && (c.m.Status.Resolved == nil || c.m.Status.Resolved.Digest != desc.Digest.String()) {
+				return fmt.Errorf("resolved %+v", c.m.Status.Resolved)
+			}
+			return nil
+		})
+	}
+}
