@@ -11,6 +11,7 @@ CONTROLPLANE_MOD := $(CURDIR)/hack/controlplane/go.mod
 ORAS           := $(BIN)/oras
 CONTROLLER_GEN := $(BIN)/controller-gen
 HELM           := $(BIN)/helm
+COSIGN         := $(BIN)/cosign
 KUBE_APISERVER := $(BIN)/kube-apiserver
 ETCD           := $(BIN)/etcd
 KUBECTL        := $(BIN)/kubectl
@@ -39,7 +40,7 @@ build: ## Build the binaries into bin/.
 
 .PHONY: test
 test: tools ## Run every test (unit, fuzz seeds, envtest on the real kube-apiserver, interop with oras).
-	BARGE_ORAS=$(ORAS) $(GO) test -count=1 -timeout 30m ./...
+	BARGE_ORAS=$(ORAS) BARGE_COSIGN=$(COSIGN) $(GO) test -count=1 -timeout 30m ./...
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate deepcopy code and the CRDs in charts/barge/crds/.
@@ -92,7 +93,7 @@ $(CRANE): $(CURDIR)/hack/tools/crane/go.mod
 # Cold (empty build cache, 2 cores shared with other builds), measured: kube-apiserver
 # 10m51s (7m34s CPU), helm 2m10s, controller-gen 1m15s, etcd 23s; the first `make test`
 # includes this. Warm: nothing to do; a go.mod bump that changes no package relinks in 1s.
-tools: $(ORAS) $(CONTROLLER_GEN) $(HELM) $(KUBE_APISERVER) $(ETCD) ## Build the pinned tools and control plane into bin/.
+tools: $(ORAS) $(CONTROLLER_GEN) $(HELM) $(COSIGN) $(KUBE_APISERVER) $(ETCD) ## Build the pinned tools and control plane into bin/.
 
 $(ORAS): $(TOOLS_MOD)
 	cd hack/tools && $(GO) build -o $(ORAS) oras.land/oras/cmd/oras
@@ -102,6 +103,9 @@ $(CONTROLLER_GEN): $(TOOLS_MOD)
 
 $(HELM): $(TOOLS_MOD)
 	cd hack/tools && $(GO) build -o $@ helm.sh/helm/v3/cmd/helm
+
+$(COSIGN): $(TOOLS_MOD)
+	cd hack/tools && $(GO) build -o $@ github.com/sigstore/cosign/v3/cmd/cosign
 
 $(KUBE_APISERVER): $(CONTROLPLANE_MOD)
 	cd hack/controlplane && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(KUBE_LDFLAGS)' -o $@ k8s.io/kubernetes/cmd/kube-apiserver

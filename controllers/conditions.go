@@ -49,6 +49,10 @@ const (
 	ReasonReconcileFailed      = "ReconcileFailed"
 )
 
+// ReasonVerificationFailed: the digest carries no signature spec.verify
+// trusts, or the key material it names cannot be read.
+const ReasonVerificationFailed = "VerificationFailed"
+
 // failure is why a reconcile pass stopped. A stalled failure needs a person
 // (a tag that does not exist, a dataset given as a model); any other is
 // retried on its own (a registry that is down).

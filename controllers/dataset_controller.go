@@ -54,6 +54,7 @@ func (r *DatasetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (re
 
 	s := &datasetScope{dataset: ds, before: ds.DeepCopy()}
 	s.interval = intervalOf(ds.Spec.Interval)
+	s.verify = ds.Spec.Verify
 	s.src = source{
 		Namespace:  ds.Namespace,
 		Repository: ds.Spec.Artifact,

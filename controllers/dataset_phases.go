@@ -70,6 +70,7 @@ func (r *DatasetReconciler) place(ctx context.Context, s *datasetScope) (ctrl.Re
 		// Every node keeps its old version until the new one is Ready,
 		// and a Dataset has no rollout knob: all nodes move at once.
 		maxConcurrent: math.MaxInt32,
+		verify:        ds.Spec.Verify,
 	})
 	if err != nil {
 		return ctrl.Result{}, err

@@ -60,6 +60,7 @@ func (r *InferenceModelReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 
 	s := &modelScope{model: model, before: model.DeepCopy()}
 	s.interval = intervalOf(model.Spec.Interval)
+	s.verify = model.Spec.Verify
 	defer func() {
 		if err := r.patchStatus(ctx, s); err != nil {
 			retErr = errors.Join(retErr, err)

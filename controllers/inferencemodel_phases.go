@@ -173,6 +173,7 @@ func (r *InferenceModelReconciler) deployEdge(ctx context.Context, s *modelScope
 		insecure:      m.Spec.Insecure,
 		selector:      m.Spec.NodeSelector,
 		maxConcurrent: m.Spec.Rollout.MaxConcurrentNodes,
+		verify:        m.Spec.Verify,
 	})
 	if err != nil {
 		return ctrl.Result{}, err

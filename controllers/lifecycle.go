@@ -232,6 +232,9 @@ type resolveFacts struct {
 	newDigest bool
 	// failedIn names the step that failed, for the event's reason.
 	failedIn string
+	// verify is the object's spec.verify: a resolved digest rolls out only
+	// with a signature it trusts.
+	verify *v1alpha1.VerifySpec
 }
 
 // resolveStep turns the object's target version into a digest when the
@@ -253,6 +256,12 @@ func (f *resolveFacts) resolveStep(ctx context.Context, rs *Resolver, generation
 	if err != nil {
 		f.failedIn = ReasonResolveFailed
 		return ctrl.Result{}, err
+	}
+	if f.verify != nil {
+		if err := rs.verify(ctx, repo, f.src, f.verify, res.Descriptor); err != nil {
+			f.failedIn = ReasonVerificationFailed
+			return ctrl.Result{}, err
+		}
 	}
 	f.res = res
 	f.newDigest = resolved == nil || resolved.Digest != res.Descriptor.Digest.String()

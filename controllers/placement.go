@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -85,6 +86,9 @@ type placement struct {
 	insecure      bool
 	selector      map[string]string
 	maxConcurrent int32
+	// verify is the owner's spec.verify, carried to every NodeArtifact so
+	// the node checks the signature again.
+	verify *v1alpha1.VerifySpec
 }
 
 // nodeProblem is a node whose puller reported a failure.
@@ -476,6 +480,11 @@ func (p placement) repair(na *v1alpha1.NodeArtifact) bool {
 	set(&na.Spec.Reference, p.repository+"@"+na.Spec.Digest)
 	if na.Spec.Insecure != p.insecure {
 		na.Spec.Insecure, changed = p.insecure, true
+	}
+	// The verify policy goes with the digest it was checked for: a node
+	// still on an older digest keeps the policy that admitted it.
+	if na.Spec.Digest == p.digest && !equality.Semantic.DeepEqual(na.Spec.Verify, p.verify) {
+		na.Spec.Verify, changed = p.verify.DeepCopy(), true
 	}
 	return changed
 }

@@ -71,3 +71,67 @@ type NodeCounts struct {
 	// +optional
 	Failed int32 `json:"failed,omitempty"`
 }
+
+// VerifySpec says which signatures a digest must carry before it rolls out:
+// the controller refuses to resolve to a digest without one, and each node's
+// puller checks again before activating it. As Flux's OCIRepository
+// spec.verify.
+// +kubebuilder:validation:XValidation:rule="has(self.secretRef) != has(self.configMapRef)",message="spec.verify: name the key material with exactly one of secretRef or configMapRef"
+// +kubebuilder:validation:XValidation:rule="self.provider == 'cosign' || !has(self.matchOIDCIdentity)",message="spec.verify.matchOIDCIdentity applies to cosign keyless signatures only; notation's trust policy names its identities"
+type VerifySpec struct {
+	// Provider of the signatures: cosign or notation.
+	// +kubebuilder:validation:Enum=cosign;notation
+	// +kubebuilder:default=cosign
+	// +optional
+	Provider string `json:"provider,omitempty"`
+
+	// SecretRef names a Secret in the same namespace holding the key
+	// material: for cosign, public keys as *.pub (any one verifying is
+	// enough), or trusted_root.json for keyless signatures with
+	// matchOIDCIdentity; for notation, trustpolicy.json and the trust
+	// store's certificates as TYPE.NAME.crt (ca.acme.crt is the store
+	// ca:acme).
+	// +optional
+	SecretRef *LocalObjectReference `json:"secretRef,omitempty"`
+
+	// ConfigMapRef is the same as SecretRef, from a ConfigMap: public keys
+	// and certificates are not secret.
+	// +optional
+	ConfigMapRef *LocalObjectReference `json:"configMapRef,omitempty"`
+
+	// MatchOIDCIdentity lists the keyless signers trusted; a signature by
+	// any of them is enough. Needs trusted_root.json in the key material:
+	// verification is offline.
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +optional
+	MatchOIDCIdentity []OIDCIdentityMatch `json:"matchOIDCIdentity,omitempty"`
+}
+
+// OIDCIdentityMatch is a keyless signer: regular expressions (RE2) that
+// must match the whole OIDC issuer and the whole subject (the certificate's
+// subject alternative name).
+type OIDCIdentityMatch struct {
+	// Issuer, such as https://token\.actions\.githubusercontent\.com.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Issuer string `json:"issuer"`
+
+	// Subject, such as https://github\.com/acme/models/\.github/workflows/.*.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Subject string `json:"subject"`
+}
+
+// KeyMaterialName is the name of the Secret or ConfigMap the spec names.
+func (v *VerifySpec) KeyMaterialName() string {
+	switch {
+	case v == nil:
+		return ""
+	case v.SecretRef != nil:
+		return v.SecretRef.Name
+	case v.ConfigMapRef != nil:
+		return v.ConfigMapRef.Name
+	}
+	return ""
+}

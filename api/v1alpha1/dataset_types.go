@@ -52,6 +52,11 @@ type DatasetSpec struct {
 	// +optional
 	PullSecretRef *LocalObjectReference `json:"pullSecretRef,omitempty"`
 
+	// Verify requires a signature on the digest before it rolls out; the
+	// previous digest keeps running while a new one fails verification.
+	// +optional
+	Verify *VerifySpec `json:"verify,omitempty"`
+
 	// Interval between two resolutions of a tag or range.
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:Type=string

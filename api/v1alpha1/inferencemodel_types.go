@@ -84,6 +84,11 @@ type InferenceModelSpec struct {
 	// +optional
 	PullSecretRef *LocalObjectReference `json:"pullSecretRef,omitempty"`
 
+	// Verify requires a signature on the digest before it rolls out; the
+	// previous digest keeps running while a new one fails verification.
+	// +optional
+	Verify *VerifySpec `json:"verify,omitempty"`
+
 	// Interval between two resolutions of a tag or range; a moved tag rolls out
 	// within one interval.
 	// +kubebuilder:default="5m"

@@ -54,6 +54,12 @@ type NodeArtifactSpec struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
 	// +optional
 	ArtifactName string `json:"artifactName,omitempty"`
+
+	// Verify is the owner's spec.verify: the puller checks the digest's
+	// signature again before activating it, with key material from its own
+	// node (see the chart's edgePuller.verify), never from this object.
+	// +optional
+	Verify *VerifySpec `json:"verify,omitempty"`
 }
 
 // MaxArtifactName is the longest spec.artifactName: with a namespace (63)

@@ -175,3 +175,18 @@ kind: Dataset
 spec: {artifact: "registry.example.com/datasets/coco-val:2017", targetVersion: "2017"}`},
 	})
 }
+
+func TestVerifyValidation(t *testing.T) {
+	const model = "kind: InferenceModel\nspec: {artifact: registry.example.com/models/resnet50, targetVersion: \"1.0.0\", verify: "
+	runValidation(t, []validationCase{
+		{name: "cosign key from a ConfigMap", doc: model + `{configMapRef: {name: keys}}}`},
+		{name: "keyless", doc: model + `{secretRef: {name: root}, matchOIDCIdentity: [{issuer: "https://token\\.actions\\.githubusercontent\\.com", subject: "https://github\\.com/acme/.*"}]}}`},
+		{name: "notation", doc: model + `{provider: notation, configMapRef: {name: trust}}}`},
+		{name: "no key material", doc: model + `{provider: cosign}}`, want: []string{"exactly one of secretRef or configMapRef"}},
+		{name: "both refs", doc: model + `{secretRef: {name: a}, configMapRef: {name: b}}}`, want: []string{"exactly one of secretRef or configMapRef"}},
+		{name: "unknown provider", doc: model + `{provider: gpg, secretRef: {name: a}}}`, want: []string{"spec.verify.provider", "cosign", "notation"}},
+		{name: "identity with notation", doc: model + `{provider: notation, secretRef: {name: a}, matchOIDCIdentity: [{issuer: a, subject: b}]}}`, want: []string{"cosign keyless signatures only"}},
+		{name: "empty subject", doc: model + `{secretRef: {name: a}, matchOIDCIdentity: [{issuer: a, subject: ""}]}}`, want: []string{"subject"}},
+		{name: "dataset", doc: "kind: Dataset\nspec: {artifact: registry.example.com/datasets/coco, targetVersion: \"1\", verify: {secretRef: {name: keys}}}"},
+	})
+}

@@ -34,6 +34,7 @@ import (
 	"github.com/bargeml/barge/edgepuller/fetch"
 	"github.com/bargeml/barge/edgepuller/gc"
 	"github.com/bargeml/barge/edgepuller/kube"
+	"github.com/bargeml/barge/edgepuller/trust"
 )
 
 const usage = `Usage:
@@ -84,6 +85,7 @@ func run(args []string, stderr io.Writer) int {
 		reqTimeout  = fl.Duration("request-timeout", fetch.DefaultRequestTimeout, "bound on each manifest, tag lookup and token request to a registry or mirror, body included")
 		pullTimeout = fl.Duration("pull-timeout", fetch.DefaultTimeout, "bound on one pull of one artifact; a pull cut by it resumes on the next attempt")
 		regConfig   = fl.String("registry-config", "", "registry credentials in Docker config format (a mounted kubernetes.io/dockerconfigjson Secret); anonymous when empty")
+		verifyDir   = fl.String("verify-dir", "", "key material for signature checks before activation, DIR/NAMESPACE/KEYS/ (mounted ConfigMaps); without it, an artifact that asks for verification fails")
 		mirrors     []string
 		limitRate   int64
 		quota       int64
@@ -149,6 +151,9 @@ func run(args []string, stderr io.Writer) int {
 		}
 		opts.Fetch.Client = &auth.Client{Client: retry.DefaultClient, Cache: auth.NewCache(), Credential: credentials.Credential(store)}
 	}
+	// Always set: with no --verify-dir, an entry that asks for a signature
+	// check fails rather than being activated unchecked.
+	opts.Verify = trust.FromDir(*verifyDir, opts.Fetch.Client)
 	var (
 		a   *agent.Agent
 		src agent.Source

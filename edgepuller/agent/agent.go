@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
@@ -64,6 +65,10 @@ type Options struct {
 	Log *slog.Logger
 	// Store tunes the blob store; the zero value is what production wants.
 	Store store.Options
+	// Verify, if set, is asked before a version is activated, with the
+	// fetched manifest's descriptor; an error keeps the current version and
+	// reports the artifact Failed with it. If nil, nothing is verified.
+	Verify func(ctx context.Context, d Desired, desc ocispec.Descriptor) error
 }
 
 // Agent keeps a node's artifacts as desired. Create it with New and start

@@ -23,6 +23,17 @@ type Desired struct {
 	Reference string `json:"reference"`
 	// Insecure reaches the registry over plain HTTP.
 	Insecure bool `json:"insecure,omitempty"`
+	// Verify, when Keys is set, asks for a signature check before activation (see
+	// Options.Verify); the key material is the node's, never the entry's.
+	Verify VerifyRef `json:"verify,omitzero"`
+}
+
+// VerifyRef says which of the node's key material a signature must verify
+// with: Keys names it (a NodeArtifact's Secret or ConfigMap name), Provider
+// is cosign or notation. It is comparable, so desired lists compare with ==.
+type VerifyRef struct {
+	Provider string `json:"provider,omitempty"`
+	Keys     string `json:"keys"`
 }
 
 var nameSegment = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
@@ -41,6 +52,14 @@ func (d Desired) Validate() error {
 		return fmt.Errorf("name %q is longer than %d characters", d.Name, maxName)
 	case len(segs) > 2:
 		return fmt.Errorf("name %q has more than one '/': use name or namespace/name", d.Name)
+	}
+	if k := d.Verify.Keys; k != "" && !nameSegment.MatchString(k) {
+		return fmt.Errorf("verify keys %q: name key material with letters, digits, '.', '_' and '-', starting with a letter or digit", k)
+	}
+	switch d.Verify.Provider {
+	case "", "cosign", "notation":
+	default:
+		return fmt.Errorf("verify provider %q: use cosign or notation", d.Verify.Provider)
 	}
 	for _, s := range segs {
 		if !nameSegment.MatchString(s) {

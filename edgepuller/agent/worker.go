@@ -182,7 +182,7 @@ func (w *worker) pull(ctx context.Context, cur, target digest.Digest) error {
 	opts.PlainHTTP = w.d.Insecure
 	opts.Progress = p.event
 	pinned := w.ref.Registry + "/" + w.ref.Repository + "@" + target.String()
-	_, art, res, err := fetch.Pull(pctx, w.a.st, pinned, opts)
+	desc, art, res, err := fetch.Pull(pctx, w.a.st, pinned, opts)
 	w.a.metrics.pulled(res)
 	if refused := p.refusal(); refused != nil {
 		w.a.unpin(w.pin) // its layers are not wanted
@@ -190,6 +190,9 @@ func (w *worker) pull(ctx context.Context, cur, target digest.Digest) error {
 	}
 	if err == nil {
 		err = activatable(art, w.d.Reference)
+	}
+	if err == nil && w.a.opts.Verify != nil {
+		err = w.a.opts.Verify(pctx, w.d, desc)
 	}
 	if err != nil {
 		if ok, _ := w.a.st.Exists(ctx, ocispec.Descriptor{Digest: target}); !ok {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -49,6 +50,8 @@ type site struct {
 	rate atomic.Int64
 	ns   string
 	root string
+	// verify, if set, is the agent's Options.Verify.
+	verify func(context.Context, agent.Desired, ocispec.Descriptor) error
 }
 
 func newSite(t *testing.T) *site {
@@ -220,6 +223,7 @@ func (s *site) start(cfg *rest.Config, mutate func(*kube.Options)) *puller {
 		Backoff:         func(int) time.Duration { return 100 * time.Millisecond },
 		ResolveInterval: time.Hour,
 		Log:             log,
+		Verify:          s.verify,
 	})
 	if err != nil {
 		s.t.Fatal(err)

@@ -399,7 +399,11 @@ func (n *Node) deliver(set func([]agent.Desired)) {
 		if na.DeletionTimestamp != nil {
 			continue
 		}
-		list = append(list, agent.Desired{Name: name, Reference: na.Spec.Reference, Insecure: na.Spec.Insecure})
+		d := agent.Desired{Name: name, Reference: na.Spec.Reference, Insecure: na.Spec.Insecure}
+		if v := na.Spec.Verify; v != nil {
+			d.Verify = agent.VerifyRef{Provider: v.Provider, Keys: v.KeyMaterialName()}
+		}
+		list = append(list, d)
 	}
 	slices.SortFunc(list, func(a, b agent.Desired) int { return strings.Compare(a.Name, b.Name) })
 	changed := n.last == nil || !slices.Equal(list, n.last)

@@ -5,6 +5,7 @@
 package tools
 
 import (
+	_ "github.com/sigstore/cosign/v3/cmd/cosign"
 	_ "helm.sh/helm/v3/cmd/helm"
 	_ "oras.land/oras/cmd/oras"
 	_ "sigs.k8s.io/controller-tools/cmd/controller-gen"

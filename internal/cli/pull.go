@@ -24,6 +24,8 @@ func newPullCommand(s streams) *cobra.Command {
 		force     bool
 		limitRate string
 		opts      fetch.Options
+		verifyOn  bool
+		vf        verifyFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "pull REF DIR",
@@ -45,6 +47,9 @@ Layers the store has already, from any artifact, are not downloaded again.`,
 				return err
 			}
 			dir := args[1]
+			if err := pullVerify(verifyOn, &vf); err != nil {
+				return err
+			}
 			if opts.LimitRate, err = parseRate("--limit-rate", limitRate); err != nil {
 				return err
 			}
@@ -83,6 +88,11 @@ Layers the store has already, from any artifact, are not downloaded again.`,
 			p.wait()
 			if err != nil {
 				return explain(err, ref)
+			}
+			if verifyOn {
+				if err := vf.check(ctx, repo, ref, desc); err != nil {
+					return fmt.Errorf("pull %s: %w\nnothing was written to %s", ref, err, dir)
+				}
 			}
 			var warnings []string
 			before, _ := os.Lstat(dir)
@@ -129,6 +139,8 @@ Layers the store has already, from any artifact, are not downloaded again.`,
 	f.DurationVar(&opts.Timeout, "timeout", fetch.DefaultTimeout, "give up a pull that has not finished after this long; run it again to resume")
 	f.DurationVar(&opts.RequestTimeout, "request-timeout", fetch.DefaultRequestTimeout, "give up a manifest, tag lookup or token request to the registry after this long")
 	f.StringArrayVar(&opts.Mirrors, "mirror", nil, "registry mirror tried before the origin, host[:port] or http://host[:port] (repeatable, tried in order)")
+	f.BoolVar(&verifyOn, "verify", false, "check the signature (flags as for barge verify) before the files are put in place")
+	vf.add(cmd)
 	addOutputFlag(cmd, &out)
 	return cmd
 }

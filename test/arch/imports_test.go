@@ -29,10 +29,15 @@ var rules = []struct {
 	{"edgepuller/store", []string{"k8s.io/", "sigs.k8s.io/", module + "controllers", module + "api"}, "the node side runs without Kubernetes"},
 	{"edgepuller/fetch", []string{"k8s.io/", "sigs.k8s.io/", module + "controllers", module + "api"}, "the node side runs without Kubernetes"},
 	{"edgepuller/unpack", []string{"k8s.io/", "sigs.k8s.io/", "net", module}, "unpacking is local file work"},
+	{"edgepuller/trust", []string{"k8s.io/api", "k8s.io/apimachinery", "k8s.io/client-go", "sigs.k8s.io/", module + "controllers", module + "api"},
+		"the node checks signatures with its own key material, never through the API server"},
 	{"edgepuller/gc", []string{"k8s.io/", "sigs.k8s.io/", module + "controllers", module + "api"}, "the node side runs without Kubernetes"},
 	{"edgepuller/agent", []string{"k8s.io/", "sigs.k8s.io/", module + "controllers", module + "api", module + "internal"},
 		"the orchestrator is independent of where the desired state comes from"},
 	{"controllers", []string{module + "edgepuller", module + "internal/cli"}, "controllers never import the edge puller"},
+	// klog arrives with sigstore's dependencies; the Kubernetes API does not.
+	{"verify", []string{"k8s.io/api", "k8s.io/apimachinery", "k8s.io/client-go", "sigs.k8s.io/", module + "edgepuller", module + "controllers", module + "api", module + "internal"},
+		"signature checks run in the CLI, the controller and on the node alike"},
 	{"api", []string{module, "oras.land/", "k8s.io/client-go", "sigs.k8s.io/controller-runtime/pkg/client"},
 		"every binary and client imports the API; it stays light"},
 }

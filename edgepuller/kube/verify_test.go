@@ -1,0 +1,59 @@
+package kube_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/bargeml/barge/api/v1alpha1"
+	"github.com/bargeml/barge/edgepuller/trust"
+	"github.com/bargeml/barge/internal/signtest"
+)
+
+// A NodeArtifact with spec.verify whose digest is swapped to an unsigned one
+// (by whoever could write its spec) is not activated: the puller reports it
+// Failed with the reason, and status.digest and the files stay on the signed
+// version.
+func TestSwappedDigestNotActivated(t *testing.T) {
+	s := newSite(t)
+	v1 := s.push("models/m", map[string]string{"m.onnx": "signed"})
+	v2 := s.push("models/m", map[string]string{"m.onnx": "unsigned"})
+	key, pub := signtest.CosignKeyPair(t)
+	signtest.CosignSign(t, key, s.reg.Host()+"/models/m@"+v1.digest.String())
+	dir := t.TempDir()
+	pubPEM, _ := os.ReadFile(pub)
+	if err := os.MkdirAll(filepath.Join(dir, s.ns, "cosign"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, s.ns, "cosign", "cosign.pub"), pubPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.verify = trust.FromDir(dir, nil)
+
+	na := s.create("m", node, v1)
+	patch := `{"spec":{"verify":{"provider":"cosign","configMapRef":{"name":"cosign"}}}}`
+	if err := env.Client.Patch(context.Background(), na, client.RawPatch("application/merge-patch+json", []byte(patch))); err != nil {
+		t.Fatal(err)
+	}
+	s.start(nil, nil)
+	s.waitReady("m", v1)
+
+	patch = fmt.Sprintf(`{"spec":{"reference":%q,"digest":%q}}`, v2.ref, v2.digest)
+	if err := env.Client.Patch(context.Background(), na, client.RawPatch("application/merge-patch+json", []byte(patch))); err != nil {
+		t.Fatal(err)
+	}
+	failed := s.waitStatus("m", "Failed on the unsigned digest", func(st v1alpha1.NodeArtifactStatus) bool {
+		return st.Phase == v1alpha1.NodeArtifactFailed && strings.Contains(st.Message, "no cosign signature")
+	})
+	if failed.Status.Digest != v1.digest.String() || !strings.Contains(failed.Status.Message, v2.digest.String()) {
+		t.Errorf("status %+v: want digest still v1 %s and the message naming %s", failed.Status, v1.digest, v2.digest)
+	}
+	if got, err := s.read("m", "m.onnx"); err != nil || got != "signed" {
+		t.Errorf("m.onnx = %q (%v); want the signed version kept", got, err)
+	}
+}
