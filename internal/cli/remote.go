@@ -92,6 +92,12 @@ func (f remoteFlags) repository(ref registry.Reference) (*remote.Repository, err
 		return nil, err
 	}
 	repo.PlainHTTP = f.plainHTTPFor(ref.Registry)
+	// A referrer (metrics, a signature) pushed where the registry has no
+	// referrers API replaces the sha256-<hex> tag's index; deleting the old
+	// index would fail on a registry that refuses deletes (barge serve's and
+	// the chart's default) and fail the push with it. It is a few hundred
+	// bytes left behind.
+	repo.SkipReferrersGC = true
 	store, err := credentialStore()
 	if err != nil {
 		return nil, err

@@ -83,6 +83,7 @@ func (n *Notary) Sign(tb testing.TB, repository string, desc ocispec.Descriptor)
 		tb.Fatal(err)
 	}
 	repo.PlainHTTP = true
+	repo.SkipReferrersGC = true // registries refuse deletes by default (barge serve, the chart)
 	_, err = notation.Sign(context.Background(), n.signer, notationregistry.NewRepository(repo), notation.SignOptions{
 		SignerSignOptions: notation.SignerSignOptions{SignatureMediaType: "application/jose+json"},
 		ArtifactReference: repository + "@" + desc.Digest.String(),

@@ -102,3 +102,33 @@ func TestLoginUsesDockerConfig(t *testing.T) {
 		t.Errorf("inspect after logout: %s", r)
 	}
 }
+
+// A second referrer on a registry that refuses deletes (barge serve's and
+// the chart's default) is pushed, and both are read back: on a registry
+// without a referrers API the old referrers index is left behind rather
+// than deleted.
+func TestMetricsTwiceWithoutDeletes(t *testing.T) {
+	reg, err := registry.Start(context.Background(), registry.Options{Addr: "127.0.0.1:0", Root: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close(context.Background()) })
+	repo := reg.Host() + "/models/twice"
+	src := t.TempDir()
+	writeTree(t, src, map[string]string{"w.bin": "weights"})
+	must(t, barge(t, "push", src, repo+":1.0.0"))
+	for _, m := range []string{`{"accuracy": 0.9}`, `{"latency_ms": 12}`} {
+		f := filepath.Join(t.TempDir(), "m.json")
+		os.WriteFile(f, []byte(m), 0o644)
+		must(t, barge(t, "metrics", "attach", repo+":1.0.0", f))
+	}
+	var recs []struct {
+		Metrics map[string]float64 `json:"metrics"`
+	}
+	if err := json.Unmarshal([]byte(must(t, barge(t, "metrics", "get", "-o", "json", repo+":1.0.0")).stdout), &recs); err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 2 {
+		t.Errorf("%d metrics referrers read back, want 2: %+v", len(recs), recs)
+	}
+}
