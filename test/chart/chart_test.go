@@ -44,6 +44,7 @@ var variants = map[string][]string{
 		"--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
 		"--set", "edgePuller.registryConfigSecret=regcred,registry.htpasswd.secretName=htpasswd",
 		"--set", "edgePuller.mirrors={cache.local:5000,http://spegel:5000},edgePuller.limitRate=2M,edgePuller.quota=20G",
+		"--set", "edgePuller.pullTimeout=12h,edgePuller.requestTimeout=30s",
 		"--set", "registry.service.type=NodePort,registry.service.nodePort=30500",
 		"--set-json", `controller.servingImages={"onnx":{"image":"registry.example.com/onnx:1","args":["--port","8001"],"port":8001}}`,
 	},
@@ -514,6 +515,12 @@ func TestEdgePullerDaemonSet(t *testing.T) {
 	}
 	if v, _ := flag(c.Args, "quota"); v != "20G" {
 		t.Errorf("--quota=%q", v)
+	}
+	if v, _ := flag(c.Args, "pull-timeout"); v != "12h" {
+		t.Errorf("--pull-timeout=%q", v)
+	}
+	if v, _ := flag(c.Args, "request-timeout"); v != "30s" {
+		t.Errorf("--request-timeout=%q", v)
 	}
 
 	ds = decode[appsv1.DaemonSet](t, render(t, "--set", "edgePuller.root=/data/barge").one(t, "DaemonSet", "edgepuller"))
