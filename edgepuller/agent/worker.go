@@ -181,8 +181,11 @@ func (w *worker) pull(ctx context.Context, cur, target digest.Digest) error {
 	opts := w.a.opts.Fetch
 	opts.PlainHTTP = w.d.Insecure
 	opts.Progress = p.event
+	if w.a.opts.Verify != nil {
+		opts.Verify = func(ctx context.Context, desc ocispec.Descriptor) error { return w.a.opts.Verify(ctx, w.d, desc) }
+	}
 	pinned := w.ref.Registry + "/" + w.ref.Repository + "@" + target.String()
-	desc, art, res, err := fetch.Pull(pctx, w.a.st, pinned, opts)
+	_, art, res, err := fetch.Pull(pctx, w.a.st, pinned, opts)
 	w.a.metrics.pulled(res)
 	if refused := p.refusal(); refused != nil {
 		w.a.unpin(w.pin) // its layers are not wanted
@@ -190,9 +193,6 @@ func (w *worker) pull(ctx context.Context, cur, target digest.Digest) error {
 	}
 	if err == nil {
 		err = activatable(art, w.d.Reference)
-	}
-	if err == nil && w.a.opts.Verify != nil {
-		err = w.a.opts.Verify(pctx, w.d, desc)
 	}
 	if err != nil {
 		if ok, _ := w.a.st.Exists(ctx, ocispec.Descriptor{Digest: target}); !ok {

@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/bargeml/barge/artifact"
 	"oras.land/oras-go/v2/registry/remote"
@@ -67,6 +69,11 @@ type Options struct {
 	// the store, before any layer is fetched; an error stops the pull there,
 	// so that what the caller refuses (an image, say) costs no layer bytes.
 	Check func(*artifact.Artifact) error
+	// Verify, if set, is asked with the manifest's descriptor as soon as
+	// the manifest's bytes match its digest, before the config or any layer
+	// is fetched: a signature check that refuses a digest costs no layer
+	// bytes on a slow link.
+	Verify func(ctx context.Context, manifest ocispec.Descriptor) error
 	// Progress, if set, receives events about every blob. It is called
 	// from many goroutines at once and must not block for long.
 	Progress func(Event)

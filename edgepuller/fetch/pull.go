@@ -63,6 +63,11 @@ func (p *puller) pull(ctx context.Context, reference string) (ocispec.Descriptor
 	if _, err := artifact.Parse(desc, b); err != nil {
 		return desc, nil, err
 	}
+	if p.opts.Verify != nil {
+		if err := p.opts.Verify(ctx, desc); err != nil {
+			return desc, nil, err
+		}
+	}
 	var m ocispec.Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
 		return desc, nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)

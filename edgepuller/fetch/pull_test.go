@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/bargeml/barge/artifact"
 	"github.com/bargeml/barge/edgepuller/fetch"
@@ -284,4 +285,40 @@ func TestPullFetchesChangedBlobAgain(t *testing.T) {
 		t.Errorf("the pull hashed %d bytes of stored blobs again; want %d, only the changed weights.bin", got, want)
 	}
 	assertStored(t, st, v2)
+}
+
+// TestVerifyBeforeAnyLayer: Options.Verify sees the manifest's descriptor
+// before the config or any layer is asked for, and its refusal stops the
+// pull there: a digest without a trusted signature costs a slow link no
+// layer bytes. Accepted, the pull goes on as usual.
+func TestVerifyBeforeAnyLayer(t *testing.T) {
+	ctx := context.Background()
+	reg := startRegistry(t)
+	m := pushModel(t, reg.Host(), "models/unsigned", "v1", fourFiles(7))
+	c := newCounter(t)
+	st := newStore(t)
+	var asked []digest.Digest
+	refuse := errors.New("no trusted signature")
+	_, _, _, err := fetch.Pull(ctx, st, m.ref, fetch.Options{PlainHTTP: true, Client: c.client(),
+		Verify: func(_ context.Context, desc ocispec.Descriptor) error { asked = append(asked, desc.Digest); return refuse }})
+	if !errors.Is(err, refuse) {
+		t.Fatalf("pull refused by Verify: %v, want its error", err)
+	}
+	if len(asked) != 1 || asked[0] != m.manifest.Digest {
+		t.Errorf("Verify asked for %v, want once for the manifest %s", asked, m.manifest.Digest)
+	}
+	if blobs := c.blobGETs(reg.Host(), ""); len(blobs) != 0 {
+		t.Errorf("%d blob requests after Verify refused the manifest, want none", len(blobs))
+	}
+	for name := range m.files {
+		if ok, _ := st.Exists(ctx, ocispecDesc(m.digestOf(name))); ok {
+			t.Errorf("%s is in the store after a refused pull", name)
+		}
+	}
+
+	if _, _, _, err := fetch.Pull(ctx, st, m.ref, fetch.Options{PlainHTTP: true,
+		Verify: func(context.Context, ocispec.Descriptor) error { return nil }}); err != nil {
+		t.Fatalf("pull with Verify accepting: %v", err)
+	}
+	assertStored(t, st, m)
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 
 	"github.com/bargeml/barge/artifact"
@@ -84,15 +86,22 @@ Layers the store has already, from any artifact, are not downloaded again.`,
 				return nil
 			}
 			opts.Progress = fetchProgress(p, func(d digest.Digest) (string, bool) { n, ok := names[d]; return n, ok })
+			// The signature is checked as soon as the manifest is in: a
+			// digest it refuses costs no layer bytes.
+			var refused error
+			if verifyOn {
+				opts.Verify = func(ctx context.Context, desc ocispec.Descriptor) error {
+					refused = vf.check(ctx, repo, ref, desc)
+					return refused
+				}
+			}
 			desc, a, res, err := fetch.Pull(ctx, st, ref.String(), opts)
 			p.wait()
+			if refused != nil {
+				return fmt.Errorf("pull %s: %w\nnothing was written to %s", ref, refused, dir)
+			}
 			if err != nil {
 				return explain(err, ref)
-			}
-			if verifyOn {
-				if err := vf.check(ctx, repo, ref, desc); err != nil {
-					return fmt.Errorf("pull %s: %w\nnothing was written to %s", ref, err, dir)
-				}
 			}
 			var warnings []string
 			before, _ := os.Lstat(dir)
