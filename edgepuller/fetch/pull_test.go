@@ -300,7 +300,10 @@ func TestVerifyBeforeAnyLayer(t *testing.T) {
 	var asked []digest.Digest
 	refuse := errors.New("no trusted signature")
 	_, _, _, err := fetch.Pull(ctx, st, m.ref, fetch.Options{PlainHTTP: true, Client: c.client(),
-		Verify: func(_ context.Context, desc ocispec.Descriptor) error { asked = append(asked, desc.Digest); return refuse }})
+		Verify: func(_ context.Context, desc ocispec.Descriptor) error {
+			asked = append(asked, desc.Digest)
+			return refuse
+		}})
 	if !errors.Is(err, refuse) {
 		t.Fatalf("pull refused by Verify: %v, want its error", err)
 	}
