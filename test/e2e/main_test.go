@@ -62,14 +62,28 @@ func (r result) String() string {
 	return fmt.Sprintf("err=%v\nstdout:\n%s\nstderr:\n%s", r.err, r.stdout, r.stderr)
 }
 
-func runCmd(t *testing.T, stdin string, bin string, args ...string) result {
+// command runs a binary in dir with stdin and extra environment.
+type command struct {
+	dir   string
+	stdin string
+	env   []string
+}
+
+func (c command) run(t *testing.T, bin string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	cmd.Stdin = strings.NewReader(stdin)
+	cmd.Stdin = strings.NewReader(c.stdin)
+	cmd.Dir = c.dir
+	cmd.Env = append(os.Environ(), c.env...)
 	err := cmd.Run()
 	return result{out.String(), errb.String(), err}
+}
+
+func runCmd(t *testing.T, stdin string, bin string, args ...string) result {
+	t.Helper()
+	return command{stdin: stdin}.run(t, bin, args...)
 }
 
 func barge(t *testing.T, args ...string) result { t.Helper(); return runCmd(t, "", bargeBin, args...) }
