@@ -86,6 +86,10 @@ func TestFlags(t *testing.T) {
 		{[]string{"--serving-images", bad}, "onnx has no image"},
 		{[]string{"--serving-images", filepath.Join(t.TempDir(), "missing.yaml")}, "no such file"},
 		{[]string{"extra"}, `unexpected arguments ["extra"]`},
+		{[]string{"--allowed-registries", "https://registry.example.com"}, `--allowed-registries: "https://registry.example.com" is not a registry: write host or host:port`},
+		{[]string{"--allowed-registries", "registry.example.com/models"}, `"registry.example.com/models" is not a registry`},
+		{[]string{"--registry-timeout", "0s"}, "--registry-timeout 0s: must be positive"},
+		{[]string{"--deletion-grace-period", "-1m"}, "--deletion-grace-period -1m0s: must be positive"},
 	} {
 		err := run(context.Background(), tt.args, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -96,7 +100,7 @@ func TestFlags(t *testing.T) {
 	if err := run(context.Background(), []string{"--help"}, &help); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("--help: %v", err)
 	}
-	for _, want := range []string{"-kubeconfig", "-metrics-bind-address", "-health-probe-bind-address", "-leader-elect", "-barge-image", "-serving-images",
+	for _, want := range []string{"-kubeconfig", "-metrics-bind-address", "-health-probe-bind-address", "-leader-elect", "-barge-image", "-serving-images", "-allowed-registries", "-registry-timeout", "-reconcile-timeout", "-deletion-grace-period",
 		"onnx: mcr.microsoft.com/onnxruntime/server", "triton: nvcr.io/nvidia/tritonserver", "tensorflow: tensorflow/serving", fmt.Sprintf("(default %q)", ":8080")} {
 		if !strings.Contains(help.String(), want) {
 			t.Errorf("--help lacks %q:\n%s", want, help.String())
