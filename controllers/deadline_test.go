@@ -103,9 +103,6 @@ func TestSilentRegistryHoldsNoWorker(t *testing.T) {
 	waitCondition(t, good, bound, func() error {
 		return conditionIs(good.Status.Conditions, v1alpha1.ReadyCondition, metav1.ConditionTrue, ReasonSucceeded, "")
 	})
-	if silent.accepted.Load() <= 4 {
-		t.Logf("the silent registry accepted %d connections", silent.accepted.Load())
-	}
 }
 
 // waitCondition polls obj until check passes, within bound.

@@ -254,6 +254,12 @@ type resolveFacts struct {
 // interval has passed or the spec changed; otherwise it keeps the digest in
 // status and costs the registry nothing.
 func (f *resolveFacts) resolveStep(ctx context.Context, rs *Resolver, generation, observed int64, resolved *v1alpha1.ResolvedArtifact, conds []metav1.Condition) (ctrl.Result, error) {
+	// Every pass, not only those that ask the registry: an allow-list set
+	// after an object was resolved stops it at once.
+	if err := rs.checkAllowed(f.src); err != nil {
+		f.failedIn = ReasonResolveFailed
+		return ctrl.Result{}, err
+	}
 	f.due, f.wait = resolveDue(generation, observed, resolved, conds, f.interval, time.Now())
 	if !f.due {
 		f.res = resolutionOf(resolved)

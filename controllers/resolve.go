@@ -150,9 +150,13 @@ func ParseRegistries(s string) ([]string, error) {
 	return out, nil
 }
 
-// allowed says whether the controller may contact host.
-func (r *Resolver) allowed(host string) bool {
-	return len(r.AllowedRegistries) == 0 || slices.Contains(r.AllowedRegistries, host)
+// checkAllowed refuses a source whose registry is not on the allow-list.
+func (r *Resolver) checkAllowed(src source) error {
+	if len(r.AllowedRegistries) == 0 || slices.Contains(r.AllowedRegistries, src.host()) {
+		return nil
+	}
+	return stalledf(ReasonRegistryNotAllowed, "registry %s is not allowed: this controller fetches only from %s (--allowed-registries); push %s to one of those, or ask the cluster's operator to allow %s",
+		src.host(), strings.Join(r.AllowedRegistries, ", "), src.Repository, src.host())
 }
 
 // open returns the repository of src with the credentials of its pull
@@ -162,9 +166,8 @@ func (r *Resolver) open(ctx context.Context, src source) (*remote.Repository, er
 	if err != nil {
 		return nil, stalledf(ReasonInvalidReference, "%q is not a repository: write it as HOST[:PORT]/PATH, such as registry.example.com/models/resnet50", src.Repository)
 	}
-	if !r.allowed(src.host()) {
-		return nil, stalledf(ReasonRegistryNotAllowed, "registry %s is not allowed: this controller fetches only from %s (--allowed-registries); push %s to one of those, or ask the cluster's operator to allow %s",
-			src.host(), strings.Join(r.AllowedRegistries, ", "), src.Repository, src.host())
+	if err := r.checkAllowed(src); err != nil {
+		return nil, err
 	}
 	repo.PlainHTTP = src.Insecure
 	cred := auth.StaticCredential("", auth.EmptyCredential)

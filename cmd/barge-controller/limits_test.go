@@ -34,9 +34,10 @@ var (
 )
 
 // startController runs the barge-controller binary with args against env
-// until the test ends. A process of its own, since a manager's controller
-// names are unique per process (TestRun runs one in this one).
-func startController(t *testing.T, env *testenv.Env, args ...string) {
+// until the test ends or stop is called. A process of its own, since a
+// manager's controller names are unique per process (TestRun runs one in
+// this one).
+func startController(t *testing.T, env *testenv.Env, args ...string) (stop func()) {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "barge-controller-test-")
@@ -64,21 +65,28 @@ func startController(t *testing.T, env *testenv.Env, args ...string) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("barge-controller: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Error("barge-controller did not stop on SIGTERM")
+	var once sync.Once
+	stop = func() { once.Do(func() { stopController(t, cmd, done, &logs) }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// stopController sends SIGTERM, as the kubelet does, and waits for a clean
+// exit.
+func stopController(t *testing.T, cmd *exec.Cmd, done <-chan error, logs *bytes.Buffer) {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("barge-controller: %v", err)
 		}
-		if t.Failed() {
-			t.Logf("controller log:\n%s", logs.String())
-		}
-	})
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Error("barge-controller did not stop on SIGTERM")
+	}
+	if t.Failed() {
+		t.Logf("controller log:\n%s", logs.String())
+	}
 }
 
 // countingProxy fronts target under another host:port and counts the
@@ -239,4 +247,47 @@ func TestReconcileTimeout(t *testing.T) {
 	if n := pages.Load(); n >= 100 {
 		t.Errorf("%d pages read: the page limit, not the deadline, ended the pass", n)
 	}
+}
+
+// TestAllowListOnRestart: a model resolved before the allow-list existed is
+// Stalled on the first pass of a controller started with one, not only when
+// its interval comes round.
+func TestAllowListOnRestart(t *testing.T) {
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Stop()
+	reg := registry.StartForTest(t)
+	reg.PushForTest(t, "models/m", "1.0.0", map[string]string{"m.onnx": "weights"})
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	m := &v1alpha1.InferenceModel{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "m"},
+		Spec: v1alpha1.InferenceModelSpec{Artifact: reg.Host() + "/models/m", TargetVersion: "1.0.0", Insecure: true,
+			NodeSelector: map[string]string{"barge-test": "no-such-node"}, Interval: &metav1.Duration{Duration: time.Hour}}}
+	if err := env.Client.Create(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	stop := startController(t, env)
+	waitFor(t, "Ready without an allow-list", func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(m), m); err != nil {
+			return err
+		}
+		if !apimeta.IsStatusConditionTrue(m.Status.Conditions, v1alpha1.ReadyCondition) {
+			return fmt.Errorf("conditions %+v", m.Status.Conditions)
+		}
+		return nil
+	})
+	stop()
+	startController(t, env, "--allowed-registries", "registry.example.com")
+	waitFor(t, "Stalled on the first pass with the allow-list", func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(m), m); err != nil {
+			return err
+		}
+		c := apimeta.FindStatusCondition(m.Status.Conditions, v1alpha1.StalledCondition)
+		if c == nil || c.Reason != "RegistryNotAllowed" {
+			return fmt.Errorf("Stalled %+v", c)
+		}
+		return nil
+	})
 }
