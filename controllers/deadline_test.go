@@ -182,27 +182,3 @@ func TestEndlessPages(t *testing.T) {
 		t.Errorf("read %d pages of referrers; want the limit, %d", n, maxReferrerPages)
 	}
 }
-
-// FuzzParseRegistries: --allowed-registries either fails or gives hosts that
-// a repository can start with, and reading them back gives the same list.
-func FuzzParseRegistries(f *testing.F) {
-	for _, s := range []string{"", "registry.example.com", "a.example.com:5000, 10.0.0.5:5000,,", "https://x", "x/y", "[::1]:5000", "a,a"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		hosts, err := ParseRegistries(s)
-		if err != nil {
-			return
-		}
-		for _, h := range hosts {
-			src := source{Repository: h + "/models/m"}
-			if h == "" || src.host() != h {
-				t.Fatalf("%q gave host %q, which a repository does not start with", s, h)
-			}
-		}
-		again, err := ParseRegistries(strings.Join(hosts, ","))
-		if err != nil || strings.Join(again, ",") != strings.Join(hosts, ",") {
-			t.Fatalf("%q: %v read back as %v, %v", s, hosts, again, err)
-		}
-	})
-}

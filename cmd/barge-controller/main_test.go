@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bargeml/barge/controllers"
 	"github.com/bargeml/barge/internal/testenv"
 )
 
@@ -116,4 +117,29 @@ func TestDefaultBargeImage(t *testing.T) {
 			t.Errorf("version %s: %s, want %s", v, got, want)
 		}
 	}
+}
+
+// FuzzParseRegistries: --allowed-registries either fails or gives hosts that
+// a repository can start with, and reading them back gives the same list.
+// It lives here, not in controllers, whose TestMain starts a control plane
+// in every fuzz worker.
+func FuzzParseRegistries(f *testing.F) {
+	for _, s := range []string{"", "registry.example.com", "a.example.com:5000, 10.0.0.5:5000,,", "https://x", "x/y", "[::1]:5000", "a,a"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		hosts, err := controllers.ParseRegistries(s)
+		if err != nil {
+			return
+		}
+		for _, h := range hosts {
+			if host, _, _ := strings.Cut(h+"/models/m", "/"); h == "" || host != h {
+				t.Fatalf("%q gave host %q, which a repository does not start with", s, h)
+			}
+		}
+		again, err := controllers.ParseRegistries(strings.Join(hosts, ","))
+		if err != nil || strings.Join(again, ",") != strings.Join(hosts, ",") {
+			t.Fatalf("%q: %v read back as %v, %v", s, hosts, again, err)
+		}
+	})
 }
