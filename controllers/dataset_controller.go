@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -41,6 +42,9 @@ type datasetScope struct {
 
 // Reconcile runs one pass; the deferred patchStatus writes its outcome.
 func (r *DatasetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, r.opts.ReconcileTimeout)
+	defer cancel()
 	ds := &v1alpha1.Dataset{}
 	if err := r.Get(ctx, req.NamespacedName, ds); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -63,6 +67,9 @@ func (r *DatasetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (re
 		PullSecret: ds.Spec.PullSecretRef,
 	}
 	defer func() {
+		// The pass may have used up its deadline; reporting why must not.
+		ctx, cancel := statusContext(parent)
+		defer cancel()
 		if err := r.patchStatus(ctx, s); err != nil {
 			retErr = errors.Join(retErr, err)
 		}
@@ -86,13 +93,25 @@ func (r *DatasetReconciler) reconcileDelete(ctx context.Context, ds *v1alpha1.Da
 		return ctrl.Result{}, err
 	}
 	if len(waiting) > 0 {
+		st, err := r.placer.settleDeletion(ctx, ds, kindDataset, r.opts.DeletionGracePeriod, time.Now())
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if len(st.waiting) == 0 {
+			// All released: the NodeArtifacts' deletion wakes the next pass.
+			return ctrl.Result{RequeueAfter: deletionWait}, nil
+		}
 		before := ds.DeepCopy()
 		ds.Status.Nodes.Desired = 0
-		setConditions(&ds.Status.Conditions, ds.Generation, outcome{progressReason: ReasonDeleting, progressMessage: waitingMessage(waiting)})
+		deletionConditions(&ds.Status.Conditions, ds.Generation, kindDataset, ds.Name, st, r.opts.DeletionGracePeriod)
 		if err := r.Status().Patch(ctx, ds, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
 			return ctrl.Result{}, err
 		}
-		return ctrl.Result{RequeueAfter: deletionWait}, nil
+		wait := deletionWait
+		if st.next > 0 {
+			wait = min(wait, st.next)
+		}
+		return ctrl.Result{RequeueAfter: wait}, nil
 	}
 	return ctrl.Result{}, removeFinalizer(ctx, r.Client, ds)
 }

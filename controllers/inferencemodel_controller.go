@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -47,6 +48,9 @@ type modelScope struct {
 
 // Reconcile runs one pass; the deferred patchStatus writes its outcome.
 func (r *InferenceModelReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, r.opts.ReconcileTimeout)
+	defer cancel()
 	model := &v1alpha1.InferenceModel{}
 	if err := r.Get(ctx, req.NamespacedName, model); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -62,6 +66,9 @@ func (r *InferenceModelReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	s.interval = intervalOf(model.Spec.Interval)
 	s.verify = model.Spec.Verify
 	defer func() {
+		// The pass may have used up its deadline; reporting why must not.
+		ctx, cancel := statusContext(parent)
+		defer cancel()
 		if err := r.patchStatus(ctx, s); err != nil {
 			retErr = errors.Join(retErr, err)
 		}
@@ -88,13 +95,25 @@ func (r *InferenceModelReconciler) reconcileDelete(ctx context.Context, model *v
 		return ctrl.Result{}, err
 	}
 	if len(waiting) > 0 {
+		st, err := r.placer.settleDeletion(ctx, model, kindInferenceModel, r.opts.DeletionGracePeriod, time.Now())
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if len(st.waiting) == 0 {
+			// All released: the NodeArtifacts' deletion wakes the next pass.
+			return ctrl.Result{RequeueAfter: deletionWait}, nil
+		}
 		before := model.DeepCopy()
 		model.Status.Nodes.Desired = 0
-		setConditions(&model.Status.Conditions, model.Generation, outcome{progressReason: ReasonDeleting, progressMessage: waitingMessage(waiting)})
+		deletionConditions(&model.Status.Conditions, model.Generation, kindInferenceModel, model.Name, st, r.opts.DeletionGracePeriod)
 		if err := r.Status().Patch(ctx, model, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
 			return ctrl.Result{}, err
 		}
-		return ctrl.Result{RequeueAfter: deletionWait}, nil
+		wait := deletionWait
+		if st.next > 0 {
+			wait = min(wait, st.next)
+		}
+		return ctrl.Result{RequeueAfter: wait}, nil
 	}
 	return ctrl.Result{}, removeFinalizer(ctx, r.Client, model)
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"oras.land/oras-go/v2/registry/remote/auth"
 
@@ -152,7 +151,7 @@ func TestTagMovedOnInterval(t *testing.T) {
 	d1 := pushModel(t, repo, "latest", map[string]string{"m.onnx": "v1"}, artifact.Metadata{}).Digest.String()
 	nodes(t, ns, nil, 1)
 	m := edgeModel(ns, "m", ref, "latest")
-	m.Spec.Interval = &metav1.Duration{Duration: 2 * time.Second}
+	m.Spec.Interval = &metav1.Duration{Duration: minInterval}
 	create(t, m)
 	waitNodeArtifacts(t, ns, "on v1", func(nas map[string]*v1alpha1.NodeArtifact) error {
 		if got := onDigest(nas, d1); len(got) != 1 {

@@ -3,9 +3,12 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -61,12 +64,17 @@ func afterFailure(f *failure, result ctrl.Result, interval, retry time.Duration)
 	return soonest(result, ctrl.Result{RequeueAfter: min(retry, interval)}), nil
 }
 
-// intervalOf is spec.interval, 5 minutes when unset (the CRD defaults it).
+// minInterval is the schema's floor of spec.interval, held here too for
+// objects stored before the schema had it.
+const minInterval = 30 * time.Second
+
+// intervalOf is spec.interval, 5 minutes when unset (the CRD defaults it),
+// never below minInterval.
 func intervalOf(d *metav1.Duration) time.Duration {
 	if d == nil || d.Duration <= 0 {
 		return 5 * time.Minute
 	}
-	return d.Duration
+	return max(d.Duration, minInterval)
 }
 
 // resolveDue says whether this pass asks the registry again, and otherwise
@@ -131,6 +139,16 @@ func removeFinalizer(ctx context.Context, c client.Client, obj client.Object) er
 		return fmt.Errorf("remove finalizer %s: %w", CleanupFinalizer, err)
 	}
 	return nil
+}
+
+// statusPatchTimeout is what the status patch of a pass gets, after a pass
+// that may have used up its --reconcile-timeout.
+const statusPatchTimeout = 15 * time.Second
+
+// statusContext is a context for the status patch at the end of a pass: not
+// cancelled with the pass, bounded on its own.
+func statusContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), statusPatchTimeout)
 }
 
 // deletionWait is how often a deletion looks again for NodeArtifacts that
@@ -241,6 +259,12 @@ type resolveFacts struct {
 // interval has passed or the spec changed; otherwise it keeps the digest in
 // status and costs the registry nothing.
 func (f *resolveFacts) resolveStep(ctx context.Context, rs *Resolver, generation, observed int64, resolved *v1alpha1.ResolvedArtifact, conds []metav1.Condition) (ctrl.Result, error) {
+	// Every pass, not only those that ask the registry: an allow-list set
+	// after an object was resolved stops it at once.
+	if err := rs.checkAllowed(f.src); err != nil {
+		f.failedIn = ReasonResolveFailed
+		return ctrl.Result{}, err
+	}
 	f.due, f.wait = resolveDue(generation, observed, resolved, conds, f.interval, time.Now())
 	if !f.due {
 		f.res = resolutionOf(resolved)
@@ -266,4 +290,138 @@ func (f *resolveFacts) resolveStep(ctx context.Context, rs *Resolver, generation
 	f.res = res
 	f.newDigest = resolved == nil || resolved.Digest != res.Descriptor.Digest.String()
 	return ctrl.Result{RequeueAfter: f.interval}, nil
+}
+
+// ForceDeleteAnnotation, set to "true" on an InferenceModel or Dataset being
+// deleted, finishes the deletion without the pullers that have not removed
+// their files: the controller releases the files finalizer of the remaining
+// NodeArtifacts. Their files stay on those nodes.
+const ForceDeleteAnnotation = "barge.dev/force-delete"
+
+// forced: the user asked to finish obj's deletion without its pullers.
+func forced(obj client.Object) bool {
+	return obj.GetAnnotations()[ForceDeleteAnnotation] == "true"
+}
+
+// deletionState is what a deletion waits for, after settleDeletion released
+// what it need no longer wait for.
+type deletionState struct {
+	// waiting are the nodes whose pullers still have files to remove.
+	waiting []string
+	// notReady are waiting nodes whose Node is NotReady; each is released
+	// once the grace period has passed.
+	notReady []string
+	// overdue are Ready nodes whose pullers have not removed the files
+	// within the grace period: only the user can decide to go on.
+	overdue []string
+	// next is how soon something changes by the clock alone.
+	next time.Duration
+}
+
+// settleDeletion looks at the NodeArtifacts of an owner being deleted: it
+// releases all of them when the user forces the deletion, and those of
+// NotReady nodes once grace has passed since their deletion; it reports the
+// rest. A Node is read uncached, so the controller holds no cache of Node
+// status.
+func (pl *placer) settleDeletion(ctx context.Context, owner client.Object, kind string, grace time.Duration, now time.Time) (deletionState, error) {
+	var st deletionState
+	existing, err := pl.owned(ctx, owner, kind)
+	if err != nil {
+		return st, err
+	}
+	force := forced(owner)
+	for _, na := range existing {
+		if na.DeletionTimestamp == nil || !controllerutil.ContainsFinalizer(na, v1alpha1.FilesFinalizer) {
+			continue
+		}
+		node := na.Spec.NodeName
+		if force {
+			if err := pl.releaseFiles(ctx, na, ForceDeleteAnnotation+" on "+kind+" "+owner.GetName()); err != nil {
+				return st, err
+			}
+			continue
+		}
+		notReady, err := pl.nodeNotReady(ctx, node)
+		if err != nil {
+			return st, err
+		}
+		left := grace - now.Sub(na.DeletionTimestamp.Time)
+		if notReady && left <= 0 {
+			if err := pl.releaseFiles(ctx, na, fmt.Sprintf("node %s is NotReady past the grace period of %s", node, grace)); err != nil {
+				return st, err
+			}
+			continue
+		}
+		st.waiting = append(st.waiting, node)
+		switch {
+		case notReady:
+			st.notReady = append(st.notReady, node)
+		case left <= 0:
+			st.overdue = append(st.overdue, node)
+		}
+		if left > 0 && (st.next == 0 || left < st.next) {
+			st.next = left
+		}
+	}
+	slices.Sort(st.waiting)
+	slices.Sort(st.notReady)
+	slices.Sort(st.overdue)
+	return st, nil
+}
+
+// nodeNotReady: the Node's Ready condition is False or Unknown. A node that
+// never reported one is not taken for NotReady.
+func (pl *placer) nodeNotReady(ctx context.Context, name string) (bool, error) {
+	var node corev1.Node
+	if err := pl.reader.Get(ctx, client.ObjectKey{Name: name}, &node); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("get node %s: %w", name, err)
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status != corev1.ConditionTrue, nil
+		}
+	}
+	return false, nil
+}
+
+// releaseFiles removes the files finalizer of a NodeArtifact whose puller
+// will not: the API server then deletes it.
+func (pl *placer) releaseFiles(ctx context.Context, na *v1alpha1.NodeArtifact, why string) error {
+	before := na.DeepCopy()
+	controllerutil.RemoveFinalizer(na, v1alpha1.FilesFinalizer)
+	if err := pl.client.Patch(ctx, na, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("remove finalizer %s of NodeArtifact %s (%s): %w", v1alpha1.FilesFinalizer, na.Name, why, err)
+	}
+	ctrl.LoggerFrom(ctx).Info("released NodeArtifact without its puller", "nodeArtifact", na.Name, "node", na.Spec.NodeName, "why", why)
+	return nil
+}
+
+// deletionConditions says what a deletion waits for: Ready=False Deleting
+// always, and Stalled while a Ready node's puller is overdue, since only the
+// user can decide to go on without it.
+func deletionConditions(conds *[]metav1.Condition, generation int64, kind, name string, st deletionState, grace time.Duration) {
+	msg := waitingMessage(st.waiting)
+	if len(st.notReady) > 0 {
+		msg += fmt.Sprintf("; NotReady: %s, released once they have been waited for %s (--deletion-grace-period)", listNodes(st.notReady), grace)
+	}
+	hint := fmt.Sprintf("if those nodes will not come back, finish without them with `kubectl annotate %s %s %s=true` (their files stay on the nodes)", strings.ToLower(kind), name, ForceDeleteAnnotation)
+	set := func(t string, s metav1.ConditionStatus, reason, m string) {
+		apimeta.SetStatusCondition(conds, metav1.Condition{Type: t, Status: s, Reason: reason, Message: m, ObservedGeneration: generation})
+	}
+	if len(st.overdue) > 0 {
+		msg += fmt.Sprintf("; blocked for more than %s by %s, whose Node is Ready but whose puller has not removed the files; %s", grace, listNodes(st.overdue), hint)
+		set(v1alpha1.ReadyCondition, metav1.ConditionFalse, ReasonDeleting, msg)
+		set(v1alpha1.StalledCondition, metav1.ConditionTrue, ReasonDeletionBlocked, msg)
+		apimeta.RemoveStatusCondition(conds, v1alpha1.ReconcilingCondition)
+		return
+	}
+	if len(st.notReady) > 0 {
+		msg += "; " + hint
+	}
+	set(v1alpha1.ReadyCondition, metav1.ConditionFalse, ReasonDeleting, msg)
+	set(v1alpha1.ReconcilingCondition, metav1.ConditionTrue, ReasonDeleting, msg)
+	apimeta.RemoveStatusCondition(conds, v1alpha1.StalledCondition)
 }

@@ -16,15 +16,15 @@ import (
 // patches only their finalizers and status (finalizers/update lets it set
 // blockOwnerDeletion on what it owns); it owns NodeArtifacts, Deployments and
 // Services, written by patch and server-side apply; it reads Node labels
-// and, one by one, the pull Secrets the objects name (never a list or watch
-// of Secrets); events; a Lease for --leader-elect.
+// events; a Lease for --leader-elect. The pull Secrets the objects name are
+// read one by one, with the rule of the marker in resolve.go, which the
+// chart grants per namespace.
 //
 // +kubebuilder:rbac:groups=barge.dev,resources=inferencemodels;datasets,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=barge.dev,resources=inferencemodels/status;datasets/status,verbs=patch
 // +kubebuilder:rbac:groups=barge.dev,resources=inferencemodels/finalizers;datasets/finalizers,verbs=update
 // +kubebuilder:rbac:groups=barge.dev,resources=nodeartifacts,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;patch;delete
@@ -51,8 +51,27 @@ type Options struct {
 	// MaxConcurrentReconciles per kind; if <= 0, 4, so one slow registry does
 	// not hold up every object.
 	MaxConcurrentReconciles int
-	// HTTPClient sends registry requests; if nil, one with a 30 s timeout.
+	// HTTPClient sends registry requests; if nil, http.DefaultTransport with
+	// RequestTimeout.
 	HTTPClient *http.Client
+	// RequestTimeout bounds each registry request, body included; if <= 0,
+	// 30 s.
+	RequestTimeout time.Duration
+	// ReconcileTimeout bounds one reconcile pass, however many requests it
+	// makes; if <= 0, 2 minutes. The status patch that reports the pass gets
+	// its own few seconds after it.
+	ReconcileTimeout time.Duration
+	// AllowedRegistries, when not empty, are the only registries (host or
+	// host:port) objects may name; others are Stalled and never contacted.
+	AllowedRegistries []string
+	// DeletionGracePeriod is how long a deletion waits for a node's puller to
+	// remove the files before the owner's status names the node as blocking
+	// it; a NotReady node's NodeArtifact is released once it has passed. If
+	// <= 0, 10 minutes.
+	DeletionGracePeriod time.Duration
+	// ServiceAccount is the controller's own namespace/name, for messages
+	// that say what RBAC to grant it; optional.
+	ServiceAccount string
 }
 
 func (o Options) withDefaults() Options {
@@ -68,6 +87,12 @@ func (o Options) withDefaults() Options {
 	if o.MaxConcurrentReconciles <= 0 {
 		o.MaxConcurrentReconciles = 4
 	}
+	if o.ReconcileTimeout <= 0 {
+		o.ReconcileTimeout = 2 * time.Minute
+	}
+	if o.DeletionGracePeriod <= 0 {
+		o.DeletionGracePeriod = 10 * time.Minute
+	}
 	return o
 }
 
@@ -76,7 +101,8 @@ func (o Options) withDefaults() Options {
 // Barge manages.
 func Setup(mgr ctrl.Manager, opts Options) error {
 	opts = opts.withDefaults()
-	resolver := &Resolver{Secrets: mgr.GetAPIReader(), HTTPClient: opts.HTTPClient}
+	resolver := &Resolver{Secrets: mgr.GetAPIReader(), HTTPClient: opts.HTTPClient, RequestTimeout: opts.RequestTimeout,
+		AllowedRegistries: opts.AllowedRegistries, ServiceAccount: opts.ServiceAccount}
 	pl := &placer{client: mgr.GetClient(), reader: mgr.GetAPIReader(), scheme: mgr.GetScheme()}
 	models := &InferenceModelReconciler{
 		Client:   mgr.GetClient(),

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/Masterminds/semver/v3"
@@ -89,9 +91,22 @@ type Resolver struct {
 	// uncached reader (the manager's APIReader) so the controller needs only
 	// get on secrets, never a cluster-wide watch of them.
 	Secrets client.Reader
-	// HTTPClient sends registry requests; if nil, a client with a 30 s
-	// timeout is used.
+	// HTTPClient sends registry requests; if nil, http.DefaultTransport is
+	// used. Its Timeout, when it has none, becomes RequestTimeout.
 	HTTPClient *http.Client
+	// RequestTimeout bounds each registry request (manifest HEAD and GET,
+	// token, a page of tags or referrers), body included; if <= 0, 30 s. A
+	// registry that accepts a connection and never answers then holds a
+	// worker no longer than this.
+	RequestTimeout time.Duration
+	// AllowedRegistries, when not empty, are the only registries (host or
+	// host:port, as in spec.artifact) the controller contacts; an object
+	// naming another is Stalled and nothing is fetched from it.
+	AllowedRegistries []string
+	// ServiceAccount is the controller's own namespace/name, named in the
+	// message that says which RBAC a pull secret needs; if empty, the
+	// message says "the controller's ServiceAccount".
+	ServiceAccount string
 	// UserAgent of registry requests; if empty, "barge-controller".
 	UserAgent string
 
@@ -102,12 +117,57 @@ type Resolver struct {
 // maxCached bounds the inspection cache; past it the cache starts over.
 const maxCached = 1024
 
+// maxTagPages and maxReferrerPages bound the lists a registry hands out page
+// by page (Link: next), so one that returns endless pages cannot hold a
+// reconcile.
+const (
+	maxTagPages      = 100
+	maxReferrerPages = 20
+)
+
+// errTooManyPages stops a paged list at its limit.
+var errTooManyPages = errors.New("too many pages")
+
+// ParseRegistries reads a comma-separated list of registries as
+// --allowed-registries takes it: host or host:port, as spec.artifact starts.
+func ParseRegistries(s string) ([]string, error) {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if strings.Contains(item, "://") || strings.ContainsAny(item, "/@ ") {
+			return nil, fmt.Errorf("%q is not a registry: write host or host:port, such as registry.example.com or 10.0.0.5:5000", item)
+		}
+		if _, err := registry.ParseReference(item + "/r"); err != nil {
+			return nil, fmt.Errorf("%q is not a registry: write host or host:port, such as registry.example.com or 10.0.0.5:5000", item)
+		}
+		if !slices.Contains(out, item) {
+			out = append(out, item)
+		}
+	}
+	return out, nil
+}
+
+// checkAllowed refuses a source whose registry is not on the allow-list.
+func (r *Resolver) checkAllowed(src source) error {
+	if len(r.AllowedRegistries) == 0 || slices.Contains(r.AllowedRegistries, src.host()) {
+		return nil
+	}
+	return stalledf(ReasonRegistryNotAllowed, "registry %s is not allowed: this controller fetches only from %s (--allowed-registries); push %s to one of those, or ask the cluster's operator to allow %s",
+		src.host(), strings.Join(r.AllowedRegistries, ", "), src.Repository, src.host())
+}
+
 // open returns the repository of src with the credentials of its pull
 // secret, or anonymous access when it has none.
 func (r *Resolver) open(ctx context.Context, src source) (*remote.Repository, error) {
 	repo, err := remote.NewRepository(src.Repository)
 	if err != nil {
 		return nil, stalledf(ReasonInvalidReference, "%q is not a repository: write it as HOST[:PORT]/PATH, such as registry.example.com/models/resnet50", src.Repository)
+	}
+	if err := r.checkAllowed(src); err != nil {
+		return nil, err
 	}
 	repo.PlainHTTP = src.Insecure
 	cred := auth.StaticCredential("", auth.EmptyCredential)
@@ -118,10 +178,18 @@ func (r *Resolver) open(ctx context.Context, src source) (*remote.Repository, er
 		}
 		cred = credentials.Credential(store)
 	}
-	hc := r.HTTPClient
-	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second}
+	hc := &http.Client{}
+	if r.HTTPClient != nil {
+		*hc = *r.HTTPClient
 	}
+	if hc.Timeout <= 0 {
+		hc.Timeout = r.requestTimeout()
+	}
+	next := hc.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	hc.Transport = pageLimiter{next: next}
 	ua := r.UserAgent
 	if ua == "" {
 		ua = "barge-controller"
@@ -129,6 +197,20 @@ func (r *Resolver) open(ctx context.Context, src source) (*remote.Repository, er
 	repo.Client = &auth.Client{Client: hc, Cache: auth.NewCache(), Credential: cred, Header: http.Header{"User-Agent": {ua}}}
 	return repo, nil
 }
+
+func (r *Resolver) requestTimeout() time.Duration {
+	if r.RequestTimeout <= 0 {
+		return 30 * time.Second
+	}
+	return r.RequestTimeout
+}
+
+// Pull secrets are read one at a time with get, uncached: never a list or a
+// watch, so the controller holds no Secret it was not asked to use. This rule
+// stands apart from manager.go's cluster-wide ones because the chart grants
+// it per namespace (controller.secretAccess), cluster-wide only on request.
+//
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 
 // credentialStore reads a kubernetes.io/dockerconfigjson Secret.
 func (r *Resolver) credentialStore(ctx context.Context, namespace, name string) (credentials.Store, error) {
@@ -140,6 +222,12 @@ func (r *Resolver) credentialStore(ctx context.Context, namespace, name string) 
 		if apierrors.IsNotFound(err) {
 			return nil, retryf(ReasonPullSecretNotFound, err, "secret %s/%s named by spec.pullSecretRef does not exist: create it with `kubectl create secret docker-registry %s -n %s --docker-server=... --docker-username=... --docker-password=...`", namespace, name, name, namespace)
 		}
+		if apierrors.IsForbidden(err) {
+			return nil, stalledf(ReasonPullSecretForbidden, "the controller may not read secret %s/%s named by spec.pullSecretRef (%v): grant %s get on it, "+
+				"with `kubectl create role barge-pull-secret -n %s --verb=get --resource=secrets --resource-name=%s` and `kubectl create rolebinding barge-pull-secret -n %s --role=barge-pull-secret --serviceaccount=%s`, "+
+				"or add %s to the chart's controller.secretAccess.namespaces",
+				namespace, name, err, r.serviceAccountText(), namespace, name, namespace, r.serviceAccountFlag(), namespace)
+		}
 		return nil, retryf(ReasonPullSecretNotFound, err, "read secret %s/%s named by spec.pullSecretRef: %v", namespace, name, err)
 	}
 	if secret.Type != corev1.SecretTypeDockerConfigJson {
@@ -150,6 +238,22 @@ func (r *Resolver) credentialStore(ctx context.Context, namespace, name string) 
 		return nil, stalledf(ReasonInvalidPullSecret, "secret %s/%s: key %s is not a Docker config: %v", namespace, name, corev1.DockerConfigJsonKey, err)
 	}
 	return store, nil
+}
+
+func (r *Resolver) serviceAccountText() string {
+	if r.ServiceAccount == "" {
+		return "the controller's ServiceAccount"
+	}
+	return "ServiceAccount " + r.ServiceAccount
+}
+
+// serviceAccountFlag is the ServiceAccount as kubectl's --serviceaccount
+// takes it.
+func (r *Resolver) serviceAccountFlag() string {
+	if r.ServiceAccount == "" {
+		return "NAMESPACE:NAME"
+	}
+	return strings.Replace(r.ServiceAccount, "/", ":", 1)
 }
 
 // tagPattern is the OCI distribution spec's grammar of a tag.
@@ -212,7 +316,7 @@ func newestMatch(ctx context.Context, repo *remote.Repository, src source, c *se
 		bestTag string
 		others  []string
 	)
-	err := repo.Tags(ctx, "", func(tags []string) error {
+	err := repo.Tags(withPageBudget(ctx, maxTagPages), "", func(tags []string) error {
 		for _, t := range tags {
 			if strings.HasPrefix(t, "sha256-") {
 				continue
@@ -231,6 +335,9 @@ func newestMatch(ctx context.Context, repo *remote.Repository, src source, c *se
 		}
 		return nil
 	})
+	if errors.Is(err, errTooManyPages) {
+		return "", stalledf(ReasonRegistryError, "the tag list of %s goes on past %d pages; the controller reads no more than that for a range: name a tag or a digest in spec.targetVersion, or delete old tags", src.Repository, maxTagPages)
+	}
 	if err != nil {
 		return "", explain(err, src, "the tag list")
 	}
@@ -265,10 +372,44 @@ func explain(err error, src source, what string) *failure {
 		return stalledf(ReasonInsecureRegistry, "registry %s speaks plain HTTP: set spec.insecure: true if that is intended", host)
 	case errors.As(err, &resp):
 		return retryf(ReasonRegistryError, err, "registry %s failed on %s of %s: %v", host, what, src.Repository, err)
+	case isTimeout(err):
+		return retryf(ReasonRegistryTimeout, err, "registry %s did not answer in time (%s of %s): %v; the controller gives each request --registry-timeout and each pass --reconcile-timeout, and tries again", host, what, src.Repository, err)
 	case errors.Is(err, context.Canceled):
 		return retryf(ReasonRegistryUnreachable, err, "registry %s: %s of %s: %v", host, what, src.Repository, err)
 	}
 	return retryf(ReasonRegistryUnreachable, err, "registry %s is not reachable: %v", host, err)
+}
+
+// isTimeout: a request or the pass ran out of time.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// pageBudget is how many more list requests (a page of tags or referrers)
+// one listing may send; pageLimiter enforces it on the wire, so pages with
+// nothing in them count too.
+type pageBudget struct{ left atomic.Int64 }
+
+type pageBudgetKey struct{}
+
+// withPageBudget lets the listings under ctx send at most pages requests.
+func withPageBudget(ctx context.Context, pages int) context.Context {
+	b := &pageBudget{}
+	b.left.Store(int64(pages))
+	return context.WithValue(ctx, pageBudgetKey{}, b)
+}
+
+// pageLimiter refuses a list request once its context's budget is spent.
+type pageLimiter struct{ next http.RoundTripper }
+
+func (p pageLimiter) RoundTrip(req *http.Request) (*http.Response, error) {
+	b, ok := req.Context().Value(pageBudgetKey{}).(*pageBudget)
+	list := strings.HasSuffix(req.URL.Path, "/tags/list") || strings.Contains(req.URL.Path, "/referrers/")
+	if ok && list && b.left.Add(-1) < 0 {
+		return nil, errTooManyPages
+	}
+	return p.next.RoundTrip(req)
 }
 
 // inspect reads the manifest desc and, for a dataset, its config. *repo is
@@ -346,7 +487,10 @@ func resolutionOf(r *v1alpha1.ResolvedArtifact) resolution {
 // metrics reads the metrics referrers of desc, newest value of each metric
 // winning, as decimal text.
 func (r *Resolver) metrics(ctx context.Context, repo *remote.Repository, src source, desc ocispec.Descriptor) (map[string]string, error) {
-	records, err := artifact.ListMetrics(ctx, repo, desc)
+	records, err := artifact.ListMetrics(withPageBudget(ctx, maxReferrerPages), repo, desc)
+	if errors.Is(err, errTooManyPages) {
+		return nil, fmt.Errorf("metrics of %s@%s: the referrers list goes on past %d pages; the controller reads no more", src.Repository, desc.Digest, maxReferrerPages)
+	}
 	if err != nil {
 		if errors.Is(err, artifact.ErrInvalid) {
 			return nil, fmt.Errorf("metrics of %s@%s: %w", src.Repository, desc.Digest, err)

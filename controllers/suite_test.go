@@ -47,7 +47,12 @@ var (
 
 const (
 	controllerUser = "system:serviceaccount:barge-system:barge-controller"
-	testBargeImage = "example.com/bargeml/barge:test"
+	// testRequestTimeout is the controller's --registry-timeout here: long
+	// for the in-process registry, short for the tests of a silent one.
+	testRequestTimeout = 5 * time.Second
+	// testDeletionGrace is the controller's --deletion-grace-period here.
+	testDeletionGrace = 8 * time.Second
+	testBargeImage    = "example.com/bargeml/barge:test"
 )
 
 func TestMain(m *testing.M) { os.Exit(runSuite(m)) }
@@ -98,6 +103,14 @@ func startManager(ctx context.Context, e *testenv.Env) (<-chan struct{}, error) 
 	if err != nil {
 		return nil, err
 	}
+	// The pull secrets rule, granted cluster-wide as the chart's
+	// controller.secretAccess.scope=cluster does; test/chart proves the
+	// per-namespace default.
+	secrets, err := markerRules("resolve.go")
+	if err != nil {
+		return nil, err
+	}
+	rules = append(rules, secrets...)
 	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "barge-controller"}, Rules: rules}
 	binding := &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "barge-controller"},
@@ -126,7 +139,8 @@ func startManager(ctx context.Context, e *testenv.Env) (<-chan struct{}, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := Setup(mgr, Options{RetryInterval: time.Second, BargeImage: testBargeImage}); err != nil {
+	if err := Setup(mgr, Options{RetryInterval: time.Second, BargeImage: testBargeImage, RequestTimeout: testRequestTimeout,
+		DeletionGracePeriod: testDeletionGrace}); err != nil {
 		return nil, err
 	}
 	stopped := make(chan struct{})

@@ -57,10 +57,12 @@ type DatasetSpec struct {
 	// +optional
 	Verify *VerifySpec `json:"verify,omitempty"`
 
-	// Interval between two resolutions of a tag or range.
+	// Interval between two resolutions of a tag or range; at least 30s.
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern="^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$"
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('30s')",message="spec.interval must be at least 30s: each resolution asks the registry again; for a faster rollout name a new targetVersion"
 	// +optional
 	Interval *metav1.Duration `json:"interval,omitempty"`
 }

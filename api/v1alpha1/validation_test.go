@@ -190,3 +190,29 @@ func TestVerifyValidation(t *testing.T) {
 		{name: "dataset", doc: "kind: Dataset\nspec: {artifact: registry.example.com/datasets/coco, targetVersion: \"1\", verify: {secretRef: {name: keys}}}"},
 	})
 }
+
+// TestIntervalMinimum: the API server refuses an interval below 30s, which
+// would make every object a load on the registry, and says what the floor is.
+func TestIntervalMinimum(t *testing.T) {
+	const floor = "spec.interval must be at least 30s"
+	runValidation(t, []validationCase{
+		{name: "model 30s", doc: `
+kind: InferenceModel
+spec: {artifact: registry.example.com/models/resnet50, targetVersion: "1.0.0", interval: 30s}`},
+		{name: "model 1m30s", doc: `
+kind: InferenceModel
+spec: {artifact: registry.example.com/models/resnet50, targetVersion: "1.0.0", interval: 1m30s}`},
+		{name: "model 10s", want: []string{floor}, doc: `
+kind: InferenceModel
+spec: {artifact: registry.example.com/models/resnet50, targetVersion: "1.0.0", interval: 10s}`},
+		{name: "model 29999ms", want: []string{floor}, doc: `
+kind: InferenceModel
+spec: {artifact: registry.example.com/models/resnet50, targetVersion: "1.0.0", interval: 29999ms}`},
+		{name: "dataset 30s", doc: `
+kind: Dataset
+spec: {artifact: registry.example.com/datasets/coco-val, targetVersion: "2017", interval: 30s}`},
+		{name: "dataset 10s", want: []string{floor}, doc: `
+kind: Dataset
+spec: {artifact: registry.example.com/datasets/coco-val, targetVersion: "2017", interval: 10s}`},
+	})
+}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -50,6 +51,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		leaderElect = fs.Bool("leader-elect", false, "elect a leader, so that only one of several replicas reconciles")
 		bargeImage  = fs.String("barge-image", defaultBargeImage(), "image whose `barge pull` init container fetches a cloud model's files")
 		serving     = fs.String("serving-images", "", servingHelp())
+		regTimeout  = fs.Duration("registry-timeout", 30*time.Second, "bound on each registry request (manifest, token, a page of tags or referrers), body included")
+		passTimeout = fs.Duration("reconcile-timeout", 2*time.Minute, "bound on one reconcile pass of one object")
+		allowed     = fs.String("allowed-registries", "", "comma-separated `host[:port],...` of the only registries objects may name; any registry when empty")
+		grace       = fs.Duration("deletion-grace-period", 10*time.Minute, "how long a deletion waits for a node's puller before the object's status names the node; a NotReady node's files finalizer is then released")
+		account     = fs.String("service-account", "", "the controller's own `namespace/name`, named in messages that say what RBAC to grant it")
 	)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -64,6 +70,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	images, err := controllers.LoadServingImages(*serving)
 	if err != nil {
 		return err
+	}
+	registries, err := controllers.ParseRegistries(*allowed)
+	if err != nil {
+		return fmt.Errorf("--allowed-registries: %w", err)
+	}
+	for name, d := range map[string]time.Duration{"registry-timeout": *regTimeout, "reconcile-timeout": *passTimeout, "deletion-grace-period": *grace} {
+		if d <= 0 {
+			return fmt.Errorf("--%s %s: must be positive", name, d)
+		}
 	}
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, v1alpha1.AddToScheme} {
@@ -87,7 +102,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("manager: %w", err)
 	}
-	if err := controllers.Setup(mgr, controllers.Options{BargeImage: *bargeImage, ServingImages: images}); err != nil {
+	if err := controllers.Setup(mgr, controllers.Options{
+		BargeImage:          *bargeImage,
+		ServingImages:       images,
+		RequestTimeout:      *regTimeout,
+		ReconcileTimeout:    *passTimeout,
+		AllowedRegistries:   registries,
+		DeletionGracePeriod: *grace,
+		ServiceAccount:      *account,
+	}); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -96,7 +119,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	ctrl.Log.WithName("barge-controller").Info("starting", "version", version, "bargeImage", *bargeImage)
+	ctrl.Log.WithName("barge-controller").Info("starting", "version", version, "bargeImage", *bargeImage, "allowedRegistries", registries)
 	return mgr.Start(ctx)
 }
 

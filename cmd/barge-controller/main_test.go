@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bargeml/barge/controllers"
 	"github.com/bargeml/barge/internal/testenv"
 )
 
@@ -86,6 +87,10 @@ func TestFlags(t *testing.T) {
 		{[]string{"--serving-images", bad}, "onnx has no image"},
 		{[]string{"--serving-images", filepath.Join(t.TempDir(), "missing.yaml")}, "no such file"},
 		{[]string{"extra"}, `unexpected arguments ["extra"]`},
+		{[]string{"--allowed-registries", "https://registry.example.com"}, `--allowed-registries: "https://registry.example.com" is not a registry: write host or host:port`},
+		{[]string{"--allowed-registries", "registry.example.com/models"}, `"registry.example.com/models" is not a registry`},
+		{[]string{"--registry-timeout", "0s"}, "--registry-timeout 0s: must be positive"},
+		{[]string{"--deletion-grace-period", "-1m"}, "--deletion-grace-period -1m0s: must be positive"},
 	} {
 		err := run(context.Background(), tt.args, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -96,7 +101,7 @@ func TestFlags(t *testing.T) {
 	if err := run(context.Background(), []string{"--help"}, &help); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("--help: %v", err)
 	}
-	for _, want := range []string{"-kubeconfig", "-metrics-bind-address", "-health-probe-bind-address", "-leader-elect", "-barge-image", "-serving-images",
+	for _, want := range []string{"-kubeconfig", "-metrics-bind-address", "-health-probe-bind-address", "-leader-elect", "-barge-image", "-serving-images", "-allowed-registries", "-registry-timeout", "-reconcile-timeout", "-deletion-grace-period",
 		"onnx: mcr.microsoft.com/onnxruntime/server", "triton: nvcr.io/nvidia/tritonserver", "tensorflow: tensorflow/serving", fmt.Sprintf("(default %q)", ":8080")} {
 		if !strings.Contains(help.String(), want) {
 			t.Errorf("--help lacks %q:\n%s", want, help.String())
@@ -112,4 +117,29 @@ func TestDefaultBargeImage(t *testing.T) {
 			t.Errorf("version %s: %s, want %s", v, got, want)
 		}
 	}
+}
+
+// FuzzParseRegistries: --allowed-registries either fails or gives hosts that
+// a repository can start with, and reading them back gives the same list.
+// It lives here, not in controllers, whose TestMain starts a control plane
+// in every fuzz worker.
+func FuzzParseRegistries(f *testing.F) {
+	for _, s := range []string{"", "registry.example.com", "a.example.com:5000, 10.0.0.5:5000,,", "https://x", "x/y", "[::1]:5000", "a,a"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		hosts, err := controllers.ParseRegistries(s)
+		if err != nil {
+			return
+		}
+		for _, h := range hosts {
+			if host, _, _ := strings.Cut(h+"/models/m", "/"); h == "" || host != h {
+				t.Fatalf("%q gave host %q, which a repository does not start with", s, h)
+			}
+		}
+		again, err := controllers.ParseRegistries(strings.Join(hosts, ","))
+		if err != nil || strings.Join(again, ",") != strings.Join(hosts, ",") {
+			t.Fatalf("%q: %v read back as %v, %v", s, hosts, again, err)
+		}
+	})
 }

@@ -84,6 +84,8 @@ func TestDefaultObjects(t *testing.T) {
 		"ClusterRole/controller":         1,
 		"ClusterRoleBinding/controller":  1,
 		"Role/controller":                1, // leader election
+		"Role/controller-secrets":        1, // get on pull secrets in the release namespace
+		"RoleBinding/controller-secrets": 1,
 		"RoleBinding/controller":         1,
 		"ConfigMap/controller":           1, // serving images
 		"Deployment/controller":          1,
@@ -477,8 +479,9 @@ func TestEdgePullerDaemonSet(t *testing.T) {
 		t.Errorf("--node-name=%q, want $(NODE_NAME)", v)
 	}
 	// Default: no optional flags. The credentials of the chart's registry
-	// are passed by default: TestRegistryPullCredentials.
-	for _, f := range []string{"mirror", "limit-rate", "quota"} {
+	// are passed by default (TestRegistryPullCredentials), and --quota has a
+	// default (TestDefaultNodeQuota).
+	for _, f := range []string{"mirror", "limit-rate"} {
 		if _, ok := flag(c.Args, f); ok {
 			t.Errorf("--%s passed with default values", f)
 		}
@@ -1237,5 +1240,134 @@ func TestRegistrySecretsSurviveUpgrade(t *testing.T) {
 	}
 	if !maps.EqualFunc(users, secret(full+"-auth"), bytes.Equal) {
 		t.Error("a certificate change changed the users")
+	}
+}
+
+// TestDefaultNodeQuota: a node's store has a quota out of the box, so one
+// large artifact cannot fill an edge node's disk; an empty value turns it off.
+func TestDefaultNodeQuota(t *testing.T) {
+	ds := decode[appsv1.DaemonSet](t, render(t).one(t, "DaemonSet", "edgepuller"))
+	if v, ok := flag(container(t, &ds.Spec.Template, "edgepuller").Args, "quota"); !ok || v != "20G" {
+		t.Errorf("default --quota=%q (present %v), want 20G", v, ok)
+	}
+	ds = decode[appsv1.DaemonSet](t, render(t, "--set", "edgePuller.quota=").one(t, "DaemonSet", "edgepuller"))
+	if v, ok := flag(container(t, &ds.Spec.Template, "edgepuller").Args, "quota"); ok {
+		t.Errorf("edgePuller.quota empty still passes --quota=%q", v)
+	}
+}
+
+// TestControllerFlags: the controller's bounds and allow-list reach its
+// flags, and it knows its own ServiceAccount for the messages that name it.
+func TestControllerFlags(t *testing.T) {
+	objs := render(t)
+	d := decode[appsv1.Deployment](t, objs.one(t, "Deployment", "controller"))
+	c := container(t, &d.Spec.Template, "controller")
+	sa := objs.one(t, "ServiceAccount", "controller")
+	for name, want := range map[string]string{
+		"service-account":       namespace + "/" + sa.GetName(),
+		"registry-timeout":      "30s",
+		"reconcile-timeout":     "2m",
+		"deletion-grace-period": "10m",
+	} {
+		if got, ok := flag(c.Args, name); !ok || got != want {
+			t.Errorf("--%s=%q (present %v), want %q", name, got, ok, want)
+		}
+	}
+	if v, ok := flag(c.Args, "allowed-registries"); ok {
+		t.Errorf("--allowed-registries=%q by default; want any registry", v)
+	}
+	d = decode[appsv1.Deployment](t, render(t, "--set", "controller.allowedRegistries={registry.example.com,10.0.0.5:5000}").one(t, "Deployment", "controller"))
+	if v, _ := flag(container(t, &d.Spec.Template, "controller").Args, "allowed-registries"); v != "registry.example.com,10.0.0.5:5000" {
+		t.Errorf("--allowed-registries=%q, want registry.example.com,10.0.0.5:5000", v)
+	}
+}
+
+// secretRules are the rules of the pull secrets marker in controllers/resolve.go.
+func secretRules(t *testing.T) []string {
+	rules := markerRules(t, filepath.Join(chartDir, "..", "..", "controllers", "resolve.go"))
+	sort.Strings(rules)
+	return rules
+}
+
+// TestControllerSecretAccess: by default the controller may get Secrets in
+// the release namespace only, through a Role; each namespace of
+// controller.secretAccess.namespaces adds one; cluster-wide get is opt-in;
+// nothing grants list or watch of Secrets.
+func TestControllerSecretAccess(t *testing.T) {
+	want := secretRules(t)
+	if !slices.Equal(want, []string{" secrets get"}) {
+		t.Fatalf("the pull secrets marker grants %v; the chart's Roles are written for get on secrets only", want)
+	}
+	for _, tt := range []struct {
+		name        string
+		args        []string
+		roles       []string // namespaces with a Role
+		clusterWide bool
+	}{
+		{name: "default", roles: []string{namespace}},
+		{name: "more namespaces", args: []string{"--set", "controller.secretAccess.namespaces={team-b,team-a," + namespace + "}"}, roles: []string{namespace, "team-a", "team-b"}},
+		{name: "cluster", args: []string{"--set", "controller.secretAccess.scope=cluster"}, clusterWide: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			objs := render(t, tt.args...)
+			sa := objs.one(t, "ServiceAccount", "controller")
+			for _, o := range objs {
+				if o.GetKind() != "Role" && o.GetKind() != "ClusterRole" {
+					continue
+				}
+				var rules []rbacv1.PolicyRule
+				if o.GetKind() == "Role" {
+					rules = decode[rbacv1.Role](t, o).Rules
+				} else {
+					rules = decode[rbacv1.ClusterRole](t, o).Rules
+				}
+				for _, r := range rbacRules(t, o.GetKind()+" "+o.GetName(), rules) {
+					if strings.Contains(r, " secrets ") && o.GetLabels()["app.kubernetes.io/component"] != "controller-secrets" {
+						t.Errorf("%s %s grants %q", o.GetKind(), o.GetName(), r)
+					}
+				}
+			}
+			var got []string
+			for _, o := range objs.find("Role", "controller-secrets") {
+				role := decode[rbacv1.Role](t, o)
+				if r := rbacRules(t, "Role "+role.Name, role.Rules); !slices.Equal(r, want) {
+					t.Errorf("Role %s/%s grants %v, want %v", role.Namespace, role.Name, r, want)
+				}
+				got = append(got, role.Namespace)
+			}
+			sort.Strings(got)
+			if !slices.Equal(got, tt.roles) {
+				t.Errorf("Roles for pull secrets in %v, want %v", got, tt.roles)
+			}
+			var bound []string
+			for _, o := range objs.find("RoleBinding", "controller-secrets") {
+				b := decode[rbacv1.RoleBinding](t, o)
+				if b.RoleRef.Kind != "Role" || len(b.Subjects) != 1 || b.Subjects[0].Kind != "ServiceAccount" || b.Subjects[0].Name != sa.GetName() || b.Subjects[0].Namespace != namespace {
+					t.Errorf("RoleBinding %s/%s: roleRef %+v subjects %+v, want the controller's ServiceAccount", b.Namespace, b.Name, b.RoleRef, b.Subjects)
+				}
+				bound = append(bound, b.Namespace)
+			}
+			sort.Strings(bound)
+			if !slices.Equal(bound, tt.roles) {
+				t.Errorf("RoleBindings for pull secrets in %v, want %v", bound, tt.roles)
+			}
+			cluster := objs.find("ClusterRole", "controller-secrets")
+			if got := len(cluster) == 1; got != tt.clusterWide {
+				t.Fatalf("%d ClusterRoles for pull secrets; want cluster-wide %v", len(cluster), tt.clusterWide)
+			}
+			if tt.clusterWide {
+				cr := decode[rbacv1.ClusterRole](t, cluster[0])
+				if r := rbacRules(t, "ClusterRole "+cr.Name, cr.Rules); !slices.Equal(r, want) {
+					t.Errorf("ClusterRole %s grants %v, want %v", cr.Name, r, want)
+				}
+				b := decode[rbacv1.ClusterRoleBinding](t, objs.one(t, "ClusterRoleBinding", "controller-secrets"))
+				if b.RoleRef.Name != cr.Name || len(b.Subjects) != 1 || b.Subjects[0].Name != sa.GetName() || b.Subjects[0].Namespace != namespace {
+					t.Errorf("ClusterRoleBinding %s: roleRef %+v subjects %+v", b.Name, b.RoleRef, b.Subjects)
+				}
+			}
+		})
+	}
+	if _, err := renderErr("--set", "controller.secretAccess.scope=everything"); err == nil || !strings.Contains(err.Error(), `controller.secretAccess.scope "everything": use namespaces`) {
+		t.Errorf("an unknown scope: %v", err)
 	}
 }

@@ -81,7 +81,7 @@ func TestModelLifecycleOnEdgeNodes(t *testing.T) {
 		Spec: bargev1.InferenceModelSpec{
 			Artifact: repo, TargetVersion: "1.0.0", Insecure: true,
 			NodeSelector: map[string]string{"site": "a"},
-			Interval:     &metav1.Duration{Duration: 2 * time.Second},
+			Interval:     &metav1.Duration{Duration: 30 * time.Second},
 		},
 	}
 	if err := env.Client.Create(ctx, im); err != nil {
