@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"testing"
@@ -34,7 +35,7 @@ func TestVerifyRollout(t *testing.T) {
 	nodes(t, ns, nil, 1)
 
 	m := edgeModel(ns, "m", ref, "latest")
-	m.Spec.Interval = &metav1.Duration{Duration: 2 * time.Second}
+	m.Spec.Interval = &metav1.Duration{Duration: time.Hour}
 	m.Spec.Verify = &v1alpha1.VerifySpec{Provider: "cosign", SecretRef: &v1alpha1.LocalObjectReference{Name: "cosign"}}
 	create(t, m)
 	nas := waitNodeArtifacts(t, ns, "on the signed v1", func(nas map[string]*v1alpha1.NodeArtifact) error {
@@ -51,12 +52,19 @@ func TestVerifyRollout(t *testing.T) {
 	}
 
 	d2 := pushModel(t, repo, "latest", map[string]string{"m.onnx": "v2, unsigned"}, artifact.Metadata{}).Digest.String()
+	// A spec change resolves at once, without waiting for the interval
+	// (at least 30s).
+	get(t, m)
+	m.Spec.Interval = &metav1.Duration{Duration: 30 * time.Minute}
+	if err := k8s.Update(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
 	eventually(t, "stalled on the unsigned v2", func() error {
 		get(t, m)
 		return conds{ready: metav1.ConditionFalse, reason: ReasonVerificationFailed, message: "refusing " + d2, stalled: true}.
 			check(m.Generation, m.Status.ObservedGeneration, m.Status.Conditions)
 	})
-	// Several intervals later nothing has moved: the node still has v1.
+	// Several passes later nothing has moved: the node still has v1.
 	time.Sleep(5 * time.Second)
 	get(t, m)
 	if m.Status.Resolved == nil || m.Status.Resolved.Digest != d1 {
@@ -66,7 +74,14 @@ func TestVerifyRollout(t *testing.T) {
 		t.Fatalf("after the refusal NodeArtifacts on v1: %v; want the node kept there", got)
 	}
 
+	// Once signed, the next resolution (here a spec change; else the
+	// interval, as TestTagMovedOnInterval shows) rolls it out.
 	signtest.CosignSign(t, key, ref+"@"+d2)
+	get(t, m)
+	m.Spec.Interval = &metav1.Duration{Duration: 20 * time.Minute}
+	if err := k8s.Update(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
 	waitNodeArtifacts(t, ns, "on v2 once signed", func(nas map[string]*v1alpha1.NodeArtifact) error {
 		if got := onDigest(nas, d2); len(got) != 1 {
 			return fmt.Errorf("on v2: %v", got)
