@@ -5,11 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,46 +19,8 @@ import (
 
 	"github.com/bargeml/barge/api/v1alpha1"
 	"github.com/bargeml/barge/artifact"
+	"github.com/bargeml/barge/registry"
 )
-
-// silentRegistry accepts TCP connections and never writes a byte: a
-// registry behind a hung proxy or a wedged process.
-type silentRegistry struct {
-	l        net.Listener
-	accepted atomic.Int64
-	mu       sync.Mutex
-	conns    []net.Conn
-}
-
-func startSilentRegistry(t *testing.T) *silentRegistry {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &silentRegistry{l: l}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			s.accepted.Add(1)
-			s.mu.Lock()
-			s.conns = append(s.conns, c)
-			s.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		for _, c := range s.conns {
-			c.Close()
-		}
-	})
-	return s
-}
 
 // TestSilentRegistryHoldsNoWorker: models on a registry that accepts
 // connections and never answers report it within the request timeout, and
@@ -68,18 +28,18 @@ func startSilentRegistry(t *testing.T) *silentRegistry {
 // still becomes Ready.
 func TestSilentRegistryHoldsNoWorker(t *testing.T) {
 	ns := env.Namespace(t)
-	silent := startSilentRegistry(t)
+	silent := registry.SilentForTest(t)
 	start := time.Now()
 	// As many as the controller has workers, so that without a deadline on
 	// each request nothing else would ever be reconciled.
 	var hung []*v1alpha1.InferenceModel
 	for i := range 4 {
-		m := edgeModel(ns, fmt.Sprintf("hung-%d", i), silent.l.Addr().String()+"/models/m", "1.0.0")
+		m := edgeModel(ns, fmt.Sprintf("hung-%d", i), silent.Host()+"/models/m", "1.0.0")
 		create(t, m)
 		hung = append(hung, m)
 	}
 	eventually(t, "every worker waits on the silent registry", func() error {
-		if n := silent.accepted.Load(); n < 4 {
+		if n := silent.Accepted(); n < 4 {
 			return fmt.Errorf("%d connections", n)
 		}
 		return nil
@@ -94,7 +54,7 @@ func TestSilentRegistryHoldsNoWorker(t *testing.T) {
 	bound := testRequestTimeout + 15*time.Second
 	for _, m := range hung {
 		waitCondition(t, m, bound, func() error {
-			return conditionIs(m.Status.Conditions, v1alpha1.ReadyCondition, metav1.ConditionFalse, ReasonRegistryTimeout, "registry "+silent.l.Addr().String()+" did not answer in time")
+			return conditionIs(m.Status.Conditions, v1alpha1.ReadyCondition, metav1.ConditionFalse, ReasonRegistryTimeout, "registry "+silent.Host()+" did not answer in time")
 		})
 	}
 	if took := time.Since(start); took > bound+10*time.Second {

@@ -9,11 +9,14 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,3 +161,52 @@ func HtpasswdForTest(tb testing.TB, users map[string]string) string {
 	}
 	return p
 }
+
+// Silent is a registry that accepts TCP connections, reads what is sent and
+// never answers: a wedged process or a hung proxy, the one fault no real
+// registry can be made to produce on cue.
+type Silent struct {
+	l        net.Listener
+	accepted atomic.Int64
+	mu       sync.Mutex
+	conns    []net.Conn
+}
+
+// SilentForTest starts a Silent on a free loopback port and closes it and
+// every connection it accepted when the test ends.
+func SilentForTest(tb testing.TB) *Silent {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := &Silent{l: l}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s.accepted.Add(1)
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
+			go io.Copy(io.Discard, c)
+		}
+	}()
+	tb.Cleanup(func() {
+		l.Close()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, c := range s.conns {
+			c.Close()
+		}
+	})
+	return s
+}
+
+// Host is the silent registry's host:port.
+func (s *Silent) Host() string { return s.l.Addr().String() }
+
+// Accepted counts the connections it took.
+func (s *Silent) Accepted() int64 { return s.accepted.Load() }

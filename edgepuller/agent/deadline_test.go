@@ -1,48 +1,13 @@
 package agent_test
 
 import (
-	"io"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/bargeml/barge/edgepuller/agent"
+	"github.com/bargeml/barge/registry"
 )
-
-// silentListener accepts connections and never answers, like a registry
-// whose process hangs; no real registry can be made to do that on cue.
-func silentListener(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			go io.Copy(io.Discard, c)
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return l.Addr().String()
-}
 
 // TestSilentRegistryFreesTheSlot: with one download slot, an artifact whose
 // registry accepts connections and never answers must fail within the
@@ -51,7 +16,7 @@ func silentListener(t *testing.T) string {
 func TestSilentRegistryFreesTheSlot(t *testing.T) {
 	e := newEnv(t)
 	live := e.push("models/live", "v1", map[string]string{"weights.bin": "live weights"})
-	silent := silentListener(t)
+	silent := registry.SilentForTest(t).Host()
 	r := e.start(func(o *agent.Options) {
 		o.Concurrency = 1
 		o.Fetch.RequestTimeout = 300 * time.Millisecond

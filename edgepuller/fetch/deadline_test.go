@@ -4,49 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/bargeml/barge/edgepuller/fetch"
+	"github.com/bargeml/barge/registry"
 )
-
-// silentServer accepts connections, reads what is sent and never answers:
-// the one fault a real registry cannot be made to produce on cue.
-func silentServer(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			go io.Copy(io.Discard, c)
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return l.Addr().String()
-}
 
 // TestSilentRegistry: a registry, mirror or token server that accepts the
 // connection and never answers fails the request after RequestTimeout,
@@ -55,7 +21,7 @@ func silentServer(t *testing.T) string {
 func TestSilentRegistry(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	const digestRef = "@sha256:4c7b5a7b8a4f2d1c0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d"
-	silent := silentServer(t)
+	silent := registry.SilentForTest(t).Host()
 	// A registry whose token server is the silent one.
 	tokenless := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="http://%s/token",service="registry",scope="repository:models/m:pull"`, silent))
