@@ -374,8 +374,16 @@ func TestDaemonKeepsRollsOutAndRemoves(t *testing.T) {
 	// the old version must go on being served whole.
 	v2, _ := s.push("models/resnet", "2.0", map[string]string{"model.onnx": "resnet v2", "labels.txt": "cat\ndog\n",
 		"extra.bin": randomString(8<<20, 1)})
-	var seen []string
-	var readErr error
+	var (
+		mu      sync.Mutex
+		seen    []string
+		readErr error
+	)
+	sawV2 := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return readErr != nil || len(seen) > 0 && seen[len(seen)-1] == "resnet v2"
+	}
 	stop, readerDone := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(readerDone)
@@ -386,13 +394,16 @@ func TestDaemonKeepsRollsOutAndRemoves(t *testing.T) {
 			default:
 			}
 			got, err := s.read("resnet", "model.onnx")
+			mu.Lock()
 			if err != nil {
 				readErr = err
+				mu.Unlock()
 				return
 			}
 			if len(seen) == 0 || seen[len(seen)-1] != got {
 				seen = append(seen, got)
 			}
+			mu.Unlock()
 		}
 	}()
 	s.proxy.rate.Store(8 << 20)
@@ -408,6 +419,9 @@ func TestDaemonKeepsRollsOutAndRemoves(t *testing.T) {
 		t.Errorf("while v2 is pulled, the status says %s is current, want v1 %s", st.Digest, v1)
 	}
 	d.waitReady("resnet", v2)
+	// Ready is reported once current is switched; on a loaded machine the
+	// reader may not have run since.
+	waitFor(t, "the reader to see v2", sawV2)
 	close(stop)
 	<-readerDone
 	s.proxy.rate.Store(0)
