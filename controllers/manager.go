@@ -7,6 +7,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"oras.land/oras-go/v2/registry/remote/credentials"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -72,6 +73,9 @@ type Options struct {
 	// ServiceAccount is the controller's own namespace/name, for messages
 	// that say what RBAC to grant it; optional.
 	ServiceAccount string
+	// Credentials are the controller's own registry credentials, for
+	// objects without spec.pullSecretRef; anonymous when nil.
+	Credentials credentials.Store
 }
 
 func (o Options) withDefaults() Options {
@@ -102,7 +106,7 @@ func (o Options) withDefaults() Options {
 func Setup(mgr ctrl.Manager, opts Options) error {
 	opts = opts.withDefaults()
 	resolver := &Resolver{Secrets: mgr.GetAPIReader(), HTTPClient: opts.HTTPClient, RequestTimeout: opts.RequestTimeout,
-		AllowedRegistries: opts.AllowedRegistries, ServiceAccount: opts.ServiceAccount}
+		AllowedRegistries: opts.AllowedRegistries, ServiceAccount: opts.ServiceAccount, Credentials: opts.Credentials}
 	pl := &placer{client: mgr.GetClient(), reader: mgr.GetAPIReader(), scheme: mgr.GetScheme()}
 	models := &InferenceModelReconciler{
 		Client:   mgr.GetClient(),

@@ -109,6 +109,11 @@ type Resolver struct {
 	ServiceAccount string
 	// UserAgent of registry requests; if empty, "barge-controller".
 	UserAgent string
+	// Credentials are the controller's own, for objects without
+	// spec.pullSecretRef (the chart's read-only pull user for its own
+	// registry); if nil, those objects are anonymous. A pull secret, when
+	// named, replaces them.
+	Credentials credentials.Store
 
 	mu    sync.Mutex
 	cache map[string]*inspected
@@ -171,6 +176,9 @@ func (r *Resolver) open(ctx context.Context, src source) (*remote.Repository, er
 	}
 	repo.PlainHTTP = src.Insecure
 	cred := auth.StaticCredential("", auth.EmptyCredential)
+	if r.Credentials != nil {
+		cred = credentials.Credential(r.Credentials)
+	}
 	if src.PullSecret != nil {
 		store, err := r.credentialStore(ctx, src.Namespace, src.PullSecret.Name)
 		if err != nil {

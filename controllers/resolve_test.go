@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/credentials"
 
 	"github.com/bargeml/barge/api/v1alpha1"
 	"github.com/bargeml/barge/artifact"
@@ -211,6 +212,61 @@ func TestPullSecret(t *testing.T) {
 			var f *failure
 			if !errors.As(err, &f) || f.reason != tt.wantReason || f.stalled != tt.stalled || !strings.Contains(f.message, tt.wantMessage) {
 				t.Fatalf("error %#v, want reason %s (stalled %v) with %q", err, tt.wantReason, tt.stalled, tt.wantMessage)
+			}
+		})
+	}
+}
+
+// TestControllerCredentials: the controller's own credentials (its
+// --registry-config, the chart's read-only pull user) reach a registry for
+// objects that name no pull secret, only for the host they are for; a pull
+// secret, when named, replaces them.
+func TestControllerCredentials(t *testing.T) {
+	secure := htpasswdRegistry(t)
+	ref := secure.Host() + "/private/own"
+	repo := openRepo(t, ref)
+	repo.Client = &auth.Client{Credential: auth.StaticCredential(secure.Host(), auth.Credential{Username: "robot", Password: "s3cret"})}
+	d := pushModel(t, repo, "1.0.0", map[string]string{"m.onnx": "secret weights"}, artifact.Metadata{})
+	ns := env.Namespace(t)
+	create(t, dockerConfigSecret(ns, "wrong", secure.Host(), "robot", "guess"))
+
+	store := func(host string) credentials.Store {
+		s := credentials.NewMemoryStore()
+		if err := s.Put(context.Background(), host, auth.Credential{Username: "robot", Password: "s3cret"}); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	for _, tt := range []struct {
+		name       string
+		creds      credentials.Store
+		secret     string
+		wantReason string
+	}{
+		{name: "own credentials, no pull secret", creds: store(secure.Host())},
+		{name: "own credentials for another host", creds: store("registry.example.com"), wantReason: ReasonUnauthorized},
+		{name: "a pull secret replaces them", creds: store(secure.Host()), secret: "wrong", wantReason: ReasonUnauthorized},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &Resolver{Secrets: k8s, Credentials: tt.creds}
+			src := source{Namespace: ns, Repository: ref, Version: "1.0.0", Insecure: true}
+			if tt.secret != "" {
+				src.PullSecret = &v1alpha1.LocalObjectReference{Name: tt.secret}
+			}
+			repo, err := r.open(context.Background(), src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := r.resolve(context.Background(), repo, src)
+			if tt.wantReason == "" {
+				if err != nil || res.Descriptor.Digest != d.Digest {
+					t.Fatalf("resolve with the controller's credentials: %v, %v", res.Descriptor.Digest, err)
+				}
+				return
+			}
+			var f *failure
+			if !errors.As(err, &f) || f.reason != tt.wantReason {
+				t.Fatalf("error %#v, want reason %s", err, tt.wantReason)
 			}
 		})
 	}

@@ -18,6 +18,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"oras.land/oras-go/v2/registry/remote/credentials"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -56,6 +57,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		allowed     = fs.String("allowed-registries", "", "comma-separated `host[:port],...` of the only registries objects may name; any registry when empty")
 		grace       = fs.Duration("deletion-grace-period", 10*time.Minute, "how long a deletion waits for a node's puller before the object's status names the node; a NotReady node's files finalizer is then released")
 		account     = fs.String("service-account", "", "the controller's own `namespace/name`, named in messages that say what RBAC to grant it")
+		regConfig   = fs.String("registry-config", "", "registry credentials in Docker config format (a mounted kubernetes.io/dockerconfigjson Secret) for objects without spec.pullSecretRef; anonymous when empty")
 	)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -78,6 +80,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	for name, d := range map[string]time.Duration{"registry-timeout": *regTimeout, "reconcile-timeout": *passTimeout, "deletion-grace-period": *grace} {
 		if d <= 0 {
 			return fmt.Errorf("--%s %s: must be positive", name, d)
+		}
+	}
+	var creds credentials.Store
+	if *regConfig != "" {
+		if creds, err = credentials.NewStore(*regConfig, credentials.StoreOptions{}); err != nil {
+			return fmt.Errorf("--registry-config %s: %w", *regConfig, err)
 		}
 	}
 	scheme := runtime.NewScheme()
@@ -110,6 +118,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		AllowedRegistries:   registries,
 		DeletionGracePeriod: *grace,
 		ServiceAccount:      *account,
+		Credentials:         creds,
 	}); err != nil {
 		return err
 	}

@@ -1371,3 +1371,40 @@ func TestControllerSecretAccess(t *testing.T) {
 		t.Errorf("an unknown scope: %v", err)
 	}
 }
+
+// TestControllerRegistryConfig: the controller holds the chart registry's
+// read-only pull credentials by default (for objects without
+// spec.pullSecretRef), readable by its non-root user through the pod's
+// fsGroup and mode 0440 and by no other user; its own Secret replaces them,
+// and without the chart's registry it holds none.
+func TestControllerRegistryConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name, secret string
+		args         []string
+	}{
+		{"defaults", release + "-barge-registry-pull", nil},
+		{"own Secret", "ctrlcred", []string{"--set", "controller.registryConfigSecret=ctrlcred"}},
+		{"no registry", "", []string{"--set", "registry.enabled=false"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := decode[appsv1.Deployment](t, render(t, tc.args...).one(t, "Deployment", "controller"))
+			tmpl := &d.Spec.Template
+			c := container(t, tmpl, "controller")
+			file, ok := flag(c.Args, "registry-config")
+			if ok != (tc.secret != "") {
+				t.Fatalf("--registry-config present %v, want credentials %q", ok, tc.secret)
+			}
+			if !ok {
+				return
+			}
+			v := volumeOf(t, tmpl, "registry-config")
+			if v.Secret == nil || v.Secret.SecretName != tc.secret || file != mountOf(t, c, "registry-config").MountPath+"/config.json" {
+				t.Errorf("--registry-config=%s on volume %+v, want config.json of Secret %s", file, v, tc.secret)
+			}
+			psc := tmpl.Spec.SecurityContext
+			if v.Secret.DefaultMode == nil || *v.Secret.DefaultMode != 0o440 || psc.FSGroup == nil || psc.RunAsGroup == nil || *psc.FSGroup != *psc.RunAsGroup {
+				t.Errorf("defaultMode %v, fsGroup %v, runAsGroup %v: want 0440 readable through the pod's own group", deref(v.Secret.DefaultMode), deref(psc.FSGroup), deref(psc.RunAsGroup))
+			}
+		})
+	}
+}
