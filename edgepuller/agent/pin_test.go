@@ -11,11 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/registry/remote"
 
-	"github.com/bargeml/barge/artifact"
 	"github.com/bargeml/barge/edgepuller/fetch"
 	"github.com/bargeml/barge/registry"
 )
@@ -55,7 +52,7 @@ func TestReplacedWorkerKeepsNewPin(t *testing.T) {
 	defer cancel()
 	reg := registry.StartForTest(t)
 	weights := strings.Repeat("weights of version two\n", 40000)
-	target := pushFiles(t, reg.Host(), "models/pinned", map[string]string{"weights.bin": weights})
+	target := reg.PushForTest(t, "models/pinned", "v2", map[string]string{"weights.bin": weights}).Digest
 	ref := reg.Host() + "/models/pinned@" + target.String()
 
 	g := &gate{held: make(chan struct{}), release: make(chan struct{}), waitings: make(chan struct{}, 8)}
@@ -113,25 +110,4 @@ func TestReplacedWorkerKeepsNewPin(t *testing.T) {
 	if err != nil || string(got) != weights {
 		t.Fatalf("weights.bin of the activated version: %d bytes, %v", len(got), err)
 	}
-}
-
-// pushFiles packs files as `barge push` does and returns the manifest digest.
-func pushFiles(t *testing.T, host, repo string, files map[string]string) digest.Digest {
-	t.Helper()
-	dir := t.TempDir()
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(b), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	r, err := remote.NewRepository(host + "/" + repo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.PlainHTTP = true
-	desc, err := artifact.Pack(context.Background(), r, dir, artifact.PackOptions{Metadata: artifact.Metadata{Name: repo, Version: "v2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return desc.Digest
 }

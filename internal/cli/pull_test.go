@@ -10,9 +10,6 @@ import (
 	"syscall"
 	"testing"
 
-	"oras.land/oras-go/v2/registry/remote"
-
-	"github.com/bargeml/barge/artifact"
 	"github.com/bargeml/barge/registry"
 )
 
@@ -26,29 +23,12 @@ func runBarge(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	return out.String(), errb.String(), err
 }
 
-// pushDir packs files as `barge push` does and tags them.
-func pushDir(t *testing.T, host, repo, tag string, files map[string]string) string {
+// pushDir pushes files as a model with `barge push`'s packing and returns
+// its reference.
+func pushDir(t *testing.T, reg *registry.Registry, repo, tag string, files map[string]string) string {
 	t.Helper()
-	dir := t.TempDir()
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(b), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	r, err := remote.NewRepository(host + "/" + repo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.PlainHTTP = true
-	ctx := context.Background()
-	desc, err := artifact.Pack(ctx, r, dir, artifact.PackOptions{Metadata: artifact.Metadata{Name: repo, Version: tag}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Tag(ctx, desc, tag); err != nil {
-		t.Fatal(err)
-	}
-	return host + "/" + repo + ":" + tag
+	reg.PushForTest(t, repo, tag, files)
+	return reg.Host() + "/" + repo + ":" + tag
 }
 
 // TestPullSucceedsWhenOnlyCleanupFails: once the new version is swapped
@@ -58,8 +38,8 @@ func pushDir(t *testing.T, host, repo, tag string, files map[string]string) stri
 // nobody can remove.
 func TestPullSucceedsWhenOnlyCleanupFails(t *testing.T) {
 	reg := registry.StartForTest(t)
-	v1 := pushDir(t, reg.Host(), "models/m", "1", map[string]string{"weights.bin": "version one"})
-	v2 := pushDir(t, reg.Host(), "models/m", "2", map[string]string{"weights.bin": "version two"})
+	v1 := pushDir(t, reg, "models/m", "1", map[string]string{"weights.bin": "version one"})
+	v2 := pushDir(t, reg, "models/m", "2", map[string]string{"weights.bin": "version two"})
 	parent := t.TempDir()
 	dest := filepath.Join(parent, "m")
 	cache := filepath.Join(t.TempDir(), "cache")
@@ -108,8 +88,8 @@ func TestPullRefusedWithoutSpace(t *testing.T) {
 	t.Cleanup(func() { syscall.Unmount(cache, syscall.MNT_DETACH) })
 	big := make([]byte, 10<<20)
 	rand.NewChaCha8([32]byte{3}).Read(big)
-	v1 := pushDir(t, reg.Host(), "models/m", "1", map[string]string{"weights.bin": "version one"})
-	v2 := pushDir(t, reg.Host(), "models/m", "2", map[string]string{"weights.bin": string(big)})
+	v1 := pushDir(t, reg, "models/m", "1", map[string]string{"weights.bin": "version one"})
+	v2 := pushDir(t, reg, "models/m", "2", map[string]string{"weights.bin": string(big)})
 	dest := filepath.Join(t.TempDir(), "m")
 	if _, stderr, err := runBarge(t, "pull", "--cache", cache, v1, dest); err != nil {
 		t.Fatalf("pull %s: %v\n%s", v1, err, stderr)
