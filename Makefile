@@ -71,9 +71,14 @@ verify: lint-chart ## Check formatting, vet, go.mod tidiness, generated files an
 	  || { echo "generated files are stale or uncommitted: run make generate and commit them"; exit 1; }
 
 .PHONY: quickstart
-quickstart: build $(KUBE_APISERVER) $(ETCD) $(KUBECTL) ## Run the registry, push and pull the examples, then a local cluster: controller, two edge pullers.
+# The registry and CLI part runs at once; the script builds the control plane in the
+# background meanwhile (`make controlplane`), which takes minutes on a fresh machine.
+quickstart: build ## Run the registry, push and pull the examples, then a local cluster: controller, two edge pullers.
 	$(GO) build -o $(BIN)/localcluster ./hack/localcluster
 	./hack/quickstart.sh
+
+.PHONY: controlplane
+controlplane: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) ## Build kube-apiserver, etcd and kubectl into bin/.
 
 # crane is pinned on its own in hack/tools/crane/go.mod: only the benchmark uses it.
 CRANE := $(BIN)/crane

@@ -10,6 +10,12 @@ mkdir -p "$work"
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
+# The local cluster at the end needs kube-apiserver, etcd and kubectl, built from
+# Go modules: minutes on a fresh machine, nothing once built. Build them while the
+# registry and CLI part runs.
+${MAKE:-make} --no-print-directory controlplane >"$work/controlplane-build.log" 2>&1 &
+build_pid=$!
+
 step "Start the embedded registry (storage in $work/registry)"
 "$barge" serve --addr 127.0.0.1:0 --root "$work/registry" 2>"$work/registry.log" &
 registry_pid=$!
@@ -76,6 +82,10 @@ step "Pull the dataset and show the statistics it carries"
 "$barge" inspect "$dsref"
 
 step "Start a local cluster: kube-apiserver and etcd (built from Go modules), two edge nodes"
+if kill -0 "$build_pid" 2>/dev/null; then
+  echo "waiting for the control plane build to finish (the first run only; log: $work/controlplane-build.log)"
+fi
+wait "$build_pid" || { echo "building the control plane failed:"; cat "$work/controlplane-build.log"; exit 1; }
 kubectl() { "$PWD/bin/kubectl" --kubeconfig "$work/kubeconfig" "$@"; }
 pids=()
 start() { # name, command...: run in the background, log to $work/<name>.log
