@@ -137,6 +137,9 @@ func printInspection(w io.Writer, in *inspection) {
 	if len(a.Manifests) > 0 {
 		fmt.Fprintln(w)
 		for _, m := range a.Manifests {
+			if layer := m.Annotations[artifact.AnnotationLayer]; layer != "" {
+				fmt.Fprintf(w, "%-5s  ", layer) // a joint model's part
+			}
 			fmt.Fprintf(w, "%s  %s  %s\n", m.Digest, m.MediaType, humanBytes(m.Size))
 		}
 	}

@@ -28,6 +28,7 @@ func newPushCommand(s streams) *cobra.Command {
 		df          datasetFlags
 		strict      bool
 		shardBytes  string
+		joint       []string
 	)
 	cmd := &cobra.Command{
 		Use:   "push DIR REF",
@@ -37,9 +38,23 @@ the artifact to REF. Files the registry has already are not uploaded again.
 Files under preprocess/, postprocess/, train/ or aggregate/ are code layers
 with that role. Prints the manifest digest.`,
 		Example: `  barge push ./resnet 127.0.0.1:5000/models/resnet:1.0.0 --task image-classification --framework onnx
-  DIGEST=$(barge push ./scripts registry.example.com/code/prep:2 --kind code)`,
-		Args: cobra.ExactArgs(2),
+  DIGEST=$(barge push ./scripts registry.example.com/code/prep:2 --kind code)
+  barge push --joint edge=./backbone --joint cloud=./head 127.0.0.1:5000/models/detector:1.0.0`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(joint) > 0 {
+				return cobra.ExactArgs(1)(cmd, args)
+			}
+			return cobra.ExactArgs(2)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var parts map[string]string
+			if len(joint) > 0 {
+				var err error
+				if parts, err = parseJoint(joint); err != nil {
+					return err
+				}
+				args = append([]string{""}, args...)
+			}
 			dir, refArg := args[0], args[1]
 			ref, err := parseRef(refArg)
 			if err != nil {
@@ -77,9 +92,12 @@ with that role. Prints the manifest digest.`,
 			}
 			p := newProgress(s, out == "json")
 			var desc ocispec.Descriptor
-			if k == artifact.KindDataset {
+			switch {
+			case parts != nil:
+				desc, err = artifact.PackJoint(cmd.Context(), progressStorage{Storage: repo, p: p}, parts[artifact.LayerEdge], parts[artifact.LayerCloud], opts)
+			case k == artifact.KindDataset:
 				desc, err = pushDataset(cmd.Context(), s, progressStorage{Storage: repo, p: p}, dir, df, strict, shardBytes, opts)
-			} else {
+			default:
 				desc, err = artifact.Pack(cmd.Context(), progressStorage{Storage: repo, p: p}, dir, opts)
 			}
 			p.wait()
@@ -114,6 +132,7 @@ with that role. Prints the manifest digest.`,
 	df.add(cmd)
 	f.BoolVar(&strict, "strict", false, "with --kind dataset: refuse to push a dataset that has problems")
 	f.StringVar(&shardBytes, "shard-size", "64M", "with --kind dataset: bound on a tar shard of small files")
+	f.StringArrayVar(&joint, "joint", nil, "push a joint model instead of DIR: edge=DIR and cloud=DIR, one index over both parts (give both)")
 	addOutputFlag(cmd, &out)
 	return cmd
 }
@@ -173,4 +192,25 @@ func readLabels(name string) ([]string, error) {
 		}
 	}
 	return labels, sc.Err()
+}
+
+// parseJoint reads --joint edge=DIR --joint cloud=DIR.
+func parseJoint(flags []string) (map[string]string, error) {
+	parts := map[string]string{}
+	for _, f := range flags {
+		layer, dir, ok := strings.Cut(f, "=")
+		if !ok || (layer != artifact.LayerEdge && layer != artifact.LayerCloud) || dir == "" {
+			return nil, fmt.Errorf("--joint %q: write edge=DIR or cloud=DIR", f)
+		}
+		if _, dup := parts[layer]; dup {
+			return nil, fmt.Errorf("--joint names the %s part twice", layer)
+		}
+		parts[layer] = dir
+	}
+	for _, layer := range []string{artifact.LayerEdge, artifact.LayerCloud} {
+		if parts[layer] == "" {
+			return nil, fmt.Errorf("--joint: no %s part: give both --joint edge=DIR and --joint cloud=DIR", layer)
+		}
+	}
+	return parts, nil
 }

@@ -132,3 +132,43 @@ func TestMetricsTwiceWithoutDeletes(t *testing.T) {
 		t.Errorf("%d metrics referrers read back, want 2: %+v", len(recs), recs)
 	}
 }
+
+// barge push --joint packs an edge and a cloud model as one index; barge
+// inspect shows both parts by layer, and the real oras CLI reads the index
+// with its artifact type.
+func TestPushJoint(t *testing.T) {
+	reg := registry.StartForTest(t)
+	ref := reg.Host() + "/models/detector:1.0.0"
+	edge, cloud := t.TempDir(), t.TempDir()
+	writeTree(t, edge, map[string]string{"backbone.onnx": "edge half"})
+	writeTree(t, cloud, map[string]string{"head.onnx": "cloud half"})
+	digest := strings.TrimSpace(must(t, barge(t, "push", "--joint", "edge="+edge, "--joint", "cloud="+cloud, ref)).stdout)
+
+	out := must(t, barge(t, "inspect", ref)).stdout
+	for _, want := range []string{"joint", digest, "edge ", "cloud "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("barge inspect of a joint model does not show %q:\n%s", want, out)
+		}
+	}
+	var index struct {
+		ArtifactType string `json:"artifactType"`
+		Manifests    []struct {
+			Annotations map[string]string `json:"annotations"`
+		} `json:"manifests"`
+	}
+	if err := json.Unmarshal([]byte(must(t, oras(t, "manifest", "fetch", "--plain-http", ref)).stdout), &index); err != nil {
+		t.Fatal(err)
+	}
+	if index.ArtifactType != "application/vnd.barge.joint.v1+json" || len(index.Manifests) != 2 ||
+		index.Manifests[0].Annotations["dev.barge.layer"] != "edge" || index.Manifests[1].Annotations["dev.barge.layer"] != "cloud" {
+		t.Errorf("oras reads the index as %+v; want the joint artifact type with an edge and a cloud member", index)
+	}
+	for _, bad := range [][]string{
+		{"push", "--joint", "edge=" + edge, ref},
+		{"push", "--joint", "edge=" + edge, "--joint", "fog=" + cloud, ref},
+	} {
+		if r := barge(t, bad...); r.err == nil || !strings.Contains(r.stderr, "--joint") {
+			t.Errorf("barge %s: %s; want an error about --joint", strings.Join(bad, " "), r)
+		}
+	}
+}
