@@ -38,6 +38,8 @@ var rules = []struct {
 	// klog arrives with sigstore's dependencies; the Kubernetes API does not.
 	{"verify", []string{"k8s.io/api", "k8s.io/apimachinery", "k8s.io/client-go", "sigs.k8s.io/", module + "edgepuller", module + "controllers", module + "api", module + "internal"},
 		"signature checks run in the CLI, the controller and on the node alike"},
+	{"selection", []string{"k8s.io/api", "k8s.io/client-go", "sigs.k8s.io/", "oras.land/", module},
+		"choosing a version by its metrics is pure: the controller and the CLI feed it what they read"},
 	{"api", []string{module, "oras.land/", "k8s.io/client-go", "sigs.k8s.io/controller-runtime/pkg/client"},
 		"every binary and client imports the API; it stays light"},
 }
