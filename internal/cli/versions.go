@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bargeml/barge/artifact"
+	"github.com/bargeml/barge/selection"
 )
 
 // referrersTag is the tag schema oras-go uses for referrers on registries
@@ -17,26 +18,45 @@ import (
 var referrersTag = regexp.MustCompile(`^sha256-[0-9a-f]{64}$`)
 
 type versionRow struct {
-	Tag     string             `json:"tag"`
-	Digest  string             `json:"digest"`
-	Semver  bool               `json:"semver"`
-	Metrics map[string]float64 `json:"metrics,omitempty"`
+	Tag      string             `json:"tag"`
+	Digest   string             `json:"digest"`
+	Semver   bool               `json:"semver"`
+	Metrics  map[string]float64 `json:"metrics,omitempty"`
+	Metadata map[string]string  `json:"-"`
+	// With --require or --order: whether this version is the one chosen,
+	// or why it was refused.
+	Chosen  bool   `json:"chosen,omitempty"`
+	Refused string `json:"refused,omitempty"`
 }
 
 func newVersionsCommand(s streams) *cobra.Command {
 	var (
-		rf  remoteFlags
-		out output
+		rf             remoteFlags
+		out            output
+		require, order []string
 	)
 	cmd := &cobra.Command{
-		Use:     "versions REPO",
-		Short:   "List a repository's tags, newest semantic version first, with digests and metrics",
-		Example: `  barge versions 127.0.0.1:5000/models/resnet`,
-		Args:    cobra.ExactArgs(1),
+		Use:   "versions REPO",
+		Short: "List a repository's tags, newest semantic version first, with digests and metrics",
+		Long: `List a repository's tags, newest semantic version first, with digests and
+the latest value of each metric. With --require and --order, choose a version
+as an InferenceModel's spec.selection does: every --require expression must be
+true, --order ranks the versions that pass (the larger first; append " asc"
+for the smaller first), then the newest semantic version. Expressions are CEL
+over metrics (metrics.accuracy), metadata (metadata.task) and version.`,
+		Example: `  barge versions 127.0.0.1:5000/models/resnet
+  barge versions 127.0.0.1:5000/models/resnet --require 'metrics.accuracy >= 0.9' --order metrics.accuracy`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ref, err := parseRef(args[0])
 			if err != nil {
 				return err
+			}
+			var policy *selection.Policy
+			if len(require) > 0 || len(order) > 0 {
+				if policy, err = selection.Compile(require, order); err != nil {
+					return fmt.Errorf("versions: %w", err)
+				}
 			}
 			if ref.Reference != "" {
 				return fmt.Errorf("versions takes a repository without tag or digest, e.g. %s/%s", ref.Registry, ref.Repository)
@@ -72,6 +92,19 @@ func newVersionsCommand(s streams) *cobra.Command {
 					return explain(err, tagRef)
 				}
 				r.Metrics = artifact.Latest(recs)
+				if policy != nil {
+					a, err := artifact.Inspect(ctx, repo, desc)
+					if err != nil {
+						return explain(err, tagRef)
+					}
+					r.Metadata = map[string]string{"name": a.Name}
+					for k, v := range a.Metadata {
+						r.Metadata[k] = v
+					}
+				}
+			}
+			if policy != nil {
+				rows = choose(policy, rows)
 			}
 			if out == "json" {
 				if rows == nil {
@@ -84,18 +117,35 @@ func newVersionsCommand(s streams) *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(s.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TAG\tDIGEST\tMETRICS")
+			if policy == nil {
+				fmt.Fprintln(tw, "TAG\tDIGEST\tMETRICS")
+			} else {
+				fmt.Fprintln(tw, "TAG\tDIGEST\tMETRICS\tCHOICE")
+			}
 			for _, r := range rows {
 				m := formatMetrics(r.Metrics)
 				if m == "" {
 					m = "-"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Tag, shortDigest(r.Digest), m)
+				if policy == nil {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Tag, shortDigest(r.Digest), m)
+					continue
+				}
+				choice := "passes"
+				switch {
+				case r.Chosen:
+					choice = "chosen"
+				case r.Refused != "":
+					choice = r.Refused
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Tag, shortDigest(r.Digest), m, choice)
 			}
 			return tw.Flush()
 		},
 	}
 	cmd.Flags().BoolVar(&rf.plainHTTP, "plain-http", false, "use plain HTTP (a registry on this machine that does not speak TLS always does)")
+	cmd.Flags().StringArrayVar(&require, "require", nil, "a CEL expression every chosen version must pass, such as 'metrics.accuracy >= 0.9' (repeatable)")
+	cmd.Flags().StringArrayVar(&order, "order", nil, "a CEL expression to rank passing versions by, larger first ('EXPR asc' for smaller first; repeatable)")
 	addOutputFlag(cmd, &out)
 	return cmd
 }
@@ -135,4 +185,31 @@ func sortVersions(tags []string) []versionRow {
 		rows[i] = versionRow{Tag: x.tag, Semver: x.v != nil}
 	}
 	return rows
+}
+
+// choose orders rows as policy ranks them, the chosen first, then the
+// refused ones with the reason.
+func choose(policy *selection.Policy, rows []versionRow) []versionRow {
+	byTag := map[string]versionRow{}
+	cands := make([]selection.Candidate, 0, len(rows))
+	for _, r := range rows {
+		byTag[r.Tag] = r
+		cands = append(cands, selection.Candidate{Version: r.Tag, Digest: r.Digest, Metrics: r.Metrics, Metadata: r.Metadata})
+	}
+	ch := policy.Choose(cands)
+	out := make([]versionRow, 0, len(rows))
+	for i, c := range ch.Ranked {
+		r := byTag[c.Version]
+		r.Chosen = i == 0
+		out = append(out, r)
+	}
+	for _, ref := range ch.Refused {
+		r := byTag[ref.Candidate.Version]
+		r.Refused = "fails " + ref.Require
+		if ref.Err != nil {
+			r.Refused = fmt.Sprintf("%s: %v", ref.Require, ref.Err)
+		}
+		out = append(out, r)
+	}
+	return out
 }

@@ -172,3 +172,63 @@ func TestPushJoint(t *testing.T) {
 		}
 	}
 }
+
+// barge versions --require --order makes the choice an InferenceModel's
+// spec.selection makes: the best passing version is chosen, the others say
+// why not; attaching better metrics to another version changes the choice.
+func TestVersionsChoose(t *testing.T) {
+	reg := registry.StartForTest(t)
+	repo := reg.Host() + "/models/chosen"
+	src := t.TempDir()
+	for i, v := range []struct{ tag, metrics string }{
+		{"1.0.0", `{"accuracy": 0.95, "latency_ms": 40}`},
+		{"1.1.0", `{"accuracy": 0.92, "latency_ms": 12}`},
+		{"1.2.0", `{"accuracy": 0.85, "latency_ms": 9}`},
+		{"1.3.0", ""},
+	} {
+		writeTree(t, src, map[string]string{"w.bin": strings.Repeat("w", i+1)})
+		must(t, barge(t, "push", src, repo+":"+v.tag, "--task", "image-classification"))
+		if v.metrics != "" {
+			f := filepath.Join(t.TempDir(), "m.json")
+			os.WriteFile(f, []byte(v.metrics), 0o644)
+			must(t, barge(t, "metrics", "attach", repo+":"+v.tag, f))
+		}
+	}
+	choose := func() (string, map[string]string) {
+		t.Helper()
+		var rows []struct {
+			Tag     string `json:"tag"`
+			Chosen  bool   `json:"chosen"`
+			Refused string `json:"refused"`
+		}
+		out := must(t, barge(t, "versions", repo, "-o", "json",
+			"--require", "metrics.accuracy >= 0.9", "--require", `metadata.task == "image-classification"`,
+			"--require", "metrics.latency_ms <= 20", "--order", "metrics.accuracy")).stdout
+		if err := json.Unmarshal([]byte(out), &rows); err != nil {
+			t.Fatal(err)
+		}
+		chosen, refused := "", map[string]string{}
+		for _, r := range rows {
+			if r.Chosen {
+				chosen = r.Tag
+			}
+			if r.Refused != "" {
+				refused[r.Tag] = r.Refused
+			}
+		}
+		return chosen, refused
+	}
+	chosen, refused := choose()
+	if chosen != "1.1.0" || !strings.Contains(refused["1.0.0"], "latency_ms <= 20") || !strings.Contains(refused["1.2.0"], "accuracy >= 0.9") || refused["1.3.0"] == "" {
+		t.Errorf("chose %q, refused %v; want 1.1.0, with 1.0.0 too slow, 1.2.0 not accurate enough, 1.3.0 without metrics", chosen, refused)
+	}
+	f := filepath.Join(t.TempDir(), "m.json")
+	os.WriteFile(f, []byte(`{"accuracy": 0.97, "latency_ms": 10}`), 0o644)
+	must(t, barge(t, "metrics", "attach", repo+":1.3.0", f))
+	if chosen, _ := choose(); chosen != "1.3.0" {
+		t.Errorf("after 1.3.0 got better metrics the choice is %q, want 1.3.0", chosen)
+	}
+	if r := barge(t, "versions", repo, "--require", "metrics.accuracy >="); r.err == nil || !strings.Contains(r.stderr, `require "metrics.accuracy >="`) {
+		t.Errorf("a malformed --require: %s; want an error naming it", r)
+	}
+}
