@@ -25,7 +25,8 @@ func TestCRDs(t *testing.T) {
 	}{
 		{"inferencemodels.barge.dev", []string{
 			"Version=.status.resolved.version", "Digest=.status.resolved.shortDigest",
-			"Nodes=.status.nodes.desired", "Ready=.status.nodes.ready", "Failed=.status.nodes.failed",
+			"Nodes=.status.nodes.desired", "Ready=.status.nodes.ready", "Serving=.status.nodes.serving",
+			"Failed=.status.nodes.failed", "Rollout=.status.rollout.phase",
 			"Layer=.spec.deployToLayer", `Status=.status.conditions[?(@.type=="Ready")].message`,
 			"Age=.metadata.creationTimestamp"}},
 		{"nodeartifacts.barge.dev", []string{

@@ -55,6 +55,11 @@ type ResolvedArtifact struct {
 	// ResolvedAt is when the controller last resolved targetVersion.
 	// +optional
 	ResolvedAt *metav1.Time `json:"resolvedAt,omitempty"`
+
+	// Reason says why this version was chosen, with spec.selection: "accuracy
+	// 0.931, best of 5; 2 below metrics.accuracy >= 0.9".
+	// +optional
+	Reason string `json:"reason,omitempty"`
 }
 
 // NodeCounts counts the NodeArtifacts of an object by state.
@@ -70,6 +75,11 @@ type NodeCounts struct {
 	// Failed is the number of nodes whose pull failed.
 	// +optional
 	Failed int32 `json:"failed,omitempty"`
+
+	// Serving is the number of nodes whose serving pod is ready on the
+	// resolved digest (edge models with spec.server or spec.image).
+	// +optional
+	Serving int32 `json:"serving,omitempty"`
 }
 
 // VerifySpec says which signatures a digest must carry before it rolls out:

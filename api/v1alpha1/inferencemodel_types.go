@@ -1,12 +1,14 @@
 package v1alpha1
 
 import (
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// Layer is where a model runs: on edge nodes as files, or in the cloud as a
-// Deployment and Service.
-// +kubebuilder:validation:Enum=edge;cloud
+// Layer is where a model runs: on edge nodes as files (and, with spec.server
+// or spec.image, a serving DaemonSet), in the cloud as a Deployment and
+// Service, or both for a joint model.
+// +kubebuilder:validation:Enum=edge;cloud;joint
 type Layer string
 
 const (
@@ -14,6 +16,10 @@ const (
 	LayerEdge Layer = "edge"
 	// LayerCloud runs the model as a Deployment with a Service.
 	LayerCloud Layer = "cloud"
+	// LayerJoint runs a joint model (barge push --joint): its edge part on
+	// the matching nodes and its cloud part as a Deployment and Service,
+	// both from one digest.
+	LayerJoint Layer = "joint"
 )
 
 // InferenceModelSpec says which model should run where.
@@ -21,7 +27,11 @@ const (
 // +kubebuilder:validation:XValidation:rule="has(self.image) != has(self.artifact)",message="set exactly one of spec.image (a container image) or spec.artifact (an OCI repository of model files)"
 // +kubebuilder:validation:XValidation:rule="!has(self.artifact) || has(self.targetVersion)",message="spec.targetVersion is required with spec.artifact: a tag (1.0.0), a semver range (>=1.2 <2) or a digest (sha256:...)",fieldPath=".targetVersion",reason=FieldValueRequired
 // +kubebuilder:validation:XValidation:rule="!has(self.targetVersion) || has(self.artifact)",message="spec.targetVersion applies to spec.artifact only; put the tag or digest in spec.image",fieldPath=".targetVersion"
-// +kubebuilder:validation:XValidation:rule="!has(self.replicas) || (has(self.deployToLayer) && self.deployToLayer == 'cloud')",message="spec.replicas applies only to deployToLayer: cloud; on the edge the model goes to every node that matches spec.nodeSelector",fieldPath=".replicas"
+// +kubebuilder:validation:XValidation:rule="!has(self.replicas) || (has(self.deployToLayer) && self.deployToLayer != 'edge')",message="spec.replicas applies only to deployToLayer: cloud or joint; on the edge the model goes to every node that matches spec.nodeSelector",fieldPath=".replicas"
+// +kubebuilder:validation:XValidation:rule="!has(self.selection) || has(self.artifact)",message="spec.selection chooses among versions of spec.artifact by their metrics; it does not apply to spec.image",fieldPath=".selection"
+// +kubebuilder:validation:XValidation:rule="!has(self.server) || !has(self.deployToLayer) || self.deployToLayer != 'cloud'",message="spec.server is the edge serving container; in the cloud layer the runtime table for spec.frameworkType (or spec.image) serves the model",fieldPath=".server"
+// +kubebuilder:validation:XValidation:rule="!has(self.cloud) || (has(self.deployToLayer) && self.deployToLayer != 'edge')",message="spec.cloud configures the cloud layer; set deployToLayer: cloud or joint",fieldPath=".cloud"
+// +kubebuilder:validation:XValidation:rule="!has(self.deployToLayer) || self.deployToLayer != 'joint' || has(self.artifact)",message="deployToLayer: joint needs spec.artifact naming a joint model (barge push --joint edge=DIR --joint cloud=DIR REF)",fieldPath=".deployToLayer"
 type InferenceModelSpec struct {
 	// ModelName is the name the serving runtime knows the model by; the
 	// object's name when empty.
@@ -52,7 +62,8 @@ type InferenceModelSpec struct {
 	Replicas *int32 `json:"replicas,omitempty"`
 
 	// Image is a container image reference (registry.example.com/serving/resnet:1.0
-	// or ...@sha256:...) to run as the model. Exclusive with Artifact.
+	// or ...@sha256:...) to run as the model: a Deployment in the cloud layer, a
+	// DaemonSet on the matching nodes at the edge. Exclusive with Artifact.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
 	// +optional
@@ -103,16 +114,184 @@ type InferenceModelSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	Rollout RolloutSpec `json:"rollout,omitempty"`
+
+	// Selection chooses among versions by their metrics and metadata: with
+	// a semver range the best candidate that passes every require wins;
+	// with a tag or digest, require is a gate the version must pass
+	// before it rolls out.
+	// +optional
+	Selection *SelectionSpec `json:"selection,omitempty"`
+
+	// Server runs the model on each matching edge node as a DaemonSet that
+	// mounts the node's model files read-only. Without it an edge model is
+	// files only. An empty server ({}) takes the serving runtime of
+	// spec.frameworkType from the controller's table.
+	// +optional
+	Server *ServerSpec `json:"server,omitempty"`
+
+	// Cloud configures the cloud layer's Deployment.
+	// +optional
+	Cloud *CloudSpec `json:"cloud,omitempty"`
+}
+
+// SelectionSpec chooses a version by CEL expressions over its metrics
+// (metrics.accuracy, a double), metadata (metadata["framework"], a string)
+// and version (the tag, a string).
+type SelectionSpec struct {
+	// Require lists expressions that must all be true of a version, such as
+	// "metrics.accuracy >= 0.9". A metric a version lacks fails the
+	// expression that reads it.
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=1024
+	// +listType=atomic
+	// +optional
+	Require []string `json:"require,omitempty"`
+
+	// Order ranks the versions that pass, first key first: a numeric
+	// expression, highest first, or lowest first with " asc" after it
+	// ("metrics.latency_ms asc"). Ties, and versions without the metric,
+	// go to the newest semantic version.
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=1024
+	// +listType=atomic
+	// +optional
+	Order []string `json:"order,omitempty"`
+}
+
+// ServerSpec is the serving container of an edge model. It finds the
+// model through environment variables (see the README's serving contract):
+// BARGE_MODEL_DIR, BARGE_MODEL_NAME, and BARGE_PREPROCESS_DIR,
+// BARGE_POSTPROCESS_DIR and BARGE_LABELS_FILE when the artifact has them.
+type ServerSpec struct {
+	// Image of the serving container; the runtime table's image for
+	// spec.frameworkType when empty.
+	// +kubebuilder:validation:MaxLength=512
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// Command replaces the image's entrypoint.
+	// +listType=atomic
+	// +optional
+	Command []string `json:"command,omitempty"`
+
+	// Args of the serving container; Kubernetes expands $(BARGE_MODEL_DIR).
+	// +listType=atomic
+	// +optional
+	Args []string `json:"args,omitempty"`
+
+	// Port the server answers HTTP on; the runtime table's port, else 8080.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port int32 `json:"port,omitempty"`
+
+	// Env adds environment variables to the serving container.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Env []corev1.EnvVar `json:"env,omitempty"`
+
+	// Resources of the serving container.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// Tolerations of the serving pods, for tainted edge nodes.
+	// +listType=atomic
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+}
+
+// ModelMount is how the cloud Deployment gets the model files.
+// +kubebuilder:validation:Enum=initContainer;imageVolume
+type ModelMount string
+
+const (
+	// ModelMountInitContainer pulls the files with barge in an init
+	// container into an emptyDir.
+	ModelMountInitContainer ModelMount = "initContainer"
+	// ModelMountImageVolume mounts the artifact as a Kubernetes image
+	// volume (GA in 1.36): the container runtime pulls it. CRI-O mounts
+	// OCI artifacts and ModelPack models; containerd only runnable images.
+	ModelMountImageVolume ModelMount = "imageVolume"
+)
+
+// CloudSpec configures the cloud layer.
+type CloudSpec struct {
+	// ModelMount is initContainer (the default) or imageVolume.
+	// +kubebuilder:default=initContainer
+	// +optional
+	ModelMount ModelMount `json:"modelMount,omitempty"`
 }
 
 // RolloutSpec limits how a new digest reaches the nodes. A node keeps serving its
 // old version until the new one is Ready.
 type RolloutSpec struct {
-	// MaxConcurrentNodes is how many nodes may pull a new digest at once.
+	// MaxConcurrentNodes is how many nodes may pull a new digest at once,
+	// and how many serving pods restart onto it at once.
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=1
 	// +optional
 	MaxConcurrentNodes int32 `json:"maxConcurrentNodes,omitempty"`
+
+	// Canary moves the first nodes to a new digest alone; the rest follow
+	// after the canary nodes are Ready (and serving) for canary.pause, or
+	// when the rollout is resumed (barge rollout resume, or the annotation
+	// barge.dev/resume-rollout set to the new digest).
+	// +optional
+	Canary *CanarySpec `json:"canary,omitempty"`
+
+	// FailurePolicy is what happens when more than maxFailedNodes nodes
+	// fail the new digest: Rollback moves every moved node back to the
+	// previous digest (which GC keeps on each node); Halt stops the
+	// rollout where it is.
+	// +kubebuilder:validation:Enum=Rollback;Halt
+	// +kubebuilder:default=Rollback
+	// +optional
+	FailurePolicy FailurePolicy `json:"failurePolicy,omitempty"`
+
+	// MaxFailedNodes is how many nodes may fail the new digest before the
+	// failure policy applies.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	MaxFailedNodes int32 `json:"maxFailedNodes,omitempty"`
+}
+
+// FailurePolicy says what a failed rollout does.
+type FailurePolicy string
+
+const (
+	// FailurePolicyRollback returns the moved nodes to the previous digest.
+	FailurePolicyRollback FailurePolicy = "Rollback"
+	// FailurePolicyHalt stops the rollout and leaves each node where it is.
+	FailurePolicyHalt FailurePolicy = "Halt"
+)
+
+// ResumeRolloutAnnotation, set on an InferenceModel to the digest of a
+// paused canary, lets the rollout go on to the remaining nodes.
+const ResumeRolloutAnnotation = "barge.dev/resume-rollout"
+
+// CanarySpec picks the canary nodes: the first Nodes of the matching nodes
+// by name, or those NodeSelector matches.
+// +kubebuilder:validation:XValidation:rule="has(self.nodes) != has(self.nodeSelector)",message="spec.rollout.canary: choose the canary nodes with exactly one of nodes (a count) or nodeSelector"
+type CanarySpec struct {
+	// Nodes is how many nodes take a new digest first.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	Nodes *int32 `json:"nodes,omitempty"`
+
+	// NodeSelector chooses the canary nodes among the matching ones.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// Pause is how long the canary nodes must be Ready (and serving)
+	// before the rest follow. Unset: wait to be resumed.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern="^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$"
+	// +kubebuilder:validation:MaxLength=32
+	// +optional
+	Pause *metav1.Duration `json:"pause,omitempty"`
 }
 
 // InferenceModelStatus is what the controller observed. Per-node state lives in
@@ -147,6 +326,16 @@ type InferenceModelStatus struct {
 	// +optional
 	URL string `json:"url,omitempty"`
 
+	// Rollout is where the rollout of the resolved digest stands.
+	// +optional
+	Rollout *RolloutStatus `json:"rollout,omitempty"`
+
+	// History lists the last digests rolled out or back, newest first.
+	// +kubebuilder:validation:MaxItems=10
+	// +listType=atomic
+	// +optional
+	History []HistoryEntry `json:"history,omitempty"`
+
 	// Conditions: Ready summarizes; Reconciling and Stalled appear only while true.
 	// +listType=map
 	// +listMapKey=type
@@ -154,6 +343,78 @@ type InferenceModelStatus struct {
 	// +patchMergeKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+}
+
+// RolloutPhase is where a rollout stands.
+// +kubebuilder:validation:Enum=Progressing;Paused;Complete;Halted;RolledBack
+type RolloutPhase string
+
+const (
+	RolloutProgressing RolloutPhase = "Progressing"
+	// RolloutPaused: the canary nodes run the new digest; the rest wait
+	// for canary.pause or a resume.
+	RolloutPaused   RolloutPhase = "Paused"
+	RolloutComplete RolloutPhase = "Complete"
+	// RolloutHalted: too many nodes failed; each node stays where it is.
+	RolloutHalted RolloutPhase = "Halted"
+	// RolloutRolledBack: too many nodes failed; the moved nodes went back
+	// to the previous digest, and the failed digest is not tried again
+	// until a new version appears or the spec changes.
+	RolloutRolledBack RolloutPhase = "RolledBack"
+)
+
+// RolloutStatus is the rollout of one digest.
+type RolloutStatus struct {
+	// Phase of the rollout.
+	// +optional
+	Phase RolloutPhase `json:"phase,omitempty"`
+
+	// Digest being rolled out (or rolled back from).
+	// +optional
+	Digest string `json:"digest,omitempty"`
+
+	// Version (tag) of Digest.
+	// +optional
+	Version string `json:"version,omitempty"`
+
+	// Previous is the digest the nodes ran before; a rollback returns
+	// to it.
+	// +optional
+	Previous string `json:"previous,omitempty"`
+
+	// CanaryNodes took Digest first.
+	// +listType=atomic
+	// +optional
+	CanaryNodes []string `json:"canaryNodes,omitempty"`
+
+	// CanaryReadyAt is when every canary node was Ready (and serving).
+	// +optional
+	CanaryReadyAt *metav1.Time `json:"canaryReadyAt,omitempty"`
+
+	// Message says why the rollout is where it is.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// HistoryEntry is one digest rolled out or back.
+type HistoryEntry struct {
+	// Version (tag) of Digest.
+	// +optional
+	Version string `json:"version,omitempty"`
+
+	// Digest of the manifest.
+	Digest string `json:"digest"`
+
+	// Action: RolledOut, RolledBack or Halted.
+	Action string `json:"action"`
+
+	// Reason says why, such as "accuracy 0.931, best of 5" or "3 nodes
+	// failed: ...".
+	// +optional
+	Reason string `json:"reason,omitempty"`
+
+	// Time of the action.
+	Time metav1.Time `json:"time"`
 }
 
 // InferenceModel runs a model, given as a container image or an OCI artifact of
@@ -166,7 +427,9 @@ type InferenceModelStatus struct {
 // +kubebuilder:printcolumn:name="Digest",type=string,JSONPath=`.status.resolved.shortDigest`
 // +kubebuilder:printcolumn:name="Nodes",type=integer,JSONPath=`.status.nodes.desired`
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.nodes.ready`
+// +kubebuilder:printcolumn:name="Serving",type=integer,JSONPath=`.status.nodes.serving`,priority=1
 // +kubebuilder:printcolumn:name="Failed",type=integer,JSONPath=`.status.nodes.failed`,priority=1
+// +kubebuilder:printcolumn:name="Rollout",type=string,JSONPath=`.status.rollout.phase`,priority=1
 // +kubebuilder:printcolumn:name="Layer",type=string,JSONPath=`.spec.deployToLayer`,priority=1
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

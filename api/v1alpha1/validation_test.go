@@ -111,15 +111,45 @@ spec: {artifact: "registry.example.com/models/resnet50@` + digestA + `", targetV
 		{name: "targetVersion with a short digest", want: []string{"a digest is sha256: followed by 64 lowercase hex characters"}, doc: `
 kind: InferenceModel
 spec: {artifact: registry.example.com/models/resnet50, targetVersion: "sha256:abc"}`},
-		{name: "unknown layer", want: []string{`spec.deployToLayer: Unsupported value: "fog"`, `"edge", "cloud"`}, doc: `
+		{name: "unknown layer", want: []string{`spec.deployToLayer: Unsupported value: "fog"`, `"edge", "cloud", "joint"`}, doc: `
 kind: InferenceModel
 spec: {image: "registry.example.com/serving/resnet:1.0", deployToLayer: fog}`},
-		{name: "replicas on the edge", want: []string{"spec.replicas: Invalid value", "spec.replicas applies only to deployToLayer: cloud"}, doc: `
+		{name: "replicas on the edge", want: []string{"spec.replicas: Invalid value", "spec.replicas applies only to deployToLayer: cloud or joint"}, doc: `
 kind: InferenceModel
 spec: {image: "registry.example.com/serving/resnet:1.0", deployToLayer: edge, replicas: 2}`},
 		{name: "replicas on the default layer", want: []string{"spec.replicas applies only to deployToLayer: cloud"}, doc: `
 kind: InferenceModel
 spec: {artifact: registry.example.com/models/resnet50, targetVersion: "1.0", replicas: 2}`},
+		{name: "joint model with replicas", doc: `
+kind: InferenceModel
+spec: {artifact: registry.example.com/models/joint, targetVersion: "1.0.0", deployToLayer: joint, replicas: 2, cloud: {modelMount: imageVolume}}`},
+		{name: "edge image with tolerations", doc: `
+kind: InferenceModel
+spec: {image: "registry.example.com/serving/resnet:1.0", server: {port: 9000, tolerations: [{key: edge, operator: Exists}]}}`},
+		{name: "selection and canary", doc: `
+kind: InferenceModel
+spec: {artifact: r.example/m, targetVersion: ">=1", selection: {require: ["metrics.accuracy >= 0.9"], order: ["metrics.accuracy"]}, rollout: {canary: {nodes: 1, pause: 10m}, failurePolicy: Halt, maxFailedNodes: 1}}`},
+		{name: "joint without artifact", want: []string{"deployToLayer: joint needs spec.artifact"}, doc: `
+kind: InferenceModel
+spec: {image: "registry.example.com/serving/resnet:1.0", deployToLayer: joint}`},
+		{name: "selection of an image", want: []string{"spec.selection chooses among versions of spec.artifact"}, doc: `
+kind: InferenceModel
+spec: {image: "registry.example.com/serving/resnet:1.0", deployToLayer: cloud, selection: {require: ["metrics.accuracy > 0.5"]}}`},
+		{name: "server in the cloud", want: []string{"spec.server is the edge serving container"}, doc: `
+kind: InferenceModel
+spec: {artifact: r.example/m, targetVersion: "1", deployToLayer: cloud, server: {}}`},
+		{name: "cloud options on the edge", want: []string{"spec.cloud configures the cloud layer"}, doc: `
+kind: InferenceModel
+spec: {artifact: r.example/m, targetVersion: "1", cloud: {modelMount: imageVolume}}`},
+		{name: "canary with count and selector", want: []string{"exactly one of nodes (a count) or nodeSelector"}, doc: `
+kind: InferenceModel
+spec: {artifact: r.example/m, targetVersion: "1", rollout: {canary: {nodes: 1, nodeSelector: {a: b}}}}`},
+		{name: "unknown failure policy", want: []string{"spec.rollout.failurePolicy", `"Rollback", "Halt"`}, doc: `
+kind: InferenceModel
+spec: {artifact: r.example/m, targetVersion: "1", rollout: {failurePolicy: Retry}}`},
+		{name: "empty require", want: []string{"spec.selection.require[0]", "at least 1 chars long"}, doc: `
+kind: InferenceModel
+spec: {artifact: r.example/m, targetVersion: "1", selection: {require: [""]}}`},
 		{name: "negative replicas", want: []string{"spec.replicas", "greater than or equal to 0"}, doc: `
 kind: InferenceModel
 spec: {image: "registry.example.com/serving/resnet:1.0", deployToLayer: cloud, replicas: -1}`},
