@@ -253,6 +253,11 @@ type resolveFacts struct {
 	// verify is the object's spec.verify: a resolved digest rolls out only
 	// with a signature it trusts.
 	verify *v1alpha1.VerifySpec
+	// rejected are digests a rollout gave up on (status.history RolledBack
+	// entries of the current generation), digest to reason: resolution
+	// never chooses them again; a range passes over them, a tag that names
+	// one keeps the previous digest.
+	rejected map[string]string
 }
 
 // resolveStep turns the object's target version into a digest when the
