@@ -41,9 +41,27 @@ type modelScope struct {
 	before *v1alpha1.InferenceModel
 
 	resolveFacts
-	placed     *placeResult
+	// target is the model digest the nodes move to in this pass:
+	// status.resolved.digest, or the previous digest while a rollout rolls
+	// back (rollout.go).
+	target string
+	placed *placeResult
+	// serving is each matching node's serving pod, by node name; nil when
+	// the model has no edge server (serving.go).
+	serving    map[string]nodeServing
 	metricsErr error
 	outcome    outcome
+}
+
+// nodeServing is what one node's serving pod reports.
+type nodeServing struct {
+	// digest is the files digest the pod mounts.
+	digest string
+	// ready: the pod is Ready on digest.
+	ready bool
+	// failed says why the pod cannot serve (CrashLoopBackOff, an image
+	// that cannot be pulled); empty while it can.
+	failed string
 }
 
 // Reconcile runs one pass; the deferred patchStatus writes its outcome.

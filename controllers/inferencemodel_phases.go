@@ -154,22 +154,32 @@ func modelMetadata(a *artifact.Artifact) map[string]string {
 // deploy runs the model where spec.deployToLayer says, and removes it from
 // the other layer.
 func (r *InferenceModelReconciler) deploy(ctx context.Context, s *modelScope) (ctrl.Result, error) {
-	if s.model.Spec.DeployToLayer == v1alpha1.LayerCloud {
+	switch s.model.Spec.DeployToLayer {
+	case v1alpha1.LayerCloud:
 		return r.deployCloud(ctx, s)
+	case v1alpha1.LayerJoint:
+		return r.deployJoint(ctx, s)
 	}
 	return r.deployEdge(ctx, s)
 }
 
+// deployEdge moves the matching nodes to s.target's files and runs the
+// edge server on them.
 func (r *InferenceModelReconciler) deployEdge(ctx context.Context, s *modelScope) (ctrl.Result, error) {
 	m := s.model
 	if err := r.deleteCloud(ctx, m); err != nil {
+		return ctrl.Result{}, err
+	}
+	s.target = m.Status.Resolved.Digest
+	files, err := r.filesDigest(ctx, s, s.target)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
 	res, err := r.placer.place(ctx, placement{
 		owner:         m,
 		kind:          kindInferenceModel,
 		repository:    s.src.Repository,
-		digest:        m.Status.Resolved.Digest,
+		digest:        files,
 		insecure:      m.Spec.Insecure,
 		selector:      m.Spec.NodeSelector,
 		maxConcurrent: m.Spec.Rollout.MaxConcurrentNodes,
@@ -181,6 +191,9 @@ func (r *InferenceModelReconciler) deployEdge(ctx context.Context, s *modelScope
 	s.placed = &res
 	m.Status.Nodes = res.counts
 	m.Status.URL = ""
+	if err := r.serveEdge(ctx, s, files); err != nil {
+		return ctrl.Result{}, err
+	}
 	s.outcome = edgeOutcome(m.Status.Resolved, res)
 	return ctrl.Result{}, conflictFailure(res)
 }
