@@ -122,10 +122,28 @@ func AttachMetrics(ctx context.Context, dst Storage, subject ocispec.Descriptor,
 // ListMetrics reads every metrics referrer of subject, oldest first. It uses
 // the registry's referrers API, or the referrers tag where there is none.
 func ListMetrics(ctx context.Context, src content.ReadOnlyGraphStorage, subject ocispec.Descriptor) ([]MetricsRecord, error) {
+	refs, err := MetricsReferrers(ctx, src, subject)
+	if err != nil {
+		return nil, err
+	}
+	return ReadMetrics(ctx, src, refs)
+}
+
+// MetricsReferrers lists the manifests of subject's metrics referrers
+// without reading them. Referrers are content-addressed, so a reader that
+// keeps what ReadMetrics returned for a set of them reads again only when
+// the set changes (a new `barge metrics attach`).
+func MetricsReferrers(ctx context.Context, src content.ReadOnlyGraphStorage, subject ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 	refs, err := registry.Referrers(ctx, src, subject, ArtifactTypeMetrics)
 	if err != nil {
 		return nil, fmt.Errorf("list metrics of %s: %w", subject.Digest, err)
 	}
+	return refs, nil
+}
+
+// ReadMetrics reads the metrics referrers refs (as MetricsReferrers lists
+// them), oldest first.
+func ReadMetrics(ctx context.Context, src content.Fetcher, refs []ocispec.Descriptor) ([]MetricsRecord, error) {
 	var out []MetricsRecord
 	for _, ref := range refs {
 		b, err := FetchLimited(ctx, src, ref)

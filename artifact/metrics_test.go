@@ -112,6 +112,14 @@ func TestMetricsReferrers(t *testing.T) {
 			if len(recs) != 2 || recs[0].Metrics.Metrics["accuracy"] != 0.8 || recs[1].Dataset != "sha256:abc" {
 				t.Fatalf("records %+v", recs)
 			}
+			// Listed alone, then read: what a caching reader does.
+			refs, err := artifact.MetricsReferrers(ctx, tt.store, model)
+			if err != nil || len(refs) != 2 {
+				t.Fatalf("referrers %v, %v; want 2", refs, err)
+			}
+			if again, err := artifact.ReadMetrics(ctx, tt.store, refs); err != nil || len(again) != 2 || again[1].Dataset != "sha256:abc" {
+				t.Fatalf("ReadMetrics: %+v, %v; want the records ListMetrics gave", again, err)
+			}
 			latest := artifact.Latest(recs)
 			if latest["accuracy"] != 0.9 || latest["f1"] != 0.7 {
 				t.Errorf("latest %v", latest)

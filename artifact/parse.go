@@ -45,6 +45,28 @@ type Artifact struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
+// Described is what people and selection expressions read of an
+// artifact: its metadata (task, framework, labels) with the ModelPack name
+// and version; nil when it has none. An InferenceModel's status.metadata,
+// its spec.selection and `barge versions --require` all see this map, so
+// an expression means the same in each.
+func (a *Artifact) Described() map[string]string {
+	out := map[string]string{}
+	for k, v := range a.Metadata {
+		out[k] = v
+	}
+	if a.Name != "" {
+		out["name"] = a.Name
+	}
+	if a.Version != "" {
+		out["version"] = a.Version
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
 // File is one file layer: a file, or a tar of a directory to unpack.
 type File struct {
 	Path      string        `json:"path"`

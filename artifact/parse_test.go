@@ -161,3 +161,16 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// Described is one map for status, spec.selection and barge versions: the
+// metadata with the name and version beside it.
+func TestDescribed(t *testing.T) {
+	a := &artifact.Artifact{Name: "yolo", Version: "3.1.0", Metadata: map[string]string{"task": "object-detection"}}
+	got := a.Described()
+	if len(got) != 3 || got["name"] != "yolo" || got["version"] != "3.1.0" || got["task"] != "object-detection" {
+		t.Errorf("Described() = %v", got)
+	}
+	if got := (&artifact.Artifact{}).Described(); got != nil {
+		t.Errorf("Described() of a bare artifact = %v, want nil", got)
+	}
+}

@@ -93,7 +93,7 @@ func (r *InferenceModelReconciler) inspect(ctx context.Context, s *modelScope) (
 	}
 	st := &s.model.Status
 	st.Resolved = resolvedStatus(s.res, in, time.Now())
-	st.Metadata = modelMetadata(a)
+	st.Metadata = a.Described()
 	metrics, err := r.resolver.metrics(ctx, s.repo, s.src, s.res.Descriptor)
 	if err != nil {
 		// Metrics describe a model; failing to read them must not stop it
@@ -130,25 +130,6 @@ func modelKindHint(k artifact.Kind) string {
 		return "point spec.artifact at a model; code travels inside the model's artifact (preprocess/, postprocess/)"
 	}
 	return "point spec.artifact at a model (barge push DIR REF)"
-}
-
-// modelMetadata is what status shows of a model: its dev.barge.*
-// annotations (task, framework, labels) and the ModelPack name and version.
-func modelMetadata(a *artifact.Artifact) map[string]string {
-	out := map[string]string{}
-	for k, v := range a.Metadata {
-		out[k] = v
-	}
-	if a.Name != "" {
-		out["name"] = a.Name
-	}
-	if a.Version != "" {
-		out["version"] = a.Version
-	}
-	if len(out) == 0 {
-		return nil
-	}
-	return out
 }
 
 // deploy runs the model where spec.deployToLayer says, and removes it from

@@ -97,10 +97,7 @@ over metrics (metrics.accuracy), metadata (metadata.task) and version.`,
 					if err != nil {
 						return explain(err, tagRef)
 					}
-					r.Metadata = map[string]string{"name": a.Name}
-					for k, v := range a.Metadata {
-						r.Metadata[k] = v
-					}
+					r.Metadata = a.Described()
 				}
 			}
 			if policy != nil {
