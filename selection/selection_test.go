@@ -124,3 +124,44 @@ func TestCostLimit(t *testing.T) {
 		t.Errorf("a 10^6-step expression: %+v; want the candidate refused for exceeding the cost limit", ch.Refused)
 	}
 }
+
+// Summary is the one line status.resolved.reason and barge versions show.
+func TestSummary(t *testing.T) {
+	for _, tt := range []struct {
+		name           string
+		require, order []string
+		candidates     []selection.Candidate
+		want           string
+	}{
+		{name: "best by a metric, refusals by expression",
+			require: []string{"metrics.accuracy >= 0.9", "metrics.latency_ms <= 20"}, order: []string{"metrics.accuracy"},
+			want: "accuracy 0.931, best of 5; 2 fail metrics.accuracy >= 0.9 (1 of them: no such key: accuracy); 1 fails metrics.latency_ms <= 20"},
+		{name: "two keys, one ascending",
+			require: []string{"has(metrics.latency_ms)"}, order: []string{"metrics.latency_ms asc", "metrics.accuracy * 100.0"},
+			want: "latency_ms 9, metrics.accuracy * 100.0 88, best of 5; 1 fails has(metrics.latency_ms)"},
+		{name: "no order: the newest", require: []string{"metrics.accuracy >= 0.9"},
+			want: "newest of 5; 2 fail metrics.accuracy >= 0.9 (1 of them: no such key: accuracy)"},
+		{name: "a gate passes", require: []string{"metrics.accuracy >= 0.9", "metrics.latency_ms <= 20"}, candidates: candidates[1:2],
+			want: "passes metrics.accuracy >= 0.9 and metrics.latency_ms <= 20"},
+		{name: "a gate fails", require: []string{"metrics.accuracy >= 0.9"}, candidates: candidates[:1],
+			want: "none of 1 passes: 1 fails metrics.accuracy >= 0.9"},
+		{name: "none passes", require: []string{"metrics.accuracy >= 0.99"}, order: []string{"metrics.accuracy"},
+			want: "none of 5 passes: 5 fail metrics.accuracy >= 0.99 (1 of them: no such key: accuracy)"},
+		{name: "the winner lacks the order metric", order: []string{"metrics.f1"}, candidates: candidates[:2],
+			want: "no f1, best of 2"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := selection.Compile(tt.require, tt.order)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs := tt.candidates
+			if cs == nil {
+				cs = candidates
+			}
+			if got := p.Summary(p.Choose(cs)); got != tt.want {
+				t.Errorf("Summary:\n got %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}

@@ -100,8 +100,9 @@ over metrics (metrics.accuracy), metadata (metadata.task) and version.`,
 					r.Metadata = a.Described()
 				}
 			}
+			summary := ""
 			if policy != nil {
-				rows = choose(policy, rows)
+				rows, summary = choose(policy, rows)
 			}
 			if out == "json" {
 				if rows == nil {
@@ -137,7 +138,13 @@ over metrics (metrics.accuracy), metadata (metadata.task) and version.`,
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Tag, shortDigest(r.Digest), m, choice)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if summary != "" {
+				_, err = fmt.Fprintln(s.out, "\n"+summary)
+			}
+			return err
 		},
 	}
 	cmd.Flags().BoolVar(&rf.plainHTTP, "plain-http", false, "use plain HTTP (a registry on this machine that does not speak TLS always does)")
@@ -185,8 +192,9 @@ func sortVersions(tags []string) []versionRow {
 }
 
 // choose orders rows as policy ranks them, the chosen first, then the
-// refused ones with the reason.
-func choose(policy *selection.Policy, rows []versionRow) []versionRow {
+// refused ones with the reason, and says why in the words an
+// InferenceModel's status.resolved.reason uses.
+func choose(policy *selection.Policy, rows []versionRow) ([]versionRow, string) {
 	byTag := map[string]versionRow{}
 	cands := make([]selection.Candidate, 0, len(rows))
 	for _, r := range rows {
@@ -208,5 +216,9 @@ func choose(policy *selection.Policy, rows []versionRow) []versionRow {
 		}
 		out = append(out, r)
 	}
-	return out
+	summary := policy.Summary(ch)
+	if best, ok := ch.Best(); ok {
+		summary = "chosen: " + best.Version + " (" + summary + ")"
+	}
+	return out, summary
 }

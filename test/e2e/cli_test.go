@@ -228,6 +228,11 @@ func TestVersionsChoose(t *testing.T) {
 	if chosen, _ := choose(); chosen != "1.3.0" {
 		t.Errorf("after 1.3.0 got better metrics the choice is %q, want 1.3.0", chosen)
 	}
+	// The table ends with the reason an InferenceModel's status.resolved shows.
+	table := must(t, barge(t, "versions", repo, "--require", "metrics.accuracy >= 0.9", "--order", "metrics.accuracy")).stdout
+	if want := "chosen: 1.3.0 (accuracy 0.97, best of 4; 1 fails metrics.accuracy >= 0.9)"; !strings.Contains(table, want) {
+		t.Errorf("versions table:\n%s\nwant a last line %q", table, want)
+	}
 	if r := barge(t, "versions", repo, "--require", "metrics.accuracy >="); r.err == nil || !strings.Contains(r.stderr, `require "metrics.accuracy >="`) {
 		t.Errorf("a malformed --require: %s; want an error naming it", r)
 	}
