@@ -83,6 +83,7 @@ func (r *InferenceModelReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	s := &modelScope{model: model, before: model.DeepCopy()}
 	s.interval = intervalOf(model.Spec.Interval)
 	s.verify = model.Spec.Verify
+	s.selection = model.Spec.Selection
 	defer func() {
 		// The pass may have used up its deadline; reporting why must not.
 		ctx, cancel := statusContext(parent)

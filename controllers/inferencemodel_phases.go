@@ -93,6 +93,7 @@ func (r *InferenceModelReconciler) inspect(ctx context.Context, s *modelScope) (
 	}
 	st := &s.model.Status
 	st.Resolved = resolvedStatus(s.res, in, time.Now())
+	st.Resolved.Reason = s.choiceReason
 	st.Metadata = a.Described()
 	metrics, err := r.resolver.metrics(ctx, s.repo, s.src, s.res.Descriptor)
 	if err != nil {

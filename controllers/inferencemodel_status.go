@@ -17,7 +17,7 @@ import (
 func (r *InferenceModelReconciler) patchStatus(ctx context.Context, s *modelScope) error {
 	st := &s.model.Status
 	st.ObservedGeneration = s.model.Generation
-	setConditions(&st.Conditions, s.model.Generation, s.outcome)
+	setConditions(&st.Conditions, s.model.Generation, withHeld(s.outcome, s.held))
 	r.events(s)
 	if equality.Semantic.DeepEqual(s.before.Status, *st) {
 		return nil
@@ -45,6 +45,7 @@ func (r *InferenceModelReconciler) events(s *modelScope) {
 		}
 		return
 	}
+	heldEvent(emit, s.held, before.Status.Conditions, m.Status.Conditions)
 	if s.newDigest && m.Status.Resolved != nil {
 		emit(corev1.EventTypeNormal, ReasonResolved, "Resolve", "resolved %s to %s", s.src.String(), m.Status.Resolved.Digest)
 	}

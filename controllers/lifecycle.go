@@ -84,7 +84,9 @@ func resolveDue(generation, observed int64, resolved *v1alpha1.ResolvedArtifact,
 	if resolved == nil || resolved.Digest == "" || resolved.ResolvedAt == nil || observed != generation {
 		return true, 0
 	}
-	if apimeta.IsStatusConditionTrue(conds, v1alpha1.StalledCondition) {
+	// Stalled needs a fix, so every pass looks again; a held version only
+	// changes with new metrics or tags, which the interval picks up.
+	if c := apimeta.FindStatusCondition(conds, v1alpha1.StalledCondition); c != nil && c.Status == metav1.ConditionTrue && !heldReason(c.Reason) {
 		return true, 0
 	}
 	if c := apimeta.FindStatusCondition(conds, v1alpha1.ReconcilingCondition); c != nil && c.Reason == ReasonProgressingWithRetry {
@@ -258,6 +260,14 @@ type resolveFacts struct {
 	// never chooses them again; a range passes over them, a tag that names
 	// one keeps the previous digest.
 	rejected map[string]string
+	// selection is the object's spec.selection, if it has one (select.go).
+	selection *v1alpha1.SelectionSpec
+	// choiceReason says why res was chosen, for status.resolved.reason.
+	choiceReason string
+	// held: the version asked for may not roll out (spec.selection or a
+	// rollback refused it); res is the running digest, kept, and held says
+	// why.
+	held *failure
 }
 
 // resolveStep turns the object's target version into a digest when the
@@ -281,12 +291,13 @@ func (f *resolveFacts) resolveStep(ctx context.Context, rs *Resolver, generation
 		return ctrl.Result{}, err
 	}
 	f.repo = repo
-	res, err := rs.resolve(ctx, repo, f.src)
+	res, err := f.choose(ctx, rs, resolved, generation != observed)
 	if err != nil {
 		f.failedIn = ReasonResolveFailed
 		return ctrl.Result{}, err
 	}
-	if f.verify != nil {
+	// A held digest is the running one, verified when it was chosen.
+	if f.verify != nil && f.held == nil {
 		if err := rs.verify(ctx, repo, f.src, f.verify, res.Descriptor); err != nil {
 			f.failedIn = ReasonVerificationFailed
 			return ctrl.Result{}, err

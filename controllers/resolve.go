@@ -117,6 +117,8 @@ type Resolver struct {
 
 	mu    sync.Mutex
 	cache map[string]*inspected
+	// metricsCache keeps metrics by their referrers (select.go).
+	metricsCache metricsCache
 }
 
 // maxCached bounds the inspection cache; past it the cache starts over.
@@ -293,9 +295,9 @@ func (r *Resolver) resolve(ctx context.Context, repo *remote.Repository, src sou
 		}
 		return resolution{Descriptor: desc}, nil
 	case isRange(v):
-		c, err := semver.NewConstraint(v)
+		c, err := rangeOf(v)
 		if err != nil {
-			return resolution{}, stalledf(ReasonInvalidVersion, "targetVersion %q is neither a tag nor a semver range: %v; write a tag (1.0.0), a range (>=1.2 <2) or a digest (sha256:...)", v, err)
+			return resolution{}, err
 		}
 		tag, err := newestMatch(ctx, repo, src, c)
 		if err != nil {
@@ -315,14 +317,37 @@ func (r *Resolver) resolve(ctx context.Context, repo *remote.Repository, src sou
 	}
 }
 
+// rangeOf reads a targetVersion that isRange as a semver range.
+func rangeOf(v string) (*semver.Constraints, error) {
+	c, err := semver.NewConstraint(v)
+	if err != nil {
+		return nil, stalledf(ReasonInvalidVersion, "targetVersion %q is neither a tag nor a semver range: %v; write a tag (1.0.0), a range (>=1.2 <2) or a digest (sha256:...)", v, err)
+	}
+	return c, nil
+}
+
 // newestMatch lists the tags of repo and returns the newest semantic version
-// that c allows. Referrers tags (sha256-<hex>) and tags that are not versions
-// are skipped.
+// that c allows.
 func newestMatch(ctx context.Context, repo *remote.Repository, src source, c *semver.Constraints) (string, error) {
+	tags, err := matchingTags(ctx, repo, src, c)
+	if err != nil {
+		return "", err
+	}
+	return tags[0], nil
+}
+
+// matchingTags lists the tags of repo that c allows, newest semantic
+// version first; none is a stalled failure that names the versions there
+// are. Referrers tags (sha256-<hex>) and tags that are not versions are
+// skipped.
+func matchingTags(ctx context.Context, repo *remote.Repository, src source, c *semver.Constraints) ([]string, error) {
+	type version struct {
+		tag string
+		v   *semver.Version
+	}
 	var (
-		best    *semver.Version
-		bestTag string
-		others  []string
+		matching []version
+		others   []string
 	)
 	err := repo.Tags(withPageBudget(ctx, maxTagPages), "", func(tags []string) error {
 		for _, t := range tags {
@@ -337,19 +362,17 @@ func newestMatch(ctx context.Context, repo *remote.Repository, src source, c *se
 				others = append(others, t)
 				continue
 			}
-			if best == nil || sv.GreaterThan(best) || (sv.Equal(best) && t > bestTag) {
-				best, bestTag = sv, t
-			}
+			matching = append(matching, version{t, sv})
 		}
 		return nil
 	})
 	if errors.Is(err, errTooManyPages) {
-		return "", stalledf(ReasonRegistryError, "the tag list of %s goes on past %d pages; the controller reads no more than that for a range: name a tag or a digest in spec.targetVersion, or delete old tags", src.Repository, maxTagPages)
+		return nil, stalledf(ReasonRegistryError, "the tag list of %s goes on past %d pages; the controller reads no more than that for a range: name a tag or a digest in spec.targetVersion, or delete old tags", src.Repository, maxTagPages)
 	}
 	if err != nil {
-		return "", explain(err, src, "the tag list")
+		return nil, explain(err, src, "the tag list")
 	}
-	if best == nil {
+	if len(matching) == 0 {
 		slices.Sort(others)
 		if len(others) > 10 {
 			others = append(others[:10], "...")
@@ -358,9 +381,21 @@ func newestMatch(ctx context.Context, repo *remote.Repository, src source, c *se
 		if len(others) > 0 {
 			seen = "its versions are " + strings.Join(others, ", ")
 		}
-		return "", stalledf(ReasonNoMatchingVersion, "no tag of %s matches %q (%s): push a matching version or change spec.targetVersion", src.Repository, src.Version, seen)
+		return nil, stalledf(ReasonNoMatchingVersion, "no tag of %s matches %q (%s): push a matching version or change spec.targetVersion", src.Repository, src.Version, seen)
 	}
-	return bestTag, nil
+	// Newest first; of two tags of one version (1.0 and 1.0.0), the
+	// greater name, as before.
+	slices.SortStableFunc(matching, func(a, b version) int {
+		if c := b.v.Compare(a.v); c != 0 {
+			return c
+		}
+		return strings.Compare(b.tag, a.tag)
+	})
+	out := make([]string, len(matching))
+	for i, m := range matching {
+		out[i] = m.tag
+	}
+	return out, nil
 }
 
 // explain turns a registry error into a failure that says what to do.
@@ -495,17 +530,10 @@ func resolutionOf(r *v1alpha1.ResolvedArtifact) resolution {
 // metrics reads the metrics referrers of desc, newest value of each metric
 // winning, as decimal text.
 func (r *Resolver) metrics(ctx context.Context, repo *remote.Repository, src source, desc ocispec.Descriptor) (map[string]string, error) {
-	records, err := artifact.ListMetrics(withPageBudget(ctx, maxReferrerPages), repo, desc)
-	if errors.Is(err, errTooManyPages) {
-		return nil, fmt.Errorf("metrics of %s@%s: the referrers list goes on past %d pages; the controller reads no more", src.Repository, desc.Digest, maxReferrerPages)
-	}
+	latest, err := r.latestMetrics(ctx, repo, src, desc)
 	if err != nil {
-		if errors.Is(err, artifact.ErrInvalid) {
-			return nil, fmt.Errorf("metrics of %s@%s: %w", src.Repository, desc.Digest, err)
-		}
-		return nil, explain(err, src, "metrics of "+desc.Digest.String())
+		return nil, err
 	}
-	latest := artifact.Latest(records)
 	if len(latest) == 0 {
 		return nil, nil
 	}
@@ -514,6 +542,17 @@ func (r *Resolver) metrics(ctx context.Context, repo *remote.Repository, src sou
 		out[k] = strconv.FormatFloat(v, 'g', -1, 64)
 	}
 	return out, nil
+}
+
+// metricsFailure says why the metrics of desc could not be read.
+func metricsFailure(err error, src source, desc ocispec.Descriptor) error {
+	if errors.Is(err, errTooManyPages) {
+		return fmt.Errorf("metrics of %s@%s: the referrers list goes on past %d pages; the controller reads no more (%w)", src.Repository, desc.Digest, maxReferrerPages, err)
+	}
+	if errors.Is(err, artifact.ErrInvalid) {
+		return fmt.Errorf("metrics of %s@%s: %w", src.Repository, desc.Digest, err)
+	}
+	return explain(err, src, "metrics of "+desc.Digest.String())
 }
 
 // imageSource splits a container image reference into a source, as Docker
