@@ -35,10 +35,12 @@ func TestIsRange(t *testing.T) {
 	}
 }
 
-// countingTransport counts registry requests by method and path kind.
+// countingTransport counts registry requests by method and path kind, and
+// the most that were in flight at once.
 type countingTransport struct {
-	mu     sync.Mutex
-	counts map[string]int
+	mu                    sync.Mutex
+	counts                map[string]int
+	inFlight, maxInFlight int
 }
 
 func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -48,10 +50,21 @@ func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		kind = "manifest"
 	case strings.HasSuffix(req.URL.Path, "/tags/list"):
 		kind = "tags"
+	case strings.Contains(req.URL.Path, "/blobs/"):
+		kind = "blob"
+	case strings.Contains(req.URL.Path, "/referrers/"):
+		kind = "referrers"
 	}
 	c.mu.Lock()
 	c.counts[req.Method+" "+kind]++
+	c.inFlight++
+	c.maxInFlight = max(c.maxInFlight, c.inFlight)
 	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.inFlight--
+		c.mu.Unlock()
+	}()
 	return http.DefaultTransport.RoundTrip(req)
 }
 
@@ -126,7 +139,7 @@ func TestInspectCached(t *testing.T) {
 		}
 	}
 	// One HEAD for the descriptor, one GET of the manifest, one of the config.
-	if got := counter.take(); got["HEAD manifest"] != 1 || got["GET manifest"] != 1 || got["GET other"] != 1 {
+	if got := counter.take(); got["HEAD manifest"] != 1 || got["GET manifest"] != 1 || got["GET blob"] != 1 {
 		t.Errorf("three inspections cost %v, want one of each", got)
 	}
 }

@@ -69,7 +69,8 @@ func (f *resolveFacts) choose(ctx context.Context, rs *Resolver, resolved *v1alp
 	if err != nil {
 		return resolution{}, err
 	}
-	if isRange(f.src.Version) && (policy != nil || len(f.rejected) > 0) {
+	v := f.src.Version
+	if !strings.HasPrefix(v, "sha256:") && isRange(v) && (policy != nil || len(f.rejected) > 0) {
 		return f.chooseInRange(ctx, rs, policy, resolved, specChanged)
 	}
 	res, err := rs.resolve(ctx, f.repo, f.src)
