@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
@@ -228,7 +229,12 @@ func (f *resolveFacts) hold(ctx context.Context, resolved *v1alpha1.ResolvedArti
 			return resolution{}, explain(err, f.src, "manifest "+resolved.Digest)
 		}
 	}
-	f.held = stalledf(reason, "%s; %s keeps running: %s", msg, versionText(resolved), hint)
+	kept := versionText(resolved) + " keeps running"
+	if _, ok := f.rejected[resolved.Digest]; ok {
+		// Rolled back itself: the rollout keeps the nodes where it took them.
+		kept = "the nodes stay on the version they were rolled back to"
+	}
+	f.held = stalledf(reason, "%s; %s: %s", msg, kept, hint)
 	f.choiceReason = resolved.Reason
 	return resolutionOf(resolved), nil
 }
@@ -346,6 +352,30 @@ func (c *metricsCache) put(key string, m map[string]float64) {
 	c.m[key] = m
 }
 
+// maxMetricsReferrers bounds the metrics referrers read of one version:
+// with fifty candidates a pass could otherwise read thousands of metrics
+// documents that anyone who may push to the repository attached.
+const maxMetricsReferrers = 64
+
+// newestReferrers keeps the n newest referrers by their creation time
+// (barge metrics attach sets it), in the order given.
+func newestReferrers(refs []ocispec.Descriptor, n int) []ocispec.Descriptor {
+	if len(refs) <= n {
+		return refs
+	}
+	sorted := slices.Clone(refs)
+	created := func(d ocispec.Descriptor) time.Time {
+		t, _ := time.Parse(time.RFC3339, d.Annotations[ocispec.AnnotationCreated])
+		return t // zero, the oldest, when absent or not a time
+	}
+	slices.SortStableFunc(sorted, func(a, b ocispec.Descriptor) int { return created(b).Compare(created(a)) })
+	keep := map[string]bool{}
+	for _, r := range sorted[:n] {
+		keep[r.Digest.String()] = true
+	}
+	return slices.DeleteFunc(slices.Clone(refs), func(r ocispec.Descriptor) bool { return !keep[r.Digest.String()] })
+}
+
 // metricsKey names a set of referrers of a repository.
 func metricsKey(repository string, refs []ocispec.Descriptor) string {
 	ds := make([]string, len(refs))
@@ -367,6 +397,7 @@ func (r *Resolver) latestMetrics(ctx context.Context, repo *remote.Repository, s
 	if len(refs) == 0 {
 		return nil, nil
 	}
+	refs = newestReferrers(refs, maxMetricsReferrers)
 	key := metricsKey(src.Repository, refs)
 	if m, ok := r.metricsCache.get(key); ok {
 		return m, nil

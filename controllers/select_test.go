@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote"
 
@@ -18,6 +19,12 @@ import (
 	"github.com/bargeml/barge/api/v1alpha1"
 	"github.com/bargeml/barge/artifact"
 )
+
+// freshRepo is a repository of the shared registry that no earlier run
+// of the test (go test -count=N) has pushed to or attached metrics in.
+func freshRepo(t *testing.T) string {
+	return repoName(t, fmt.Sprintf("m%d", time.Now().UnixNano()))
+}
 
 // attach adds a metrics referrer to desc.
 func attach(t *testing.T, repo *remote.Repository, desc ocispec.Descriptor, metrics map[string]float64) {
@@ -97,7 +104,7 @@ func resolvedTo(t *testing.T, m *v1alpha1.InferenceModel, ns, version string, d 
 // to the object.
 func TestSelectionRange(t *testing.T) {
 	ns := env.Namespace(t)
-	ref := repoName(t, "m")
+	ref := freshRepo(t)
 	repo := openRepo(t, ref)
 	ds := pushVersions(t, repo, []string{"1.0.0", "1.1.0", "1.2.0", "1.3.0", "2.0.0"}, map[string]map[string]float64{
 		"1.0.0": {"accuracy": 0.88},
@@ -133,7 +140,7 @@ func TestSelectionRange(t *testing.T) {
 // running yet, nothing is deployed.
 func TestNoVersionPasses(t *testing.T) {
 	ns := env.Namespace(t)
-	ref := repoName(t, "m")
+	ref := freshRepo(t)
 	repo := openRepo(t, ref)
 	ds := pushVersions(t, repo, []string{"1.0.0", "1.1.0"}, map[string]map[string]float64{
 		"1.0.0": {"accuracy": 0.91}, "1.1.0": {"accuracy": 0.93},
@@ -190,7 +197,7 @@ func TestNoVersionPasses(t *testing.T) {
 // many passes follow. Better metrics on the new version let it through.
 func TestSelectionGate(t *testing.T) {
 	ns := env.Namespace(t)
-	ref := repoName(t, "m")
+	ref := freshRepo(t)
 	repo := openRepo(t, ref)
 	v1 := pushModel(t, repo, "stable", map[string]string{"m.onnx": "v1"}, artifact.Metadata{})
 	attach(t, repo, v1, map[string]float64{"accuracy": 0.95, "latency_ms": 12})
@@ -255,7 +262,7 @@ func countEvents(t *testing.T, ns, name, reason string) int {
 // before anything is deployed.
 func TestInvalidSelection(t *testing.T) {
 	ns := env.Namespace(t)
-	ref := repoName(t, "m")
+	ref := freshRepo(t)
 	pushVersions(t, openRepo(t, ref), []string{"1.0.0"}, nil)
 	nodes(t, ns, nil, 1)
 	for _, tt := range []struct {
@@ -292,7 +299,7 @@ func TestInvalidSelection(t *testing.T) {
 // digest naming one keeps the running digest, and with nothing running it
 // stalls.
 func TestRejectedDigests(t *testing.T) {
-	ref := repoName(t, "m")
+	ref := freshRepo(t)
 	repo := openRepo(t, ref)
 	ds := pushVersions(t, repo, []string{"1.0.0", "1.1.0", "1.2.0"}, map[string]map[string]float64{
 		"1.0.0": {"accuracy": 0.91}, "1.1.0": {"accuracy": 0.95}, "1.2.0": {"accuracy": 0.93},
@@ -324,7 +331,7 @@ func TestRejectedDigests(t *testing.T) {
 		{name: "range, newest passed over", version: "^1", rejected: rolledBack("1.2.0"),
 			want: "1.1.0", wantReason: "newest not rolled back; passed over 1.2.0"},
 		{name: "range, all rolled back", version: "^1", rejected: rolledBack("1.0.0", "1.1.0", "1.2.0"), running: running,
-			want: "1.0.0", wantReason: "chosen before", held: `every version matching "^1" was rolled back (1.2.0, 1.1.0, 1.0.0); 1.0.0 (sha256:`},
+			want: "1.0.0", wantReason: "chosen before", held: `every version matching "^1" was rolled back (1.2.0, 1.1.0, 1.0.0); the nodes stay on the version they were rolled back to`},
 		{name: "tag naming a rolled-back version", version: "1.2.0", rejected: rolledBack("1.2.0"), running: running,
 			want: "1.0.0", wantReason: "chosen before",
 			held: "1.2.0 (sha256:" + shortDigest(digest("1.2.0")) + ") was rolled back (2 nodes failed: pull refused) and is not rolled out again; 1.0.0 (sha256:" + shortDigest(digest("1.0.0")) + ") keeps running"},
@@ -333,6 +340,9 @@ func TestRejectedDigests(t *testing.T) {
 		{name: "tag naming a rolled-back version, nothing running", version: "1.2.0", rejected: rolledBack("1.2.0"),
 			stalled: "was rolled back (2 nodes failed: pull refused) and is not rolled out again; nothing runs until one does"},
 		{name: "not rolled back", version: "1.2.0", rejected: rolledBack("1.1.0"), want: "1.2.0"},
+		{name: "the tag still names the version just rolled back", version: "1.2.0", rejected: rolledBack("1.2.0"),
+			running: &v1alpha1.ResolvedArtifact{Version: "1.2.0", Digest: digest("1.2.0"), ResolvedAt: &long},
+			want:    "1.2.0", held: "is not rolled out again; the nodes stay on the version they were rolled back to"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			f := &resolveFacts{src: source{Repository: ref, Version: tt.version, Insecure: true}, interval: time.Minute,
@@ -370,7 +380,7 @@ func TestRejectedDigests(t *testing.T) {
 // again (one list of referrers per candidate tells nothing changed), and
 // after barge metrics attach only the new metrics are read.
 func TestSelectionReads(t *testing.T) {
-	ref := repoName(t, "m")
+	ref := freshRepo(t)
 	repo := openRepo(t, ref)
 	var versions []string
 	metrics := map[string]map[string]float64{}
@@ -415,7 +425,7 @@ func TestSelectionReads(t *testing.T) {
 
 // TestGateByDigest: a digest in targetVersion is gated like a tag.
 func TestGateByDigest(t *testing.T) {
-	ref := repoName(t, "m")
+	ref := freshRepo(t)
 	ds := pushVersions(t, openRepo(t, ref), []string{"1.0.0", "1.1.0"}, map[string]map[string]float64{
 		"1.0.0": {"accuracy": 0.95}, "1.1.0": {"accuracy": 0.5},
 	})
@@ -433,5 +443,23 @@ func TestGateByDigest(t *testing.T) {
 		if wantHeld && !strings.Contains(f.held.message, "fails spec.selection.require metrics.accuracy >= 0.9") {
 			t.Errorf("held message %q", f.held.message)
 		}
+	}
+}
+
+// TestNewestReferrers: past the bound, the newest metrics are read.
+func TestNewestReferrers(t *testing.T) {
+	var refs []ocispec.Descriptor
+	for i := range 5 {
+		refs = append(refs, ocispec.Descriptor{Digest: digest.FromString(fmt.Sprint(i)),
+			Annotations: map[string]string{ocispec.AnnotationCreated: time.Date(2026, 1, 1, 0, 0, (i*7)%5, 0, time.UTC).Format(time.RFC3339)}})
+	}
+	refs = append(refs, ocispec.Descriptor{Digest: digest.FromString("undated")})
+	got := newestReferrers(refs, 3)
+	// Seconds by index: 0, 2, 4, 1, 3, and one undated: 1, 2 and 4 are the newest.
+	if len(got) != 3 || got[0].Digest != refs[1].Digest || got[1].Digest != refs[2].Digest || got[2].Digest != refs[4].Digest {
+		t.Errorf("kept %v", got)
+	}
+	if len(newestReferrers(refs, 10)) != 6 {
+		t.Error("under the bound, every referrer is kept")
 	}
 }
