@@ -48,7 +48,9 @@ type modelScope struct {
 	placed *placeResult
 	// serving is each matching node's serving pod, by node name; nil when
 	// the model has no edge server (serving.go).
-	serving    map[string]nodeServing
+	serving map[string]nodeServing
+	// rollout is what this pass decided about the rollout (rollout.go).
+	rollout    *rolloutDecision
 	metricsErr error
 	outcome    outcome
 }
@@ -83,6 +85,7 @@ func (r *InferenceModelReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	s := &modelScope{model: model, before: model.DeepCopy()}
 	s.interval = intervalOf(model.Spec.Interval)
 	s.verify = model.Spec.Verify
+	s.rejected = rejectedDigests(model.Status.History, model.Generation)
 	defer func() {
 		// The pass may have used up its deadline; reporting why must not.
 		ctx, cancel := statusContext(parent)

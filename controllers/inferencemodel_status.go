@@ -35,6 +35,11 @@ func (r *InferenceModelReconciler) events(s *modelScope) {
 	emit := func(eventType, reason, action, note string, args ...any) {
 		r.recorder.Eventf(m, nil, eventType, reason, action, note, args...)
 	}
+	if s.rollout != nil {
+		for _, e := range s.rollout.events {
+			emit(e.eventType, e.reason, "Rollout", "%s", e.note)
+		}
+	}
 	if f := s.outcome.failure; f != nil {
 		if readyChanged(before.Status.Conditions, m.Status.Conditions) {
 			reason := f.reason
@@ -51,7 +56,7 @@ func (r *InferenceModelReconciler) events(s *modelScope) {
 	if s.metricsErr != nil {
 		emit(corev1.EventTypeWarning, ReasonMetricsFailed, "Resolve", "read metrics: %v", s.metricsErr)
 	}
-	nodeEvents(emit, s.placed, m.Status.Resolved, before.Status.Nodes, m.Status.Nodes)
+	nodeEvents(emit, s.placed, s.targetResolved(), before.Status.Nodes, m.Status.Nodes)
 	if apimeta.IsStatusConditionTrue(m.Status.Conditions, v1alpha1.ReadyCondition) && readyChanged(before.Status.Conditions, m.Status.Conditions) && m.Spec.DeployToLayer == v1alpha1.LayerCloud {
 		emit(corev1.EventTypeNormal, ReasonDeployed, "Deploy", "%s", apimeta.FindStatusCondition(m.Status.Conditions, v1alpha1.ReadyCondition).Message)
 	}

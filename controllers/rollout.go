@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/bargeml/barge/api/v1alpha1"
 )
@@ -83,8 +85,9 @@ type nodeState struct {
 // rolloutDecision is what a pass does about the rollout.
 type rolloutDecision struct {
 	status v1alpha1.RolloutStatus
-	// target is the model digest the nodes move to.
-	target string
+	// target is the model digest the nodes move to; targetVersion its
+	// version, when known.
+	target, targetVersion string
 	// moveOnly limits which nodes move (placement.moveOnly).
 	moveOnly map[string]bool
 	// record is a history entry to add, or nil.
@@ -104,6 +107,12 @@ type rolloutEvent struct{ eventType, reason, note string }
 // A first rollout (nothing before it) has no canary and no failure policy:
 // there is nothing to keep serving or to go back to.
 func decideRollout(in rolloutInput) rolloutDecision {
+	d := in.decide()
+	d.targetVersion = in.versionOf(d.target)
+	return d
+}
+
+func (in rolloutInput) decide() rolloutDecision {
 	st := in.current()
 	d := rolloutDecision{status: st, target: st.Digest}
 	switch st.Phase {
@@ -330,28 +339,27 @@ func (in rolloutInput) canaryNodes(chosen []string) []string {
 // text names a digest of this rollout for people: with its version when the
 // resolution or the history knows it.
 func (in rolloutInput) text(digest string) string {
-	r := &v1alpha1.ResolvedArtifact{Digest: digest}
+	return versionText(&v1alpha1.ResolvedArtifact{Digest: digest, Version: in.versionOf(digest)})
+}
+
+// versionOf is the version (tag) of a digest of this rollout, if known.
+func (in rolloutInput) versionOf(digest string) string {
 	if digest == in.digest {
-		r.Version = in.version
-	} else if p := in.prior; p != nil && p.Digest == digest {
-		r.Version = p.Version
-	} else {
-		for _, h := range in.history {
-			if h.Digest == digest && h.Version != "" {
-				r.Version = h.Version
-				break
-			}
+		return in.version
+	}
+	if p := in.prior; p != nil && p.Digest == digest {
+		return p.Version
+	}
+	for _, h := range in.history {
+		if h.Digest == digest && h.Version != "" {
+			return h.Version
 		}
 	}
-	return versionText(r)
+	return ""
 }
 
 func (in rolloutInput) entry(digest, action, reason string) *v1alpha1.HistoryEntry {
-	version := in.version
-	if p := in.prior; digest != in.digest && p != nil && p.Digest == digest {
-		version = p.Version
-	}
-	return &v1alpha1.HistoryEntry{Version: version, Digest: digest, Action: action, Reason: reason,
+	return &v1alpha1.HistoryEntry{Version: in.versionOf(digest), Digest: digest, Action: action, Reason: reason,
 		Time: metav1.NewTime(in.now.Truncate(time.Second)), Generation: in.generation}
 }
 
@@ -444,4 +452,198 @@ func clipTo(s string, n int) string {
 		i--
 	}
 	return s[:i] + "..."
+}
+
+// rolloutEdge decides the rollout, moves the nodes' files and runs the edge
+// server: the edge half of a model, which deployEdge (and a joint model's
+// edge part) runs. It leaves s.target, s.placed, s.serving and s.rollout.
+//
+// The serving pods are seen only once serveEdge has run, after placement.
+// So the pass decides twice: first from the NodeArtifacts alone, taking no
+// node for healthy (it might not serve), then with the serving pods. When
+// the second decision lets nodes move that the first did not (a rollback,
+// a canary whose pause is zero), placement runs again. A move the first
+// placement made is never undone by the second decision except by a
+// rollback, which moves every node back anyway.
+func (r *InferenceModelReconciler) rolloutEdge(ctx context.Context, s *modelScope) (ctrl.Result, error) {
+	m := s.model
+	newFiles, err := r.filesDigest(ctx, s, m.Status.Resolved.Digest)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	view, err := r.placer.observe(ctx, m, kindInferenceModel, m.Spec.NodeSelector)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	files := filesStates(view, newFiles)
+	in := s.rolloutInput(time.Now())
+	in.nodes = nodeStates(view, files, newFiles, nil, false)
+	first := decideRollout(in)
+	placed, err := r.filesDigest(ctx, s, first.target)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	res, err := r.placer.apply(ctx, s.edgePlacement(placed, first.moveOnly), view)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	s.placed = &res
+	if err := r.serveEdge(ctx, s, placed); err != nil {
+		return ctrl.Result{}, err
+	}
+	in.nodes = nodeStates(view, files, newFiles, s.serving, true)
+	d := decideRollout(in)
+	if d.target != first.target || widens(first.moveOnly, d.moveOnly) {
+		again, err := r.filesDigest(ctx, s, d.target)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		res, err := r.placer.place(ctx, s.edgePlacement(again, d.moveOnly))
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		s.placed = &res
+		if again != placed {
+			if err := r.serveEdge(ctx, s, again); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
+	}
+	if d.status.Phase == v1alpha1.RolloutRolledBack {
+		// Moving back is not a rollout of its own; the RolledBack event
+		// tells it.
+		s.placed.rolloutStarted = false
+	}
+	s.target, s.rollout = d.target, &d
+	m.Status.Rollout = d.status.DeepCopy()
+	if d.record != nil {
+		m.Status.History = addHistory(m.Status.History, *d.record)
+	}
+	return ctrl.Result{RequeueAfter: d.requeue}, nil
+}
+
+// rolloutInput is what this pass knows of the rollout, but for the nodes.
+func (s *modelScope) rolloutInput(now time.Time) rolloutInput {
+	m := s.model
+	in := rolloutInput{
+		prior:      m.Status.Rollout,
+		digest:     m.Status.Resolved.Digest,
+		version:    m.Status.Resolved.Version,
+		reason:     m.Status.Resolved.Reason,
+		generation: m.Generation,
+		history:    m.Status.History,
+		rejected:   s.rejected,
+		spec:       m.Spec.Rollout,
+		resume:     m.Annotations[v1alpha1.ResumeRolloutAnnotation],
+		now:        now,
+		resumeHint: fmt.Sprintf("`barge rollout resume %s -n %s`", m.Name, m.Namespace),
+	}
+	if r := s.before.Status.Resolved; r != nil {
+		in.lastResolved = r.Digest
+	}
+	return in
+}
+
+// edgePlacement is the model's files digest files on its nodes.
+func (s *modelScope) edgePlacement(files string, moveOnly map[string]bool) placement {
+	m := s.model
+	return placement{
+		owner:         m,
+		kind:          kindInferenceModel,
+		repository:    s.src.Repository,
+		digest:        files,
+		insecure:      m.Spec.Insecure,
+		selector:      m.Spec.NodeSelector,
+		maxConcurrent: m.Spec.Rollout.MaxConcurrentNodes,
+		verify:        m.Spec.Verify,
+		moveOnly:      moveOnly,
+		failedSettled: true,
+	}
+}
+
+// widens: after may move a node that before held back.
+func widens(before, after map[string]bool) bool {
+	if after == nil {
+		return before != nil
+	}
+	for n := range after {
+		if before != nil && !before[n] {
+			return true
+		}
+	}
+	return false
+}
+
+// filesStates is how each node's NodeArtifact stands on files, read before
+// the pass moves any: a node moved in this pass has not failed yet.
+func filesStates(v nodeView, files string) map[string]nodeState {
+	out := map[string]nodeState{}
+	for _, na := range v.existing {
+		if na.DeletionTimestamp != nil || na.Spec.Digest != files {
+			continue
+		}
+		st := nodeState{name: na.Spec.NodeName, healthy: holds(na, files)}
+		if failedNow(na) {
+			st.failed = na.Status.Message
+			if st.failed == "" {
+				st.failed = "the puller reported Failed"
+			}
+		}
+		out[na.Spec.NodeName] = st
+	}
+	return out
+}
+
+// nodeStates are the matching nodes as they stand on files. Until the
+// serving pods have been seen, no node counts as healthy; once they have,
+// a node of a model with a server is healthy only while its pod is Ready
+// on files, and a pod that cannot serve files fails the node.
+func nodeStates(v nodeView, byNode map[string]nodeState, files string, serving map[string]nodeServing, seen bool) []nodeState {
+	out := make([]nodeState, 0, len(v.desired))
+	for _, name := range v.desired {
+		f := byNode[name]
+		n := nodeState{name: name, labels: v.labels[name], failed: f.failed}
+		pod, ok := serving[name]
+		onFiles := ok && pod.digest == files
+		if onFiles && pod.failed != "" && n.failed == "" {
+			n.failed = "serving: " + pod.failed
+		}
+		n.healthy = seen && f.healthy && (serving == nil || (onFiles && pod.ready))
+		out = append(out, n)
+	}
+	return out
+}
+
+// targetResolved is the version the nodes move to in this pass, for
+// messages: status.resolved, or the previous version during a rollback.
+func (s *modelScope) targetResolved() *v1alpha1.ResolvedArtifact {
+	r := s.model.Status.Resolved
+	if s.rollout == nil || r == nil || s.target == r.Digest {
+		return r
+	}
+	return &v1alpha1.ResolvedArtifact{Digest: s.target, Version: s.rollout.targetVersion}
+}
+
+// rolloutOutcome says where the rollout stands, in the terms of conditions.
+// A halted rollout, and a rollback once every node is back, need a person:
+// they are Stalled.
+func rolloutOutcome(d *rolloutDecision, target *v1alpha1.ResolvedArtifact, res placeResult) outcome {
+	st := d.status
+	switch st.Phase {
+	case v1alpha1.RolloutHalted:
+		return outcome{failure: stalledf(ReasonRolloutHalted, "%s", st.Message)}
+	case v1alpha1.RolloutRolledBack:
+		if len(res.pending) > 0 {
+			c := res.counts
+			return outcome{progressReason: ReasonRollingBack, progressMessage: clip(fmt.Sprintf("rolling back to %s: %d of %d nodes back; waiting for %s", versionText(target), c.Ready, c.Desired, listNodes(res.pending)))}
+		}
+		return outcome{failure: stalledf(ReasonRolledBack, "%s", st.Message)}
+	case v1alpha1.RolloutPaused:
+		return outcome{progressReason: ReasonRolloutPaused, progressMessage: st.Message}
+	case v1alpha1.RolloutProgressing:
+		if d.moveOnly != nil && len(res.failed) == 0 {
+			return outcome{progressReason: ReasonRollingOut, progressMessage: st.Message}
+		}
+	}
+	return edgeOutcome(target, res)
 }
