@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -32,6 +33,9 @@ type InferenceModelReconciler struct {
 	resolver *Resolver
 	placer   *placer
 	opts     Options
+	// seen is the newest resourceVersion of each model (by UID) this
+	// controller has written or read from the API server (rollout.go).
+	seen sync.Map
 }
 
 // modelScope is one reconcile pass of one InferenceModel: the object, the
@@ -73,6 +77,10 @@ func (r *InferenceModelReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	defer cancel()
 	model := &v1alpha1.InferenceModel{}
 	if err := r.Get(ctx, req.NamespacedName, model); err != nil {
+		r.seen.Delete(req.NamespacedName)
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if err := r.catchUp(ctx, model); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !model.DeletionTimestamp.IsZero() {

@@ -25,6 +25,7 @@ func (r *InferenceModelReconciler) patchStatus(ctx context.Context, s *modelScop
 	if err := r.Status().Patch(ctx, s.model, client.MergeFrom(s.before)); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("patch status of InferenceModel %s/%s: %w", s.model.Namespace, s.model.Name, err)
 	}
+	r.saw(s.model)
 	return nil
 }
 

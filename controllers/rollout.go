@@ -11,7 +11,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bargeml/barge/api/v1alpha1"
 )
@@ -646,4 +648,33 @@ func rolloutOutcome(d *rolloutDecision, target *v1alpha1.ResolvedArtifact, res p
 		}
 	}
 	return edgeOutcome(target, res)
+}
+
+// catchUp reads model again from the API server when the cache holds an
+// older version than this controller last wrote or read. The rollout keeps
+// its memory in status: a pass that began from a status its predecessor
+// had already changed (the NodeArtifact events of a pass wake the next one
+// before the cache has its status patch) would undo that pass's moves, and
+// its merge patch, computed from the stale status, would mix the two.
+func (r *InferenceModelReconciler) catchUp(ctx context.Context, model *v1alpha1.InferenceModel) error {
+	key := client.ObjectKeyFromObject(model)
+	if v, ok := r.seen.Load(key); !ok || v.(seenVersion).uid != model.UID || v.(seenVersion).resourceVersion == model.ResourceVersion {
+		r.saw(model)
+		return nil
+	}
+	if err := r.reader.Get(ctx, key, model); err != nil {
+		return fmt.Errorf("get InferenceModel %s: %w", key, err)
+	}
+	r.saw(model)
+	return nil
+}
+
+type seenVersion struct {
+	uid             types.UID
+	resourceVersion string
+}
+
+// saw records the newest version of model this controller knows.
+func (r *InferenceModelReconciler) saw(model *v1alpha1.InferenceModel) {
+	r.seen.Store(client.ObjectKeyFromObject(model), seenVersion{uid: model.UID, resourceVersion: model.ResourceVersion})
 }
