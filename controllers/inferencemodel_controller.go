@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -32,6 +33,9 @@ type InferenceModelReconciler struct {
 	resolver *Resolver
 	placer   *placer
 	opts     Options
+	// seen is the newest resourceVersion of each model (by UID) this
+	// controller has written or read from the API server (rollout.go).
+	seen sync.Map
 }
 
 // modelScope is one reconcile pass of one InferenceModel: the object, the
@@ -48,7 +52,9 @@ type modelScope struct {
 	placed *placeResult
 	// serving is each matching node's serving pod, by node name; nil when
 	// the model has no edge server (serving.go).
-	serving    map[string]nodeServing
+	serving map[string]nodeServing
+	// rollout is what this pass decided about the rollout (rollout.go).
+	rollout    *rolloutDecision
 	metricsErr error
 	outcome    outcome
 }
@@ -71,6 +77,10 @@ func (r *InferenceModelReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	defer cancel()
 	model := &v1alpha1.InferenceModel{}
 	if err := r.Get(ctx, req.NamespacedName, model); err != nil {
+		r.seen.Delete(req.NamespacedName)
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if err := r.catchUp(ctx, model); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !model.DeletionTimestamp.IsZero() {
@@ -84,6 +94,7 @@ func (r *InferenceModelReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	s.interval = intervalOf(model.Spec.Interval)
 	s.verify = model.Spec.Verify
 	s.selection = model.Spec.Selection
+	s.rejected = rejectedDigests(model.Status.History, model.Generation)
 	defer func() {
 		// The pass may have used up its deadline; reporting why must not.
 		ctx, cancel := statusContext(parent)

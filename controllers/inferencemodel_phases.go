@@ -145,39 +145,21 @@ func (r *InferenceModelReconciler) deploy(ctx context.Context, s *modelScope) (c
 	return r.deployEdge(ctx, s)
 }
 
-// deployEdge moves the matching nodes to s.target's files and runs the
-// edge server on them.
+// deployEdge moves the matching nodes to s.target's files, as the rollout
+// decides (rollout.go), and runs the edge server on them.
 func (r *InferenceModelReconciler) deployEdge(ctx context.Context, s *modelScope) (ctrl.Result, error) {
 	m := s.model
 	if err := r.deleteCloud(ctx, m); err != nil {
 		return ctrl.Result{}, err
 	}
-	s.target = m.Status.Resolved.Digest
-	files, err := r.filesDigest(ctx, s, s.target)
+	result, err := r.rolloutEdge(ctx, s)
 	if err != nil {
-		return ctrl.Result{}, err
+		return result, err
 	}
-	res, err := r.placer.place(ctx, placement{
-		owner:         m,
-		kind:          kindInferenceModel,
-		repository:    s.src.Repository,
-		digest:        files,
-		insecure:      m.Spec.Insecure,
-		selector:      m.Spec.NodeSelector,
-		maxConcurrent: m.Spec.Rollout.MaxConcurrentNodes,
-		verify:        m.Spec.Verify,
-	})
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	s.placed = &res
-	m.Status.Nodes = res.counts
+	m.Status.Nodes = s.placed.counts
 	m.Status.URL = ""
-	if err := r.serveEdge(ctx, s, files); err != nil {
-		return ctrl.Result{}, err
-	}
-	s.outcome = edgeOutcome(m.Status.Resolved, res)
-	return ctrl.Result{}, conflictFailure(res)
+	s.outcome = rolloutOutcome(s.rollout, s.targetResolved(), *s.placed)
+	return result, conflictFailure(*s.placed)
 }
 
 func (r *InferenceModelReconciler) deployCloud(ctx context.Context, s *modelScope) (ctrl.Result, error) {

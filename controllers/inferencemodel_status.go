@@ -25,6 +25,7 @@ func (r *InferenceModelReconciler) patchStatus(ctx context.Context, s *modelScop
 	if err := r.Status().Patch(ctx, s.model, client.MergeFrom(s.before)); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("patch status of InferenceModel %s/%s: %w", s.model.Namespace, s.model.Name, err)
 	}
+	r.saw(s.model)
 	return nil
 }
 
@@ -34,6 +35,11 @@ func (r *InferenceModelReconciler) events(s *modelScope) {
 	m, before := s.model, s.before
 	emit := func(eventType, reason, action, note string, args ...any) {
 		r.recorder.Eventf(m, nil, eventType, reason, action, note, args...)
+	}
+	if s.rollout != nil {
+		for _, e := range s.rollout.events {
+			emit(e.eventType, e.reason, "Rollout", "%s", e.note)
+		}
 	}
 	if f := s.outcome.failure; f != nil {
 		if readyChanged(before.Status.Conditions, m.Status.Conditions) {
@@ -52,7 +58,7 @@ func (r *InferenceModelReconciler) events(s *modelScope) {
 	if s.metricsErr != nil {
 		emit(corev1.EventTypeWarning, ReasonMetricsFailed, "Resolve", "read metrics: %v", s.metricsErr)
 	}
-	nodeEvents(emit, s.placed, m.Status.Resolved, before.Status.Nodes, m.Status.Nodes)
+	nodeEvents(emit, s.placed, s.targetResolved(), before.Status.Nodes, m.Status.Nodes)
 	if apimeta.IsStatusConditionTrue(m.Status.Conditions, v1alpha1.ReadyCondition) && readyChanged(before.Status.Conditions, m.Status.Conditions) && m.Spec.DeployToLayer == v1alpha1.LayerCloud {
 		emit(corev1.EventTypeNormal, ReasonDeployed, "Deploy", "%s", apimeta.FindStatusCondition(m.Status.Conditions, v1alpha1.ReadyCondition).Message)
 	}

@@ -89,6 +89,27 @@ type placement struct {
 	// verify is the owner's spec.verify, carried to every NodeArtifact so
 	// the node checks the signature again.
 	verify *v1alpha1.VerifySpec
+	// moveOnly, when not nil, are the only nodes that may move to digest
+	// in this pass: a rollout's canary, or none while it is halted. Nil
+	// lets any node move. A node without a NodeArtifact gets digest
+	// whatever it says: it has no old version to keep serving.
+	moveOnly map[string]bool
+	// failedSettled: a node that failed digest is done, not in flight, so
+	// the owner's failure policy (rollout.maxFailedNodes), not
+	// maxConcurrent, decides whether the rollout goes on. Without it a
+	// failed node holds the rollout.
+	failedSettled bool
+}
+
+// moveBounds limit which NodeArtifacts one pass moves.
+type moveBounds struct {
+	maxConcurrent int32
+	only          map[string]bool
+	failedSettled bool
+}
+
+func (p placement) bounds() moveBounds {
+	return moveBounds{maxConcurrent: p.maxConcurrent, only: p.moveOnly, failedSettled: p.failedSettled}
 }
 
 // nodeProblem is a node whose puller reported a failure.
@@ -134,11 +155,12 @@ type rolloutPlan struct {
 }
 
 // planRollout decides a pass. A NodeArtifact is in flight while its spec is
-// on digest and its puller has not reported it Ready there; moves fill what
-// maxConcurrent leaves, nodes that serve nothing first, then by name, so
+// on digest and its puller has not reported it Ready there (nor, with
+// failedSettled, Failed); moves fill what maxConcurrent leaves, among the
+// nodes b.only allows, nodes that serve nothing first, then by name, so
 // every pass picks the same ones. New nodes get the digest at once: they
 // have no old version to keep serving.
-func planRollout(desired []string, existing []*v1alpha1.NodeArtifact, digest string, maxConcurrent int32) rolloutPlan {
+func planRollout(desired []string, existing []*v1alpha1.NodeArtifact, digest string, b moveBounds) rolloutPlan {
 	var plan rolloutPlan
 	want := make(map[string]bool, len(desired))
 	for _, n := range desired {
@@ -156,10 +178,10 @@ func planRollout(desired []string, existing []*v1alpha1.NodeArtifact, digest str
 		case !want[na.Spec.NodeName]:
 			plan.remove = append(plan.remove, na)
 		case na.Spec.Digest == digest:
-			if !holds(na, digest) {
+			if !holds(na, digest) && !(b.failedSettled && failedNow(na)) {
 				inFlight++
 			}
-		default:
+		case b.only == nil || b.only[na.Spec.NodeName]:
 			candidates = append(candidates, na)
 		}
 	}
@@ -177,7 +199,7 @@ func planRollout(desired []string, existing []*v1alpha1.NodeArtifact, digest str
 		}
 		return strings.Compare(a.Spec.NodeName, b.Spec.NodeName)
 	})
-	budget := max(int(maxConcurrent), 1) - inFlight
+	budget := max(int(b.maxConcurrent), 1) - inFlight
 	for i := 0; i < len(candidates) && i < budget; i++ {
 		plan.move = append(plan.move, candidates[i])
 	}
@@ -202,33 +224,59 @@ func failedNow(na *v1alpha1.NodeArtifact) bool {
 		(na.Status.ObservedGeneration == 0 || na.Status.ObservedGeneration == na.Generation)
 }
 
-// place makes the NodeArtifacts of p match the nodes and the digest.
-func (pl *placer) place(ctx context.Context, p placement) (placeResult, error) {
-	var res placeResult
+// nodeView is what placement reads before it changes anything.
+type nodeView struct {
+	nodes []metav1.PartialObjectMetadata
+	// desired are the names of the nodes the selector matches, sorted.
+	desired []string
+	// labels of the desired nodes, by name.
+	labels map[string]map[string]string
+	// existing are the owner's NodeArtifacts.
+	existing []*v1alpha1.NodeArtifact
+}
+
+// observe reads the nodes that match selector and owner's NodeArtifacts.
+func (pl *placer) observe(ctx context.Context, owner client.Object, kind string, selector map[string]string) (nodeView, error) {
+	var v nodeView
 	nodes, err := pl.nodes(ctx)
 	if err != nil {
-		return res, err
+		return v, err
 	}
-	sel := labels.SelectorFromSet(p.selector)
-	var desired []string
+	v.nodes = nodes
+	v.labels = map[string]map[string]string{}
+	sel := labels.SelectorFromSet(selector)
 	for _, n := range nodes {
 		if n.DeletionTimestamp == nil && sel.Matches(labels.Set(n.Labels)) {
-			desired = append(desired, n.Name)
+			v.desired = append(v.desired, n.Name)
+			v.labels[n.Name] = n.Labels
 		}
 	}
-	slices.Sort(desired)
+	slices.Sort(v.desired)
+	v.existing, err = pl.owned(ctx, owner, kind)
+	return v, err
+}
 
-	existing, err := pl.owned(ctx, p.owner, p.kind)
+// place makes the NodeArtifacts of p match the nodes and the digest.
+func (pl *placer) place(ctx context.Context, p placement) (placeResult, error) {
+	v, err := pl.observe(ctx, p.owner, p.kind, p.selector)
 	if err != nil {
-		return res, err
+		return placeResult{}, err
 	}
+	return pl.apply(ctx, p, v)
+}
+
+// apply makes the NodeArtifacts of v match p. It changes v's NodeArtifacts:
+// observe again before another apply.
+func (pl *placer) apply(ctx context.Context, p placement, v nodeView) (placeResult, error) {
+	var res placeResult
+	nodes, desired, existing := v.nodes, v.desired, v.existing
 	onDigest := 0
 	for _, na := range existing {
 		if na.Spec.Digest == p.digest {
 			onDigest++
 		}
 	}
-	plan := planRollout(desired, existing, p.digest, p.maxConcurrent)
+	plan := planRollout(desired, existing, p.digest, p.bounds())
 
 	for _, node := range plan.create {
 		na, err := pl.newNodeArtifact(p, node)

@@ -81,9 +81,12 @@ func TestPlanRollout(t *testing.T) {
 		desired  []string
 		existing []*v1alpha1.NodeArtifact
 		max      int32
-		create   []string
-		move     []string
-		remove   []string
+		only     map[string]bool
+		// failedSettled: a node failed on the digest is not in flight.
+		failedSettled bool
+		create        []string
+		move          []string
+		remove        []string
 	}{
 		{name: "new nodes all get the digest at once", desired: []string{"a", "b", "c"}, max: 1, create: []string{"a", "b", "c"}},
 		{name: "one at a time", desired: []string{"a", "b", "c"}, max: 1,
@@ -101,6 +104,20 @@ func TestPlanRollout(t *testing.T) {
 			existing: []*v1alpha1.NodeArtifact{na("a", new, ready, old), na("b", old, ready, old)}},
 		{name: "a failed node holds the rollout", desired: []string{"a", "b"}, max: 1,
 			existing: []*v1alpha1.NodeArtifact{na("a", new, failed, old), na("b", old, ready, old)}},
+		{name: "a failed node is done when the failure policy decides", desired: []string{"a", "b"}, max: 1, failedSettled: true,
+			existing: []*v1alpha1.NodeArtifact{na("a", new, failed, old), na("b", old, ready, old)},
+			move:     []string{"b"}},
+		{name: "only the canary moves", desired: []string{"a", "b", "c"}, max: 3, only: map[string]bool{"b": true},
+			existing: []*v1alpha1.NodeArtifact{na("a", old, ready, old), na("b", old, ready, old), na("c", old, ready, old)},
+			move:     []string{"b"}},
+		{name: "a halted rollout moves nothing, but a new node gets the digest", desired: []string{"a", "b", "c"}, max: 3, only: map[string]bool{},
+			existing: []*v1alpha1.NodeArtifact{na("a", new, failed, old), na("b", old, ready, old)},
+			create:   []string{"c"}},
+		// A rollback to the digest c never left: a failed the other one,
+		// b serves it; a, serving nothing, goes back first, one at a time.
+		{name: "a rollback is bounded like a rollout", desired: []string{"a", "b", "c"}, max: 1, failedSettled: true,
+			existing: []*v1alpha1.NodeArtifact{na("a", old, failed, new), na("b", old, ready, old), na("c", new, ready, new)},
+			move:     []string{"a"}},
 		{name: "nodes serving nothing move first", desired: []string{"a", "b", "c"}, max: 1,
 			existing: []*v1alpha1.NodeArtifact{na("a", old, ready, old), na("b", old, ready, old), na("c", old, failed, "")},
 			move:     []string{"c"}},
@@ -119,7 +136,7 @@ func TestPlanRollout(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := planRollout(tt.desired, tt.existing, new, tt.max)
+			p := planRollout(tt.desired, tt.existing, new, moveBounds{maxConcurrent: tt.max, only: tt.only, failedSettled: tt.failedSettled})
 			for _, c := range []struct {
 				what      string
 				got, want []string

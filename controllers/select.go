@@ -103,7 +103,7 @@ func oneLine(err error) string {
 			keep = append(keep, t)
 		}
 	}
-	return clip(strings.Join(keep, "; "), 200)
+	return clipTo(strings.Join(keep, "; "), 200)
 }
 
 // chooseInRange reads the newest maxCandidates versions of the range and
@@ -184,7 +184,7 @@ func (f *resolveFacts) gate(ctx context.Context, rs *Resolver, policy *selection
 	name := versionText(&v1alpha1.ResolvedArtifact{Version: res.Tag, Digest: d})
 	if why, ok := f.rejected[d]; ok {
 		return f.hold(ctx, resolved, specChanged, ReasonVersionRejected,
-			fmt.Sprintf("%s was rolled back (%s) and is not rolled out again", name, clip(why, 100)),
+			fmt.Sprintf("%s was rolled back (%s) and is not rolled out again", name, clipTo(why, 100)),
 			"push a new version or change spec.targetVersion")
 	}
 	if policy == nil {
@@ -201,9 +201,9 @@ func (f *resolveFacts) gate(ctx context.Context, rs *Resolver, policy *selection
 	ch := policy.Choose([]selection.Candidate{c})
 	if _, ok := ch.Best(); !ok {
 		r := ch.Refused[0]
-		msg := fmt.Sprintf("%s fails spec.selection.require %s", name, clip(r.Require, 100))
+		msg := fmt.Sprintf("%s fails spec.selection.require %s", name, clipTo(r.Require, 100))
 		if r.Err != nil {
-			msg += fmt.Sprintf(" (%s)", clip(r.Err.Error(), 60))
+			msg += fmt.Sprintf(" (%s)", clipTo(r.Err.Error(), 60))
 		}
 		return f.hold(ctx, resolved, specChanged, ReasonRequirementFailed, msg,
 			"attach metrics with `barge metrics attach` or change spec.selection")
@@ -245,18 +245,6 @@ func listVersions(vs []string) string {
 		return strings.Join(vs, ", ")
 	}
 	return fmt.Sprintf("%s and %d more", strings.Join(vs[:3], ", "), len(vs)-3)
-}
-
-// clip keeps a part of a message within bounds.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n]) + "…"
 }
 
 // candidates reads the versions that tags name, at most candidateReads at

@@ -391,6 +391,12 @@ type RolloutStatus struct {
 	// +optional
 	CanaryReadyAt *metav1.Time `json:"canaryReadyAt,omitempty"`
 
+	// ResumedAt is when the remaining nodes were let go on: canary.pause
+	// had passed, or the rollout was resumed. Once set, taking the resume
+	// annotation away does not pause the rollout again.
+	// +optional
+	ResumedAt *metav1.Time `json:"resumedAt,omitempty"`
+
 	// Message says why the rollout is where it is.
 	// +optional
 	Message string `json:"message,omitempty"`
@@ -415,6 +421,12 @@ type HistoryEntry struct {
 
 	// Time of the action.
 	Time metav1.Time `json:"time"`
+
+	// Generation is the InferenceModel's metadata.generation at the time:
+	// a digest rolled back is not chosen again while the spec stays at
+	// that generation.
+	// +optional
+	Generation int64 `json:"generation,omitempty"`
 }
 
 // InferenceModel runs a model, given as a container image or an OCI artifact of

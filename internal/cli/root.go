@@ -60,6 +60,7 @@ pushes them to any OCI registry, and pulls them with resume and dedup.`,
 		newDatasetCommand(s),
 		newLoginCommand(s),
 		newLogoutCommand(s),
+		newRolloutCommand(s),
 	)
 	return root
 }
