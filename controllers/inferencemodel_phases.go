@@ -193,7 +193,7 @@ func (r *InferenceModelReconciler) edgeStep(ctx context.Context, s *modelScope) 
 		insecure:      m.Spec.Insecure,
 		selector:      m.Spec.NodeSelector,
 		maxConcurrent: m.Spec.Rollout.MaxConcurrentNodes,
-		verify:        m.Spec.Verify,
+		verify:        edgeVerify(m.Spec.Verify, s.target, files),
 	})
 	if err != nil {
 		return ctrl.Result{}, err

@@ -74,6 +74,19 @@ func (r *InferenceModelReconciler) filesDigest(ctx context.Context, s *modelScop
 	return j.edgeDesc.Digest.String(), nil
 }
 
+// edgeVerify is the verify policy of the NodeArtifacts that hold files
+// for the model digest target. A joint model is signed as one index, and
+// its edge part is not signed on its own: the node is told the index, whose
+// signature it verifies and which must list files as its edge part.
+func edgeVerify(v *v1alpha1.VerifySpec, target, files string) *v1alpha1.VerifySpec {
+	if v == nil || target == files {
+		return v
+	}
+	out := v.DeepCopy()
+	out.SignedIndex = target
+	return out
+}
+
 // checkLayer refuses a model whose artifact does not fit deployToLayer:
 // joint needs a joint model, and each part of a joint model must be a
 // model. A joint model with deployToLayer edge or cloud runs that part only.

@@ -6,8 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,41 +25,16 @@ import (
 
 	"github.com/bargeml/barge/api/v1alpha1"
 	"github.com/bargeml/barge/artifact"
+	"github.com/bargeml/barge/internal/signtest"
 )
 
 // jointVersion is a joint model in the registry: the index and its parts.
 type jointVersion struct{ index, edge, cloud string }
 
 // pushJoint packs an edge and a cloud model as one joint index and tags it.
-func pushJoint(t *testing.T, repo *remote.Repository, tag string, edge, cloud map[string]string, meta artifact.Metadata) jointVersion {
+func pushJoint(t *testing.T, ref, tag string, edge, cloud map[string]string, meta artifact.Metadata) jointVersion {
 	t.Helper()
-	dirs := map[string]string{}
-	for layer, files := range map[string]map[string]string{artifact.LayerEdge: edge, artifact.LayerCloud: cloud} {
-		dirs[layer] = t.TempDir()
-		for name, data := range files {
-			p := filepath.Join(dirs[layer], filepath.FromSlash(name))
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	ctx := context.Background()
-	desc, err := artifact.PackJoint(ctx, repo, dirs[artifact.LayerEdge], dirs[artifact.LayerCloud], artifact.PackOptions{Metadata: meta})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tagAs(t, repo, desc, tag)
-	a, err := artifact.Inspect(ctx, repo, desc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parts, err := artifact.JointPartsOf(a)
-	if err != nil {
-		t.Fatal(err)
-	}
+	desc, parts := reg.PushJointForTest(t, strings.TrimPrefix(ref, reg.Host()+"/"), tag, edge, cloud, artifact.PackOptions{Metadata: meta})
 	return jointVersion{index: desc.Digest.String(), edge: parts.Edge.Digest.String(), cloud: parts.Cloud.Digest.String()}
 }
 
@@ -155,8 +130,7 @@ func absent(ns string, objs map[client.Object]string) error {
 func TestJointModel(t *testing.T) {
 	ns := env.Namespace(t)
 	ref := repoName(t, "detector")
-	repo := openRepo(t, ref)
-	v1 := pushJoint(t, repo, "stable", map[string]string{"backbone.onnx": "edge v1", "preprocess/prep.py": "print(1)"},
+	v1 := pushJoint(t, ref, "stable", map[string]string{"backbone.onnx": "edge v1", "preprocess/prep.py": "print(1)"},
 		map[string]string{"head.onnx": "cloud v1"}, artifact.Metadata{Framework: "onnx"})
 	nodes(t, ns, nil, 2)
 	m := jointModel(ns, "detector", ref, "stable")
@@ -213,7 +187,7 @@ func TestJointModel(t *testing.T) {
 	})
 
 	// The tag moves to a new joint version: both parts follow.
-	v2 := pushJoint(t, repo, "stable", map[string]string{"backbone.onnx": "edge v2"}, map[string]string{"head.onnx": "cloud v2"}, artifact.Metadata{Framework: "onnx"})
+	v2 := pushJoint(t, ref, "stable", map[string]string{"backbone.onnx": "edge v2"}, map[string]string{"head.onnx": "cloud v2"}, artifact.Metadata{Framework: "onnx"})
 	get(t, m)
 	m.Spec.Interval = &metav1.Duration{Duration: 2 * time.Hour} // resolve now, not in an hour
 	if err := k8s.Update(context.Background(), m); err != nil {
@@ -334,7 +308,7 @@ func TestCloudImageVolume(t *testing.T) {
 	ref := repoName(t, "m")
 	repo := openRepo(t, ref)
 	d := pushModel(t, repo, "1", map[string]string{"model.onnx": "w"}, artifact.Metadata{Framework: "onnx"}).Digest.String()
-	j := pushJoint(t, repo, "joint", map[string]string{"a.onnx": "edge"}, map[string]string{"b.onnx": "cloud"}, artifact.Metadata{Framework: "onnx"})
+	j := pushJoint(t, ref, "joint", map[string]string{"a.onnx": "edge"}, map[string]string{"b.onnx": "cloud"}, artifact.Metadata{Framework: "onnx"})
 
 	plain := cloudModel(ns, "plain")
 	plain.Spec.Artifact, plain.Spec.TargetVersion = ref, "1"
@@ -394,4 +368,54 @@ func TestJointEdgeExtras(t *testing.T) {
 			t.Errorf("deployToLayer %s: extras %v %v %v, want none", layer, vars, volumes, mounts)
 		}
 	}
+}
+
+// TestJointVerify: spec.verify on a joint model checks the signature on
+// the index, which is what its publisher signs, and refuses an unsigned
+// index; the edge part's NodeArtifacts carry the policy with the index as
+// signedIndex, so the node can verify the part it pulls.
+func TestJointVerify(t *testing.T) {
+	key, pub := signtest.CosignKeyPair(t)
+	pubPEM, err := os.ReadFile(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := env.Namespace(t)
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cosign"}, Data: map[string][]byte{"cosign.pub": pubPEM}})
+	ref := repoName(t, "m")
+	v1 := pushJoint(t, ref, "1", map[string]string{"a.onnx": "edge v1"}, map[string]string{"b.onnx": "cloud v1"}, artifact.Metadata{Framework: "onnx"})
+	v2 := pushJoint(t, ref, "2", map[string]string{"a.onnx": "edge v2"}, map[string]string{"b.onnx": "cloud v2"}, artifact.Metadata{Framework: "onnx"})
+	signtest.CosignSign(t, key, ref+"@"+v1.index)
+	nodes(t, ns, nil, 1)
+
+	m := jointModel(ns, "m", ref, "1")
+	m.Spec.Verify = &v1alpha1.VerifySpec{Provider: "cosign", SecretRef: &v1alpha1.LocalObjectReference{Name: "cosign"}}
+	create(t, m)
+	nas := waitNodeArtifacts(t, ns, "the signed edge part", func(nas map[string]*v1alpha1.NodeArtifact) error {
+		if got := onDigest(nas, v1.edge); len(got) != 1 {
+			return fmt.Errorf("on the edge part: %v", got)
+		}
+		return nil
+	})
+	for _, na := range nas {
+		if v := na.Spec.Verify; v == nil || v.SecretRef == nil || v.SecretRef.Name != "cosign" || v.SignedIndex != v1.index {
+			t.Errorf("NodeArtifact %s spec.verify = %+v; want the model's with signedIndex %s", na.Name, v, v1.index)
+		}
+	}
+	waitJoint(t, ns, "m", ref+"@"+v1.cloud)
+
+	get(t, m)
+	m.Spec.TargetVersion = "2"
+	if err := k8s.Update(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the unsigned index refused", func() error {
+		get(t, m)
+		return conds{ready: metav1.ConditionFalse, reason: ReasonVerificationFailed, message: "refusing " + v2.index, stalled: true}.
+			check(m.Generation, m.Status.ObservedGeneration, m.Status.Conditions)
+	})
+	if got := onDigest(nodeArtifacts(t, ns), v1.edge); len(got) != 1 {
+		t.Errorf("after the refusal the edge part v1 is on %v; want the node kept there", got)
+	}
+	waitJoint(t, ns, "m", ref+"@"+v1.cloud)
 }
