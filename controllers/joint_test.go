@@ -21,6 +21,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bargeml/barge/api/v1alpha1"
@@ -188,11 +189,7 @@ func TestJointModel(t *testing.T) {
 
 	// The tag moves to a new joint version: both parts follow.
 	v2 := pushJoint(t, ref, "stable", map[string]string{"backbone.onnx": "edge v2"}, map[string]string{"head.onnx": "cloud v2"}, artifact.Metadata{Framework: "onnx"})
-	get(t, m)
-	m.Spec.Interval = &metav1.Duration{Duration: 2 * time.Hour} // resolve now, not in an hour
-	if err := k8s.Update(context.Background(), m); err != nil {
-		t.Fatal(err)
-	}
+	change(t, m, func() { m.Spec.Interval = &metav1.Duration{Duration: 2 * time.Hour} }) // resolve now, not in an hour
 	waitNodeArtifacts(t, ns, "the new edge part on both nodes", func(nas map[string]*v1alpha1.NodeArtifact) error {
 		if got := onDigest(nas, v2.edge); len(got) != 2 {
 			return fmt.Errorf("on the new edge part %s: %v", v2.edge, got)
@@ -209,12 +206,7 @@ func TestJointModel(t *testing.T) {
 	})
 
 	// deployToLayer edge: the edge part only.
-	get(t, m)
-	m.Spec.DeployToLayer = v1alpha1.LayerEdge
-	m.Spec.Replicas = nil
-	if err := k8s.Update(context.Background(), m); err != nil {
-		t.Fatal(err)
-	}
+	change(t, m, func() { m.Spec.DeployToLayer = v1alpha1.LayerEdge })
 	eventually(t, "the cloud part gone", func() error {
 		return absent(ns, map[client.Object]string{&appsv1.Deployment{}: "detector", &corev1.Service{}: "detector", &corev1.ConfigMap{}: "detector-joint"})
 	})
@@ -223,12 +215,7 @@ func TestJointModel(t *testing.T) {
 	}
 
 	// deployToLayer cloud: the cloud part only, without the ConfigMap.
-	get(t, m)
-	m.Spec.DeployToLayer = v1alpha1.LayerCloud
-	m.Spec.NodeSelector = nil
-	if err := k8s.Update(context.Background(), m); err != nil {
-		t.Fatal(err)
-	}
+	change(t, m, func() { m.Spec.DeployToLayer, m.Spec.NodeSelector = v1alpha1.LayerCloud, nil })
 	eventually(t, "the cloud part alone", func() error {
 		dep := &appsv1.Deployment{}
 		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "detector"}, dep); err != nil {
@@ -244,6 +231,20 @@ func TestJointModel(t *testing.T) {
 		}
 		return absent(ns, map[client.Object]string{&corev1.ConfigMap{}: "detector-joint"})
 	})
+}
+
+// change updates the spec of m as a user does, again on a conflict with
+// the controller's own writes.
+func change(t *testing.T, m *v1alpha1.InferenceModel, edit func()) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		get(t, m)
+		edit()
+		return k8s.Update(context.Background(), m)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // available is the deployment controller reporting dep available.
@@ -404,11 +405,7 @@ func TestJointVerify(t *testing.T) {
 	}
 	waitJoint(t, ns, "m", ref+"@"+v1.cloud)
 
-	get(t, m)
-	m.Spec.TargetVersion = "2"
-	if err := k8s.Update(context.Background(), m); err != nil {
-		t.Fatal(err)
-	}
+	change(t, m, func() { m.Spec.TargetVersion = "2" })
 	eventually(t, "the unsigned index refused", func() error {
 		get(t, m)
 		return conds{ready: metav1.ConditionFalse, reason: ReasonVerificationFailed, message: "refusing " + v2.index, stalled: true}.
