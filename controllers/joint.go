@@ -137,6 +137,10 @@ func withParts(meta map[string]string, in *inspected) map[string]string {
 // during a rollback); the cloud part follows it, so both parts move
 // together.
 func (r *InferenceModelReconciler) deployJoint(ctx context.Context, s *modelScope) (ctrl.Result, error) {
+	// Before anything runs: the edge pods would read another's address.
+	if err := r.claimNamed(ctx, &corev1.ConfigMap{}, s.model, jointConfigName(s.model)); err != nil {
+		return ctrl.Result{}, err
+	}
 	result, err := r.edgeStep(ctx, s)
 	if err != nil {
 		return result, err
@@ -212,12 +216,11 @@ func jointEdgeExtras(m *v1alpha1.InferenceModel) ([]corev1.EnvVar, []corev1.Volu
 }
 
 // applyJointConfig writes the ConfigMap <model>-joint with the cloud
-// part's address, status.url.
+// part's address, status.url, on every pass: whoever changed it, the edge
+// pods read the controller's address again. deployJoint has claimed the
+// name.
 func (r *InferenceModelReconciler) applyJointConfig(ctx context.Context, m *v1alpha1.InferenceModel) error {
 	name := jointConfigName(m)
-	if err := r.claimNamed(ctx, &corev1.ConfigMap{}, m, name); err != nil {
-		return err
-	}
 	w := cloudWorkload{model: m}
 	cm := corev1ac.ConfigMap(name, m.Namespace).
 		WithLabels(w.labels()).

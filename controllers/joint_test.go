@@ -187,6 +187,21 @@ func TestJointModel(t *testing.T) {
 		return conds{ready: metav1.ConditionTrue, reason: ReasonSucceeded, message: "on 2 of 2 nodes; cloud part serving at " + wantURL}.check(m.Generation, m.Status.ObservedGeneration, m.Status.Conditions)
 	})
 
+	// The address the edge pods read is the controller's: a change is set
+	// back.
+	before := o.cm.DeepCopy()
+	o.cm.Data[JointCloudURLKey] = "http://attacker.example.com"
+	if err := k8s.Patch(context.Background(), o.cm, client.MergeFrom(before)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the cloud URL set back", func() error {
+		get(t, o.cm)
+		if got := o.cm.Data[JointCloudURLKey]; got != wantURL {
+			return fmt.Errorf("cloud-url %q", got)
+		}
+		return nil
+	})
+
 	// The tag moves to a new joint version: both parts follow.
 	v2 := pushJoint(t, ref, "stable", map[string]string{"backbone.onnx": "edge v2"}, map[string]string{"head.onnx": "cloud v2"}, artifact.Metadata{Framework: "onnx"})
 	change(t, m, func() { m.Spec.Interval = &metav1.Duration{Duration: 2 * time.Hour} }) // resolve now, not in an hour
@@ -259,9 +274,10 @@ func available(t *testing.T, dep *appsv1.Deployment) {
 	}
 }
 
-// TestJointRefusals: deployToLayer joint with a model of one part, and joint
-// indexes whose parts are missing or are not models, stall with a message
-// that says what to push; nothing is deployed.
+// TestJointRefusals: deployToLayer joint with a model of one part, joint
+// indexes whose parts are missing or are not models, and a joint model whose
+// ConfigMap name another object holds stall with a message that says what
+// to do; nothing is deployed.
 func TestJointRefusals(t *testing.T) {
 	ns := env.Namespace(t)
 	nodes(t, ns, nil, 1)
@@ -291,6 +307,23 @@ func TestJointRefusals(t *testing.T) {
 			}
 		})
 	}
+	// A ConfigMap of the name the edge pods would read belongs to someone
+	// else: the model is not deployed, and the ConfigMap is left alone.
+	pushJoint(t, ref, "joint", map[string]string{"a.onnx": "edge"}, map[string]string{"b.onnx": "cloud"}, artifact.Metadata{Framework: "onnx"})
+	theirs := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "taken-joint"}, Data: map[string]string{"cloud-url": "http://theirs"}}
+	create(t, theirs)
+	taken := jointModel(ns, "taken", ref, "joint")
+	create(t, taken)
+	eventually(t, "stalled on the ConfigMap", func() error {
+		get(t, taken)
+		return conds{ready: metav1.ConditionFalse, reason: ReasonObjectConflict, message: "a ConfigMap named taken-joint already exists", stalled: true}.
+			check(taken.Generation, taken.Status.ObservedGeneration, taken.Status.Conditions)
+	})
+	get(t, theirs)
+	if len(theirs.OwnerReferences) != 0 || theirs.Data["cloud-url"] != "http://theirs" {
+		t.Errorf("the user's ConfigMap was changed: %+v", theirs)
+	}
+
 	if nas := nodeArtifacts(t, ns); len(nas) != 0 {
 		t.Errorf("NodeArtifacts %v for refused models", keys(nas))
 	}
