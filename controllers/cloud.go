@@ -20,7 +20,8 @@ import (
 // ServingRuntime is how the cloud layer serves the model files of one
 // framework. The serving container gets MODEL_NAME (spec.modelName, or the
 // object's name) and MODEL_DIR (/models/<MODEL_NAME>, where the init
-// container pulled the files) in its environment; Kubernetes expands
+// container pulled the files, or the image volume is mounted) in its
+// environment; Kubernetes expands
 // $(MODEL_NAME) and $(MODEL_DIR) in Command, Args and Env.
 type ServingRuntime struct {
 	// Image of the serving container.
@@ -134,6 +135,17 @@ type cloudWorkload struct {
 	runtime    ServingRuntime
 	port       int32
 	bargeImage string
+	// mount is how the model files reach the server: an init container
+	// (the default) or an image volume.
+	mount v1alpha1.ModelMount
+}
+
+// modelMount is spec.cloud.modelMount, initContainer when unset.
+func modelMount(m *v1alpha1.InferenceModel) v1alpha1.ModelMount {
+	if m.Spec.Cloud == nil || m.Spec.Cloud.ModelMount == "" {
+		return v1alpha1.ModelMountInitContainer
+	}
+	return m.Spec.Cloud.ModelMount
 }
 
 func (w cloudWorkload) labels() map[string]string {
@@ -172,8 +184,7 @@ func (w cloudWorkload) deployment() *appsv1ac.DeploymentApplyConfiguration {
 	} else {
 		dir := modelsDir + "/" + w.modelName
 		serve.WithImage(w.runtime.Image).
-			WithEnv(corev1ac.EnvVar().WithName("MODEL_DIR").WithValue(dir)).
-			WithVolumeMounts(corev1ac.VolumeMount().WithName("models").WithMountPath(modelsDir).WithReadOnly(true))
+			WithEnv(corev1ac.EnvVar().WithName("MODEL_DIR").WithValue(dir))
 		for _, k := range slices.Sorted(maps.Keys(w.runtime.Env)) {
 			serve.WithEnv(corev1ac.EnvVar().WithName(k).WithValue(w.runtime.Env[k]))
 		}
@@ -183,29 +194,11 @@ func (w cloudWorkload) deployment() *appsv1ac.DeploymentApplyConfiguration {
 		if len(w.runtime.Args) > 0 {
 			serve.WithArgs(w.runtime.Args...)
 		}
-		args := []string{"pull", "--cache", "/cache"}
-		if w.model.Spec.Insecure {
-			args = append(args, "--plain-http")
+		if w.mount == v1alpha1.ModelMountImageVolume {
+			w.imageVolume(pod, serve, dir)
+		} else {
+			w.initContainer(pod, serve, dir)
 		}
-		args = append(args, w.reference, dir)
-		pull := corev1ac.Container().WithName("pull").WithImage(w.bargeImage).WithArgs(args...).
-			WithVolumeMounts(
-				corev1ac.VolumeMount().WithName("models").WithMountPath(modelsDir),
-				corev1ac.VolumeMount().WithName("cache").WithMountPath("/cache"),
-			)
-		pod.WithVolumes(
-			corev1ac.Volume().WithName("models").WithEmptyDir(corev1ac.EmptyDirVolumeSource()),
-			corev1ac.Volume().WithName("cache").WithEmptyDir(corev1ac.EmptyDirVolumeSource()),
-		)
-		if secret := w.model.Spec.PullSecretRef; secret != nil {
-			// barge pull reads credentials from $DOCKER_CONFIG/config.json.
-			pod.WithVolumes(corev1ac.Volume().WithName("registry-credentials").WithSecret(
-				corev1ac.SecretVolumeSource().WithSecretName(secret.Name).
-					WithItems(corev1ac.KeyToPath().WithKey(corev1.DockerConfigJsonKey).WithPath("config.json"))))
-			pull.WithEnv(corev1ac.EnvVar().WithName("DOCKER_CONFIG").WithValue("/docker-config")).
-				WithVolumeMounts(corev1ac.VolumeMount().WithName("registry-credentials").WithMountPath("/docker-config").WithReadOnly(true))
-		}
-		pod.WithInitContainers(pull)
 	}
 	pod.WithContainers(serve)
 	return appsv1ac.Deployment(w.model.Name, w.model.Namespace).
@@ -215,6 +208,44 @@ func (w cloudWorkload) deployment() *appsv1ac.DeploymentApplyConfiguration {
 			WithReplicas(replicas).
 			WithSelector(metav1ac.LabelSelector().WithMatchLabels(map[string]string{modelPodLabel: labelValue(w.model.Name)})).
 			WithTemplate(corev1ac.PodTemplateSpec().WithLabels(w.podLabels()).WithSpec(pod)))
+}
+
+// imageVolume mounts the model artifact itself at dir, read-only, as a
+// Kubernetes image volume: the container runtime pulls it by digest with
+// the pod's imagePullSecrets, and no init container copies it.
+func (w cloudWorkload) imageVolume(pod *corev1ac.PodSpecApplyConfiguration, serve *corev1ac.ContainerApplyConfiguration, dir string) {
+	pod.WithVolumes(corev1ac.Volume().WithName("model").WithImage(
+		corev1ac.ImageVolumeSource().WithReference(w.reference).WithPullPolicy(corev1.PullIfNotPresent)))
+	serve.WithVolumeMounts(corev1ac.VolumeMount().WithName("model").WithMountPath(dir).WithReadOnly(true))
+}
+
+// initContainer pulls the model files with barge into an emptyDir under
+// /models, which the server reads.
+func (w cloudWorkload) initContainer(pod *corev1ac.PodSpecApplyConfiguration, serve *corev1ac.ContainerApplyConfiguration, dir string) {
+	serve.WithVolumeMounts(corev1ac.VolumeMount().WithName("models").WithMountPath(modelsDir).WithReadOnly(true))
+	args := []string{"pull", "--cache", "/cache"}
+	if w.model.Spec.Insecure {
+		args = append(args, "--plain-http")
+	}
+	args = append(args, w.reference, dir)
+	pull := corev1ac.Container().WithName("pull").WithImage(w.bargeImage).WithArgs(args...).
+		WithVolumeMounts(
+			corev1ac.VolumeMount().WithName("models").WithMountPath(modelsDir),
+			corev1ac.VolumeMount().WithName("cache").WithMountPath("/cache"),
+		)
+	pod.WithVolumes(
+		corev1ac.Volume().WithName("models").WithEmptyDir(corev1ac.EmptyDirVolumeSource()),
+		corev1ac.Volume().WithName("cache").WithEmptyDir(corev1ac.EmptyDirVolumeSource()),
+	)
+	if secret := w.model.Spec.PullSecretRef; secret != nil {
+		// barge pull reads credentials from $DOCKER_CONFIG/config.json.
+		pod.WithVolumes(corev1ac.Volume().WithName("registry-credentials").WithSecret(
+			corev1ac.SecretVolumeSource().WithSecretName(secret.Name).
+				WithItems(corev1ac.KeyToPath().WithKey(corev1.DockerConfigJsonKey).WithPath("config.json"))))
+		pull.WithEnv(corev1ac.EnvVar().WithName("DOCKER_CONFIG").WithValue("/docker-config")).
+			WithVolumeMounts(corev1ac.VolumeMount().WithName("registry-credentials").WithMountPath("/docker-config").WithReadOnly(true))
+	}
+	pod.WithInitContainers(pull)
 }
 
 // service is the Service in front of the Deployment.

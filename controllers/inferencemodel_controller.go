@@ -148,28 +148,32 @@ func (r *InferenceModelReconciler) reconcileDelete(ctx context.Context, model *v
 	return ctrl.Result{}, removeFinalizer(ctx, r.Client, model)
 }
 
-// deleteCloud deletes the model's Deployment and Service, if it has them.
+// deleteCloud deletes the model's Deployment and Service, and the ConfigMap
+// of a joint model, if it has them.
 func (r *InferenceModelReconciler) deleteCloud(ctx context.Context, model *v1alpha1.InferenceModel) error {
 	for _, obj := range []client.Object{&appsv1.Deployment{}, &corev1.Service{}} {
-		err := r.Get(ctx, client.ObjectKeyFromObject(model), obj)
-		if err != nil {
-			if client.IgnoreNotFound(err) != nil {
-				return err
-			}
-			continue
-		}
-		if !metav1.IsControlledBy(obj, model) {
-			continue
-		}
-		if err := r.Delete(ctx, obj); client.IgnoreNotFound(err) != nil {
+		if err := r.deleteOwned(ctx, model, obj, model.Name); err != nil {
 			return err
 		}
 	}
-	return nil
+	return r.deleteJointConfig(ctx, model)
 }
 
-// SetupWithManager watches InferenceModels, the NodeArtifacts, Deployments
-// and Services they own, and Node labels.
+// deleteOwned deletes the object of obj's kind named name if the model
+// controls it.
+func (r *InferenceModelReconciler) deleteOwned(ctx context.Context, model *v1alpha1.InferenceModel, obj client.Object, name string) error {
+	err := r.Get(ctx, client.ObjectKey{Namespace: model.Namespace, Name: name}, obj)
+	if err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if !metav1.IsControlledBy(obj, model) {
+		return nil
+	}
+	return client.IgnoreNotFound(r.Delete(ctx, obj))
+}
+
+// SetupWithManager watches InferenceModels, the NodeArtifacts, Deployments,
+// Services and ConfigMaps they own, and Node labels.
 func (r *InferenceModelReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("inferencemodel").
@@ -177,6 +181,7 @@ func (r *InferenceModelReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&v1alpha1.NodeArtifact{}, builder.WithPredicates(nodeArtifactChanges())).
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
+		Owns(&corev1.ConfigMap{}).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.forNode), builder.OnlyMetadata, builder.WithPredicates(nodeChanges())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.opts.MaxConcurrentReconciles}).
 		Complete(r)

@@ -28,7 +28,7 @@ func (r *InferenceModelReconciler) checkSpec(_ context.Context, s *modelScope) (
 	if name := modelName(m); name == "." || name == ".." || strings.ContainsAny(name, "/\\") {
 		return ctrl.Result{}, stalledf(ReasonInvalidSpec, "spec.modelName %q must be a plain name: it names the model's directory", name)
 	}
-	if cloud {
+	if cloud || m.Spec.DeployToLayer == v1alpha1.LayerJoint {
 		if errs := validation.IsDNS1035Label(m.Name); len(errs) > 0 {
 			return ctrl.Result{}, stalledf(ReasonInvalidSpec, "the cloud layer names a Service after the model, so the name %q must be a DNS-1035 label (lower case letters, digits and '-', starting with a letter, at most 63 characters)", m.Name)
 		}
@@ -83,10 +83,14 @@ func (r *InferenceModelReconciler) inspect(ctx context.Context, s *modelScope) (
 	}
 	a := in.Artifact
 	switch a.Kind {
-	case artifact.KindModel, artifact.KindGeneric:
+	case artifact.KindModel, artifact.KindGeneric, artifact.KindJoint:
 	default:
 		s.failedIn = ReasonWrongKind
 		return ctrl.Result{}, stalledf(ReasonWrongKind, "%s@%s is %s, not a model: %s", s.src.Repository, a.Digest, kindPhrase(a.Kind), modelKindHint(a.Kind))
+	}
+	if err := checkLayer(s.model, s.src, in); err != nil {
+		s.failedIn = ReasonWrongKind
+		return ctrl.Result{}, err
 	}
 	if !s.due {
 		return ctrl.Result{}, nil
@@ -94,7 +98,7 @@ func (r *InferenceModelReconciler) inspect(ctx context.Context, s *modelScope) (
 	st := &s.model.Status
 	st.Resolved = resolvedStatus(s.res, in, time.Now())
 	st.Resolved.Reason = s.choiceReason
-	st.Metadata = a.Described()
+	st.Metadata = withParts(a.Described(), in)
 	metrics, err := r.resolver.metrics(ctx, s.repo, s.src, s.res.Descriptor)
 	if err != nil {
 		// Metrics describe a model; failing to read them must not stop it
@@ -145,13 +149,20 @@ func (r *InferenceModelReconciler) deploy(ctx context.Context, s *modelScope) (c
 	return r.deployEdge(ctx, s)
 }
 
-// deployEdge moves the matching nodes to s.target's files, as the rollout
-// decides (rollout.go), and runs the edge server on them.
+// deployEdge runs the model on the edge only: it removes what the cloud
+// layer ran, and takes the edge step.
 func (r *InferenceModelReconciler) deployEdge(ctx context.Context, s *modelScope) (ctrl.Result, error) {
-	m := s.model
-	if err := r.deleteCloud(ctx, m); err != nil {
+	if err := r.deleteCloud(ctx, s.model); err != nil {
 		return ctrl.Result{}, err
 	}
+	return r.edgeStep(ctx, s)
+}
+
+// edgeStep moves the matching nodes to s.target's files, as the rollout
+// decides (rollout.go), and runs the edge server on them. A joint model
+// takes it too, for its edge part.
+func (r *InferenceModelReconciler) edgeStep(ctx context.Context, s *modelScope) (ctrl.Result, error) {
+	m := s.model
 	result, err := r.rolloutEdge(ctx, s)
 	if err != nil {
 		return result, err
@@ -162,54 +173,83 @@ func (r *InferenceModelReconciler) deployEdge(ctx context.Context, s *modelScope
 	return result, conflictFailure(*s.placed)
 }
 
+// deployCloud runs the model in the cloud only: it removes what the edge
+// layer placed, and takes the cloud step on the resolved digest.
 func (r *InferenceModelReconciler) deployCloud(ctx context.Context, s *modelScope) (ctrl.Result, error) {
 	m := s.model
 	if _, err := r.placer.remove(ctx, m, kindInferenceModel); err != nil {
 		return ctrl.Result{}, err
 	}
 	m.Status.Nodes = v1alpha1.NodeCounts{}
-	w := cloudWorkload{model: m, modelName: modelName(m), bargeImage: r.opts.BargeImage}
+	if err := r.deleteJointConfig(ctx, m); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{}, r.cloudStep(ctx, s, m.Status.Resolved.Digest)
+}
+
+// cloudStep runs the model digest d as the Deployment and Service: the
+// image pinned to d, the model files of d, or the cloud part of the joint
+// model d.
+func (r *InferenceModelReconciler) cloudStep(ctx context.Context, s *modelScope, d string) error {
+	m := s.model
+	w := cloudWorkload{model: m, modelName: modelName(m), bargeImage: r.opts.BargeImage, mount: modelMount(m)}
 	if m.Spec.Image != "" {
-		w.image = s.src.Repository + "@" + m.Status.Resolved.Digest
+		w.image = s.src.Repository + "@" + d
 		w.port = r.opts.ServingImages.servingPort(m.Spec.FrameworkType)
 	} else {
-		framework := m.Spec.FrameworkType
-		if framework == "" {
+		files, framework, what := d, m.Spec.FrameworkType, "frameworkType"
+		j, err := r.jointOf(ctx, s, d)
+		if err != nil {
+			return err
+		}
+		switch {
+		case j != nil:
+			files, what = j.cloudDesc.Digest.String(), "the cloud part's frameworkType"
+			if framework == "" {
+				framework = j.cloud.Artifact.Metadata["framework"]
+			}
+		case framework == "":
 			framework = m.Status.Metadata["framework"]
 		}
 		rt, ok := r.opts.ServingImages[strings.ToLower(framework)]
 		if !ok {
-			return ctrl.Result{}, stalledf(ReasonNoServingImage, "no serving image for frameworkType %q: set spec.frameworkType to one of %s, or add it to the controller's --serving-images file", framework, r.opts.ServingImages.names())
+			return stalledf(ReasonNoServingImage, "no serving image for %s %q: set spec.frameworkType to one of %s, or add it to the controller's --serving-images file", what, framework, r.opts.ServingImages.names())
 		}
 		w.runtime, w.port = rt, rt.Port
-		w.reference = s.src.Repository + "@" + m.Status.Resolved.Digest
+		w.reference = s.src.Repository + "@" + files
 	}
 	if err := r.claim(ctx, &appsv1.Deployment{}, m); err != nil {
-		return ctrl.Result{}, err
+		return err
 	}
 	if err := r.claim(ctx, &corev1.Service{}, m); err != nil {
-		return ctrl.Result{}, err
+		return err
 	}
 	dep := w.deployment()
 	if err := r.Apply(ctx, dep, client.FieldOwner(fieldOwner), client.ForceOwnership); err != nil {
-		return ctrl.Result{}, fmt.Errorf("apply Deployment %s: %w", m.Name, err)
+		return fmt.Errorf("apply Deployment %s: %w", m.Name, err)
 	}
 	if err := r.Apply(ctx, w.service(), client.FieldOwner(fieldOwner), client.ForceOwnership); err != nil {
-		return ctrl.Result{}, fmt.Errorf("apply Service %s: %w", m.Name, err)
+		return fmt.Errorf("apply Service %s: %w", m.Name, err)
 	}
 	m.Status.URL = w.url()
 	if ok, msg := deploymentProgress(dep); !ok {
 		s.outcome = outcome{progressReason: ReasonDeploymentWait, progressMessage: fmt.Sprintf("%s: %s", versionText(m.Status.Resolved), msg)}
-		return ctrl.Result{}, nil
+		return nil
 	}
 	s.outcome = outcome{readyMessage: fmt.Sprintf("%s serving at %s", versionText(m.Status.Resolved), m.Status.URL)}
-	return ctrl.Result{}, nil
+	return nil
 }
 
 // claim refuses to take over a Deployment or Service of the model's name
 // that something else made.
 func (r *InferenceModelReconciler) claim(ctx context.Context, obj client.Object, m *v1alpha1.InferenceModel) error {
-	key := client.ObjectKeyFromObject(m)
+	return r.claimNamed(ctx, obj, m, m.Name)
+}
+
+// claimNamed refuses to take over the object of obj's kind named name that
+// something else made.
+func (r *InferenceModelReconciler) claimNamed(ctx context.Context, obj client.Object, m *v1alpha1.InferenceModel, name string) error {
+	key := client.ObjectKey{Namespace: m.Namespace, Name: name}
 	kind := fmt.Sprintf("%T", obj)[len("*v1."):]
 	err := r.Get(ctx, key, obj)
 	if client.IgnoreNotFound(err) != nil {
@@ -227,7 +267,7 @@ func (r *InferenceModelReconciler) claim(ctx context.Context, obj client.Object,
 		}
 	}
 	if !metav1.IsControlledBy(obj, m) {
-		return stalledf(ReasonObjectConflict, "a %s named %s already exists in %s and does not belong to this InferenceModel: delete it or rename the model", kind, m.Name, m.Namespace)
+		return stalledf(ReasonObjectConflict, "a %s named %s already exists in %s and does not belong to this InferenceModel: delete it or rename the model", kind, name, m.Namespace)
 	}
 	return nil
 }

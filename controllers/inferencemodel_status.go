@@ -59,7 +59,8 @@ func (r *InferenceModelReconciler) events(s *modelScope) {
 		emit(corev1.EventTypeWarning, ReasonMetricsFailed, "Resolve", "read metrics: %v", s.metricsErr)
 	}
 	nodeEvents(emit, s.placed, s.targetResolved(), before.Status.Nodes, m.Status.Nodes)
-	if apimeta.IsStatusConditionTrue(m.Status.Conditions, v1alpha1.ReadyCondition) && readyChanged(before.Status.Conditions, m.Status.Conditions) && m.Spec.DeployToLayer == v1alpha1.LayerCloud {
+	if apimeta.IsStatusConditionTrue(m.Status.Conditions, v1alpha1.ReadyCondition) && readyChanged(before.Status.Conditions, m.Status.Conditions) &&
+		(m.Spec.DeployToLayer == v1alpha1.LayerCloud || m.Spec.DeployToLayer == v1alpha1.LayerJoint) {
 		emit(corev1.EventTypeNormal, ReasonDeployed, "Deploy", "%s", apimeta.FindStatusCondition(m.Status.Conditions, v1alpha1.ReadyCondition).Message)
 	}
 }

@@ -15,8 +15,9 @@ import (
 
 // The controller's whole access: it reads the objects users write and
 // patches only their finalizers and status (finalizers/update lets it set
-// blockOwnerDeletion on what it owns); it owns NodeArtifacts, Deployments and
-// Services, written by patch and server-side apply; it reads Node labels
+// blockOwnerDeletion on what it owns); it owns NodeArtifacts, Deployments,
+// Services and the ConfigMap that gives a joint model's edge part its cloud
+// part's address, written by patch and server-side apply; it reads Node labels
 // events; a Lease for --leader-elect. The pull Secrets the objects name are
 // read one by one, with the rule of the marker in resolve.go, which the
 // chart grants per namespace.
@@ -26,7 +27,7 @@ import (
 // +kubebuilder:rbac:groups=barge.dev,resources=inferencemodels/finalizers;datasets/finalizers,verbs=update
 // +kubebuilder:rbac:groups=barge.dev,resources=nodeartifacts,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -101,8 +102,8 @@ func (o Options) withDefaults() Options {
 }
 
 // Setup adds the InferenceModel and Dataset controllers to mgr. Build mgr
-// with CacheOptions, so that it caches only the Deployments and Services
-// Barge manages.
+// with CacheOptions, so that it caches only the Deployments, Services and
+// ConfigMaps Barge manages.
 func Setup(mgr ctrl.Manager, opts Options) error {
 	opts = opts.withDefaults()
 	resolver := &Resolver{Secrets: mgr.GetAPIReader(), HTTPClient: opts.HTTPClient, RequestTimeout: opts.RequestTimeout,
@@ -129,13 +130,15 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	return datasets.SetupWithManager(mgr)
 }
 
-// CacheOptions restricts the manager's cache of Deployments and Services to
-// those Barge manages, so a large cluster's workloads are not all held in
-// the controller's memory.
+// CacheOptions restricts the manager's cache of Deployments, Services and
+// ConfigMaps to those Barge manages, so a large cluster's workloads and
+// configuration are not all held in the controller's memory. (The ConfigMaps
+// spec.verify names are read uncached, one by one.)
 func CacheOptions() cache.Options {
 	managed := labels.SelectorFromSet(labels.Set{managedByLabel: managedByValue})
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
 		&appsv1.Deployment{}: {Label: managed},
 		&corev1.Service{}:    {Label: managed},
+		&corev1.ConfigMap{}:  {Label: managed},
 	}}
 }

@@ -70,8 +70,11 @@ type inspected struct {
 	Artifact *artifact.Artifact
 	// Dataset is the dataset's config; nil for other kinds.
 	Dataset *datasetConfig
-	// contentSize is the config and layers, without the manifest.
+	// contentSize is the config and layers, without the manifest; for a
+	// joint model, both parts'.
 	contentSize int64
+	// joint holds a joint model's parts; nil for any other artifact.
+	joint *jointInspected
 }
 
 // datasetConfig is the part of a dataset's config (the JSON of dataset.Stats,
@@ -489,6 +492,12 @@ func (r *Resolver) inspect(ctx context.Context, repo **remote.Repository, src so
 		return nil, explain(err, src, "manifest "+desc.Digest.String())
 	}
 	in = &inspected{Artifact: a, contentSize: a.Size - desc.Size}
+	if a.Kind == artifact.KindJoint {
+		if in.joint, err = r.inspectJoint(ctx, repo, src, a); err != nil {
+			return nil, err
+		}
+		in.contentSize = in.joint.contentSize()
+	}
 	if a.Kind == artifact.KindDataset && a.Config.MediaType == artifact.MediaTypeDatasetConfig {
 		b, err := artifact.FetchLimited(ctx, *repo, a.Config)
 		if err != nil {

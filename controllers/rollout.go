@@ -485,7 +485,7 @@ func (r *InferenceModelReconciler) rolloutEdge(ctx context.Context, s *modelScop
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	res, err := r.placer.apply(ctx, s.edgePlacement(placed, first.moveOnly), view)
+	res, err := r.placer.apply(ctx, s.edgePlacement(first.target, placed, first.moveOnly), view)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -500,7 +500,7 @@ func (r *InferenceModelReconciler) rolloutEdge(ctx context.Context, s *modelScop
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		res, err := r.placer.place(ctx, s.edgePlacement(again, d.moveOnly))
+		res, err := r.placer.place(ctx, s.edgePlacement(d.target, again, d.moveOnly))
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -546,8 +546,8 @@ func (s *modelScope) rolloutInput(now time.Time) rolloutInput {
 	return in
 }
 
-// edgePlacement is the model's files digest files on its nodes.
-func (s *modelScope) edgePlacement(files string, moveOnly map[string]bool) placement {
+// edgePlacement is the files of the model digest target on its nodes.
+func (s *modelScope) edgePlacement(target, files string, moveOnly map[string]bool) placement {
 	m := s.model
 	return placement{
 		owner:         m,
@@ -557,7 +557,7 @@ func (s *modelScope) edgePlacement(files string, moveOnly map[string]bool) place
 		insecure:      m.Spec.Insecure,
 		selector:      m.Spec.NodeSelector,
 		maxConcurrent: m.Spec.Rollout.MaxConcurrentNodes,
-		verify:        m.Spec.Verify,
+		verify:        edgeVerify(m.Spec.Verify, target, files),
 		moveOnly:      moveOnly,
 		failedSettled: true,
 	}

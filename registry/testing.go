@@ -55,6 +55,58 @@ func StartForTest(tb testing.TB) *Registry {
 func (r *Registry) PushForTest(tb testing.TB, repo, tag string, files map[string]string) ocispec.Descriptor {
 	tb.Helper()
 	ctx := context.Background()
+	target := r.repoForTest(tb, repo)
+	desc, err := artifact.Pack(ctx, target, writeTreeForTest(tb, files), artifact.PackOptions{})
+	if err != nil {
+		tb.Fatalf("push %s: %v", repo, err)
+	}
+	if err := target.Tag(ctx, desc, tag); err != nil {
+		tb.Fatalf("tag %s:%s: %v", repo, tag, err)
+	}
+	return desc
+}
+
+// PushJointForTest packs edge and cloud (relative path → content) as the
+// two parts of a joint model into repo on r, tags the index, and returns
+// its descriptor and its parts.
+func (r *Registry) PushJointForTest(tb testing.TB, repo, tag string, edge, cloud map[string]string, opts artifact.PackOptions) (ocispec.Descriptor, artifact.JointParts) {
+	tb.Helper()
+	ctx := context.Background()
+	target := r.repoForTest(tb, repo)
+	desc, err := artifact.PackJoint(ctx, target, writeTreeForTest(tb, edge), writeTreeForTest(tb, cloud), opts)
+	if err != nil {
+		tb.Fatalf("push joint model %s: %v", repo, err)
+	}
+	if tag != "" {
+		if err := target.Tag(ctx, desc, tag); err != nil {
+			tb.Fatalf("tag %s:%s: %v", repo, tag, err)
+		}
+	}
+	a, err := artifact.Inspect(ctx, target, desc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	parts, err := artifact.JointPartsOf(a)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return desc, parts
+}
+
+func (r *Registry) repoForTest(tb testing.TB, repo string) *remote.Repository {
+	tb.Helper()
+	target, err := remote.NewRepository(r.Host() + "/" + repo)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	target.PlainHTTP = true
+	return target
+}
+
+// writeTreeForTest writes files (relative path → content) into a new
+// directory and returns it.
+func writeTreeForTest(tb testing.TB, files map[string]string) string {
+	tb.Helper()
 	dir := tb.TempDir()
 	for name, content := range files {
 		p := filepath.Join(dir, filepath.FromSlash(name))
@@ -65,19 +117,7 @@ func (r *Registry) PushForTest(tb testing.TB, repo, tag string, files map[string
 			tb.Fatal(err)
 		}
 	}
-	target, err := remote.NewRepository(r.Host() + "/" + repo)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	target.PlainHTTP = true
-	desc, err := artifact.Pack(ctx, target, dir, artifact.PackOptions{})
-	if err != nil {
-		tb.Fatalf("push %s: %v", repo, err)
-	}
-	if err := target.Tag(ctx, desc, tag); err != nil {
-		tb.Fatalf("tag %s:%s: %v", repo, tag, err)
-	}
-	return desc
+	return dir
 }
 
 // TLSFilesForTest makes a CA and a server certificate it signed for hosts

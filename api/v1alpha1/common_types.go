@@ -116,6 +116,15 @@ type VerifySpec struct {
 	// +listType=atomic
 	// +optional
 	MatchOIDCIdentity []OIDCIdentityMatch `json:"matchOIDCIdentity,omitempty"`
+
+	// SignedIndex is written by the controller, on the NodeArtifacts of a
+	// joint model's edge part only: the digest of the joint index that
+	// carries the signature. The node verifies the signature on that index
+	// and that the index lists the NodeArtifact's digest as its edge part.
+	// +kubebuilder:validation:MaxLength=71
+	// +kubebuilder:validation:XValidation:rule="self.matches('^sha256:[a-f0-9]{64}$')",message="spec.verify.signedIndex must be sha256: followed by 64 lowercase hex characters"
+	// +optional
+	SignedIndex string `json:"signedIndex,omitempty"`
 }
 
 // OIDCIdentityMatch is a keyless signer: regular expressions (RE2) that

@@ -97,6 +97,7 @@ type InferenceModelSpec struct {
 
 	// Verify requires a signature on the digest before it rolls out; the
 	// previous digest keeps running while a new one fails verification.
+	// +kubebuilder:validation:XValidation:rule="!has(self.signedIndex)",message="spec.verify.signedIndex is written by the controller on NodeArtifacts; leave it out"
 	// +optional
 	Verify *VerifySpec `json:"verify,omitempty"`
 

@@ -186,6 +186,12 @@ spec: {nodeName: edge-1, reference: "registry.example.com/models/resnet50:1.0", 
 		{name: "no node", want: []string{"spec.nodeName: Required value"}, doc: `
 kind: NodeArtifact
 spec: {reference: "registry.example.com/models/resnet50@` + digestA + `", digest: "` + digestA + `"}`},
+		{name: "edge part of a signed joint index", doc: `
+kind: NodeArtifact
+spec: {nodeName: edge-1, reference: "r.example.com/m@` + digestA + `", digest: "` + digestA + `", verify: {secretRef: {name: keys}, signedIndex: "sha256:` + strings.Repeat("b", 64) + `"}}`},
+		{name: "signedIndex not a digest", want: []string{"spec.verify.signedIndex must be sha256:"}, doc: `
+kind: NodeArtifact
+spec: {nodeName: edge-1, reference: "r.example.com/m@` + digestA + `", digest: "` + digestA + `", verify: {secretRef: {name: keys}, signedIndex: "latest"}}`},
 	})
 }
 
@@ -218,6 +224,8 @@ func TestVerifyValidation(t *testing.T) {
 		{name: "identity with notation", doc: model + `{provider: notation, secretRef: {name: a}, matchOIDCIdentity: [{issuer: a, subject: b}]}}`, want: []string{"cosign keyless signatures only"}},
 		{name: "empty subject", doc: model + `{secretRef: {name: a}, matchOIDCIdentity: [{issuer: a, subject: ""}]}}`, want: []string{"subject"}},
 		{name: "dataset", doc: "kind: Dataset\nspec: {artifact: registry.example.com/datasets/coco, targetVersion: \"1\", verify: {secretRef: {name: keys}}}"},
+		{name: "signedIndex on a model", doc: model + `{secretRef: {name: a}, signedIndex: "sha256:` + strings.Repeat("a", 64) + `"}}`, want: []string{"written by the controller on NodeArtifacts"}},
+		{name: "signedIndex on a dataset", doc: "kind: Dataset\nspec: {artifact: registry.example.com/datasets/coco, targetVersion: \"1\", verify: {secretRef: {name: keys}, signedIndex: \"sha256:" + strings.Repeat("a", 64) + "\"}}", want: []string{"written by the controller on NodeArtifacts"}},
 	})
 }
 

@@ -300,6 +300,9 @@ func TestValidate(t *testing.T) {
 		{[]agent.Desired{{Name: "a", Reference: "not a reference"}}, "reference"},
 		{[]agent.Desired{{Name: "a", Reference: ref}, {Name: "a", Reference: ref}}, "artifact #2 (a): its directory overlaps"},
 		{[]agent.Desired{{Name: "a", Reference: ref}, {Name: "a/b", Reference: ref}}, "overlaps"},
+		{[]agent.Desired{{Name: "a", Reference: ref, Verify: agent.VerifyRef{Keys: "k", Index: "sha256:" + strings.Repeat("b", 64)}}}, ""},
+		{[]agent.Desired{{Name: "a", Reference: ref, Verify: agent.VerifyRef{Keys: "k", Index: "latest"}}}, "verify index \"latest\": not a digest"},
+		{[]agent.Desired{{Name: "a", Reference: ref, Verify: agent.VerifyRef{Index: "sha256:" + strings.Repeat("b", 64)}}}, "names no key material"},
 	}
 	for _, tt := range tests {
 		err := agent.Validate(tt.list)

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/opencontainers/go-digest"
 	"oras.land/oras-go/v2/registry"
 )
 
@@ -34,6 +35,10 @@ type Desired struct {
 type VerifyRef struct {
 	Provider string `json:"provider,omitempty"`
 	Keys     string `json:"keys"`
+	// Index, when set, is the digest of the joint model's index that
+	// carries the signature: the entry's manifest is that index's edge
+	// part, which is not signed on its own.
+	Index string `json:"index,omitempty"`
 }
 
 var nameSegment = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
@@ -55,6 +60,14 @@ func (d Desired) Validate() error {
 	}
 	if k := d.Verify.Keys; k != "" && !nameSegment.MatchString(k) {
 		return fmt.Errorf("verify keys %q: name key material with letters, digits, '.', '_' and '-', starting with a letter or digit", k)
+	}
+	if i := d.Verify.Index; i != "" {
+		if d.Verify.Keys == "" {
+			return fmt.Errorf("verify index %s names no key material to verify it with", i)
+		}
+		if _, err := digest.Parse(i); err != nil {
+			return fmt.Errorf("verify index %q: not a digest: %v", i, err)
+		}
 	}
 	switch d.Verify.Provider {
 	case "", "cosign", "notation":

@@ -401,7 +401,7 @@ func (n *Node) deliver(set func([]agent.Desired)) {
 		}
 		d := agent.Desired{Name: name, Reference: na.Spec.Reference, Insecure: na.Spec.Insecure}
 		if v := na.Spec.Verify; v != nil {
-			d.Verify = agent.VerifyRef{Provider: v.Provider, Keys: v.KeyMaterialName()}
+			d.Verify = agent.VerifyRef{Provider: v.Provider, Keys: v.KeyMaterialName(), Index: v.SignedIndex}
 		}
 		list = append(list, d)
 	}

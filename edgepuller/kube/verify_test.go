@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bargeml/barge/api/v1alpha1"
+	"github.com/bargeml/barge/artifact"
 	"github.com/bargeml/barge/edgepuller/trust"
 	"github.com/bargeml/barge/internal/signtest"
 )
@@ -55,5 +56,36 @@ func TestSwappedDigestNotActivated(t *testing.T) {
 	}
 	if got, err := s.read("m", "m.onnx"); err != nil || got != "signed" {
 		t.Errorf("m.onnx = %q (%v); want the signed version kept", got, err)
+	}
+}
+
+// The edge part of a signed joint model is activated: the NodeArtifact's
+// spec.verify.signedIndex names the index that carries the signature, and
+// the node verifies that index and that it lists the part.
+func TestJointEdgePartVerified(t *testing.T) {
+	s := newSite(t)
+	index, parts := s.reg.PushJointForTest(t, "models/j", "1", map[string]string{"a.onnx": "edge"}, map[string]string{"b.onnx": "cloud"}, artifact.PackOptions{})
+	key, pub := signtest.CosignKeyPair(t)
+	signtest.CosignSign(t, key, s.reg.Host()+"/models/j@"+index.Digest.String())
+	dir := t.TempDir()
+	pubPEM, _ := os.ReadFile(pub)
+	if err := os.MkdirAll(filepath.Join(dir, s.ns, "cosign"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, s.ns, "cosign", "cosign.pub"), pubPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.verify = trust.FromDir(dir, nil)
+
+	edge := pushed{ref: s.host + "/models/j@" + parts.Edge.Digest.String(), digest: parts.Edge.Digest}
+	na := s.create("j", node, edge)
+	patch := fmt.Sprintf(`{"spec":{"verify":{"provider":"cosign","configMapRef":{"name":"cosign"},"signedIndex":%q}}}`, index.Digest)
+	if err := env.Client.Patch(context.Background(), na, client.RawPatch("application/merge-patch+json", []byte(patch))); err != nil {
+		t.Fatal(err)
+	}
+	s.start(nil, nil)
+	s.waitReady("j", edge)
+	if got, err := s.read("j", "a.onnx"); err != nil || got != "edge" {
+		t.Errorf("a.onnx = %q (%v); want the edge part's file", got, err)
 	}
 }

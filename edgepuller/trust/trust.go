@@ -15,6 +15,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 
+	"github.com/bargeml/barge/artifact"
 	"github.com/bargeml/barge/edgepuller/agent"
 	"github.com/bargeml/barge/verify"
 )
@@ -65,8 +66,43 @@ func FromDir(dir string, client remote.Client) func(context.Context, agent.Desir
 			return fmt.Errorf("verify %s: %w", d.Reference, err)
 		}
 		repo := &remote.Repository{Client: client, Reference: ref, PlainHTTP: d.Insecure}
-		return v.Verify(ctx, repo, ref.Registry+"/"+ref.Repository, desc)
+		signed := desc
+		if d.Verify.Index != "" {
+			if signed, err = jointIndex(ctx, repo, d.Verify.Index, desc); err != nil {
+				return fmt.Errorf("verify %s: %w", desc.Digest, err)
+			}
+		}
+		return v.Verify(ctx, repo, ref.Registry+"/"+ref.Repository, signed)
 	}
+}
+
+// jointIndex is the descriptor of the joint model's index whose signature
+// covers its edge part, desc: read by digest (so the bytes are the signed
+// ones), it must list desc as its edge part.
+func jointIndex(ctx context.Context, repo *remote.Repository, index string, desc ocispec.Descriptor) (ocispec.Descriptor, error) {
+	idx, err := repo.Resolve(ctx, index)
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("read the joint model's index %s: %w", index, err)
+	}
+	if idx.Digest.String() != index {
+		return ocispec.Descriptor{}, fmt.Errorf("%w: the registry answered index %s with %s", verify.ErrNotVerified, index, idx.Digest)
+	}
+	b, err := artifact.FetchLimited(ctx, repo, idx)
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("read the joint model's index %s: %w", index, err)
+	}
+	a, err := artifact.Parse(idx, b)
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("%w: %v", verify.ErrNotVerified, err)
+	}
+	parts, err := artifact.JointPartsOf(a)
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("%w: %v", verify.ErrNotVerified, err)
+	}
+	if parts.Edge.Digest != desc.Digest {
+		return ocispec.Descriptor{}, fmt.Errorf("%w: the joint model %s, whose signature was to cover it, has another edge part (%s)", verify.ErrNotVerified, index, parts.Edge.Digest)
+	}
+	return idx, nil
 }
 
 func isDir(p string) bool {

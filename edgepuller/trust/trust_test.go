@@ -11,6 +11,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/bargeml/barge/artifact"
 	"github.com/bargeml/barge/edgepuller/agent"
 	"github.com/bargeml/barge/edgepuller/trust"
 	"github.com/bargeml/barge/internal/signtest"
@@ -132,4 +133,71 @@ func TestNodeVerifiesBeforeActivation(t *testing.T) {
 	// A namespace the node has no key material for is not held to it.
 	src <- []agent.Desired{{Name: "team-b/model-m", Reference: repo + "@" + v2.String(), Insecure: true}}
 	rec.wait(t, "team-b/model-m", agent.Ready, v2, "")
+}
+
+// A joint model is signed as one index, not part by part: a node pulling
+// the edge part verifies the signature on the index the entry names and
+// that the index lists this part as its edge part. The edge part of
+// another index, an unsigned index, or no index at all is not activated.
+func TestNodeVerifiesJointEdgePart(t *testing.T) {
+	reg := registry.StartForTest(t)
+	signed, p1 := reg.PushJointForTest(t, "models/j", "1", map[string]string{"a.onnx": "edge v1"}, map[string]string{"b.onnx": "cloud v1"}, artifact.PackOptions{})
+	unsigned, p2 := reg.PushJointForTest(t, "models/j", "2", map[string]string{"a.onnx": "edge v2"}, map[string]string{"b.onnx": "cloud v2"}, artifact.PackOptions{})
+	repo := reg.Host() + "/models/j"
+	key, pub := signtest.CosignKeyPair(t)
+	signtest.CosignSign(t, key, repo+"@"+signed.Digest.String())
+
+	dir := t.TempDir()
+	pubPEM, _ := os.ReadFile(pub)
+	if err := os.MkdirAll(filepath.Join(dir, "team-a", "cosign"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "team-a", "cosign", "cosign.pub"), pubPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rec := &statuses{last: map[string]agent.Status{}}
+	a, err := agent.New(agent.Options{Root: t.TempDir(), Reporter: rec, Verify: trust.FromDir(dir, nil),
+		Backoff: func(int) time.Duration { return 100 * time.Millisecond }, ResolveInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := make(source)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, src) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	const name = "team-a/model-j"
+	edge := func(part digest.Digest, index digest.Digest) agent.Desired {
+		v := agent.VerifyRef{Provider: "cosign", Keys: "cosign"}
+		if index != "" {
+			v.Index = index.String()
+		}
+		return agent.Desired{Name: name, Reference: repo + "@" + part.String(), Insecure: true, Verify: v}
+	}
+	src <- []agent.Desired{edge(p1.Edge.Digest, signed.Digest)}
+	rec.wait(t, name, agent.Ready, p1.Edge.Digest, "")
+
+	for _, c := range []struct {
+		name string
+		d    agent.Desired
+		want string
+	}{
+		{"the edge part of another index", edge(p2.Edge.Digest, signed.Digest), "has another edge part"},
+		{"the cloud part of the signed index", edge(p1.Cloud.Digest, signed.Digest), "has another edge part"},
+		{"an unsigned index", edge(p2.Edge.Digest, unsigned.Digest), "no cosign signature"},
+		{"no index: the part is not signed on its own", edge(p2.Edge.Digest, ""), "no cosign signature"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// Back to the signed part first, so the failure waited for
+			// is this case's, not the last one's.
+			src <- []agent.Desired{edge(p1.Edge.Digest, signed.Digest)}
+			rec.wait(t, name, agent.Ready, p1.Edge.Digest, "")
+			src <- []agent.Desired{c.d}
+			st := rec.wait(t, name, agent.Failed, p1.Edge.Digest, c.want)
+			if refused := strings.TrimPrefix(c.d.Reference, repo+"@"); !strings.Contains(st.Message, refused) {
+				t.Errorf("message %q does not name the refused digest %s", st.Message, refused)
+			}
+		})
+	}
 }

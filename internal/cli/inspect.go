@@ -8,6 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
@@ -23,6 +24,8 @@ type inspection struct {
 	Dataset        *dataset.Stats           `json:"dataset,omitempty"`
 	Metrics        map[string]float64       `json:"metrics,omitempty"`
 	MetricsRecords []artifact.MetricsRecord `json:"metricsRecords,omitempty"`
+	// Parts are a joint model's edge and cloud models, by layer.
+	Parts map[string]*artifact.Artifact `json:"parts,omitempty"`
 }
 
 func newInspectCommand(s streams) *cobra.Command {
@@ -76,7 +79,13 @@ func inspect(ctx context.Context, repo *remote.Repository, ref registry.Referenc
 			return nil, fmt.Errorf("inspect %s: %w", ref, err)
 		}
 	}
-	if a.Kind == artifact.KindModel || a.Kind == artifact.KindGeneric || a.Kind == artifact.KindCode {
+	if a.Kind == artifact.KindJoint {
+		if in.Parts, err = inspectParts(ctx, repo, a); err != nil {
+			return nil, explain(fmt.Errorf("inspect %s: %w", ref, err), ref)
+		}
+	}
+	// A joint model's metrics are its index's: one version, one digest.
+	if a.Kind == artifact.KindModel || a.Kind == artifact.KindGeneric || a.Kind == artifact.KindCode || a.Kind == artifact.KindJoint {
 		recs, err := artifact.ListMetrics(ctx, repo, desc)
 		if err != nil {
 			return nil, explain(err, ref)
@@ -85,6 +94,37 @@ func inspect(ctx context.Context, repo *remote.Repository, ref registry.Referenc
 		in.Metrics = artifact.Latest(recs)
 	}
 	return in, nil
+}
+
+// inspectParts reads both parts of a joint model.
+func inspectParts(ctx context.Context, repo *remote.Repository, a *artifact.Artifact) (map[string]*artifact.Artifact, error) {
+	parts, err := artifact.JointPartsOf(a)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]*artifact.Artifact{}
+	for layer, d := range map[string]ocispec.Descriptor{artifact.LayerEdge: parts.Edge, artifact.LayerCloud: parts.Cloud} {
+		part, err := artifact.Inspect(ctx, repo, d)
+		if err != nil {
+			return nil, fmt.Errorf("%s part: %w", layer, err)
+		}
+		out[layer] = part
+	}
+	return out, nil
+}
+
+// size is what `barge inspect` reports as an artifact's size and file
+// count: a joint model's counts both parts' files.
+func (in *inspection) size() (int64, int) {
+	a := in.Artifact
+	size, files := a.Size, len(a.Files)
+	for _, m := range a.Manifests {
+		if part := in.Parts[m.Annotations[artifact.AnnotationLayer]]; part != nil && part.Digest == m.Digest {
+			size += part.Size - m.Size
+			files += len(part.Files)
+		}
+	}
+	return size, files
 }
 
 func printInspection(w io.Writer, in *inspection) {
@@ -101,7 +141,8 @@ func printInspection(w io.Writer, in *inspection) {
 	row("Artifact type", a.ArtifactType)
 	row("Name", a.Name)
 	row("Version", a.Version)
-	row("Size", fmt.Sprintf("%s (%d bytes) in %d files", humanBytes(a.Size), a.Size, len(a.Files)))
+	size, files := in.size()
+	row("Size", fmt.Sprintf("%s (%d bytes) in %d files", humanBytes(size), size, files))
 	for _, k := range sortedKeys(a.Metadata) {
 		if k != "labels" {
 			row(strings.ToUpper(k[:1])+k[1:], a.Metadata[k])
@@ -121,18 +162,12 @@ func printInspection(w io.Writer, in *inspection) {
 	for _, warn := range a.Warnings {
 		fmt.Fprintf(w, "Warning: %s\n", warn)
 	}
-	if len(a.Files) > 0 {
-		fmt.Fprintln(w)
-		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "FILE\tSIZE\tROLE\tMEDIA TYPE\tDIGEST")
-		for _, f := range a.Files {
-			role := f.Role
-			if role == "" {
-				role = "-"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", f.Path, humanBytes(f.Size), role, f.MediaType, shortDigest(string(f.Digest)))
+	printFiles(w, a.Files)
+	if len(in.Parts) > 0 {
+		for _, layer := range []string{artifact.LayerEdge, artifact.LayerCloud} {
+			printPart(w, layer, in.Parts[layer])
 		}
-		tw.Flush()
+		return
 	}
 	if len(a.Manifests) > 0 {
 		fmt.Fprintln(w)
@@ -143,6 +178,51 @@ func printInspection(w io.Writer, in *inspection) {
 			fmt.Fprintf(w, "%s  %s  %s\n", m.Digest, m.MediaType, humanBytes(m.Size))
 		}
 	}
+}
+
+// printPart shows one part of a joint model: where it runs, its digest,
+// what it says of itself, and its files.
+func printPart(w io.Writer, layer string, part *artifact.Artifact) {
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "%s part:\t%s\n", strings.ToUpper(layer[:1])+layer[1:], part.Digest)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "  %s:\t%s\n", k, v)
+		}
+	}
+	row("Kind", string(part.Kind))
+	row("Name", part.Name)
+	row("Version", part.Version)
+	row("Size", fmt.Sprintf("%s (%d bytes) in %d files", humanBytes(part.Size), part.Size, len(part.Files)))
+	for _, k := range sortedKeys(part.Metadata) {
+		if k != "labels" {
+			row(strings.ToUpper(k[:1])+k[1:], part.Metadata[k])
+		}
+	}
+	tw.Flush()
+	for _, warn := range part.Warnings {
+		fmt.Fprintf(w, "Warning: %s part: %s\n", layer, warn)
+	}
+	printFiles(w, part.Files)
+}
+
+// printFiles is the table of an artifact's files.
+func printFiles(w io.Writer, files []artifact.File) {
+	if len(files) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FILE\tSIZE\tROLE\tMEDIA TYPE\tDIGEST")
+	for _, f := range files {
+		role := f.Role
+		if role == "" {
+			role = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", f.Path, humanBytes(f.Size), role, f.MediaType, shortDigest(string(f.Digest)))
+	}
+	tw.Flush()
 }
 
 func formatMetrics(m map[string]float64) string {

@@ -145,10 +145,28 @@ func TestPushJoint(t *testing.T) {
 	digest := strings.TrimSpace(must(t, barge(t, "push", "--joint", "edge="+edge, "--joint", "cloud="+cloud, ref)).stdout)
 
 	out := must(t, barge(t, "inspect", ref)).stdout
-	for _, want := range []string{"joint", digest, "edge ", "cloud "} {
+	for _, want := range []string{"joint", digest, "in 2 files", "Edge part:", "backbone.onnx", "Cloud part:", "head.onnx"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("barge inspect of a joint model does not show %q:\n%s", want, out)
 		}
+	}
+	if strings.Index(out, "backbone.onnx") > strings.Index(out, "Cloud part:") || strings.Index(out, "head.onnx") < strings.Index(out, "Cloud part:") {
+		t.Errorf("barge inspect shows the files under the wrong part:\n%s", out)
+	}
+	var shown struct {
+		Parts map[string]struct {
+			Kind  string `json:"kind"`
+			Files []struct {
+				Path string `json:"path"`
+			} `json:"files"`
+		} `json:"parts"`
+	}
+	if err := json.Unmarshal([]byte(must(t, barge(t, "inspect", "-o", "json", ref)).stdout), &shown); err != nil {
+		t.Fatal(err)
+	}
+	if e, c := shown.Parts["edge"], shown.Parts["cloud"]; e.Kind != "model" || len(e.Files) != 1 || e.Files[0].Path != "backbone.onnx" ||
+		c.Kind != "model" || len(c.Files) != 1 || c.Files[0].Path != "head.onnx" {
+		t.Errorf("barge inspect -o json shows the parts as %+v; want an edge model with backbone.onnx and a cloud model with head.onnx", shown.Parts)
 	}
 	var index struct {
 		ArtifactType string `json:"artifactType"`
