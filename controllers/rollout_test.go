@@ -245,3 +245,53 @@ func TestFailureSummary(t *testing.T) {
 		t.Errorf("clipTo cut a character: %q", got)
 	}
 }
+
+// TestNodeStates: a node is healthy on the new files when its puller holds
+// them and, for a model with a server, its pod is Ready on them; a puller's
+// failure or a pod that cannot serve them fails it.
+func TestNodeStates(t *testing.T) {
+	const files, old = "sha256:new", "sha256:old"
+	ready, failed := v1alpha1.NodeArtifactReady, v1alpha1.NodeArtifactFailed
+	v := nodeView{desired: []string{"a", "b", "c", "d", "e"}, existing: []*v1alpha1.NodeArtifact{
+		na("a", files, ready, files),
+		na("b", files, ready, files),
+		na("c", files, failed, ""),
+		na("d", old, ready, old),
+		na("e", files, ready, files),
+	}}
+	byNode := filesStates(v, files)
+	show := func(states []nodeState) string {
+		var out []string
+		for _, n := range states {
+			s := n.name
+			if n.healthy {
+				s += "+"
+			}
+			if n.failed != "" {
+				s += "!" + n.failed
+			}
+			out = append(out, s)
+		}
+		return strings.Join(out, " ")
+	}
+	for _, tt := range []struct {
+		name    string
+		serving map[string]nodeServing
+		seen    bool
+		want    string
+	}{
+		{"before the serving pods are seen, no node is healthy", nil, false, "a b c!the puller reported Failed d e"},
+		{"a model without a server: the files decide", nil, true, "a+ b+ c!the puller reported Failed d e+"},
+		{"with a server, the pod must be Ready on the new files", map[string]nodeServing{
+			"a": {digest: files, ready: true},
+			"b": {digest: old, ready: true},
+			"e": {digest: files, failed: "CrashLoopBackOff"},
+		}, true, "a+ b c!the puller reported Failed d e!serving: CrashLoopBackOff"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := show(nodeStates(v, byNode, files, tt.serving, tt.seen)); got != tt.want {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}
