@@ -18,6 +18,7 @@ func (r *InferenceModelReconciler) patchStatus(ctx context.Context, s *modelScop
 	st := &s.model.Status
 	st.ObservedGeneration = s.model.Generation
 	setConditions(&st.Conditions, s.model.Generation, withHeld(s.outcome, s.held))
+	setHeld(&st.Conditions, s.model.Generation, s.held)
 	r.events(s)
 	if equality.Semantic.DeepEqual(s.before.Status, *st) {
 		return nil
@@ -41,6 +42,7 @@ func (r *InferenceModelReconciler) events(s *modelScope) {
 			emit(e.eventType, e.reason, "Rollout", "%s", e.note)
 		}
 	}
+	heldEvent(emit, s.held, before.Status.Conditions, m.Status.Conditions)
 	if f := s.outcome.failure; f != nil {
 		if readyChanged(before.Status.Conditions, m.Status.Conditions) {
 			reason := f.reason
@@ -51,7 +53,6 @@ func (r *InferenceModelReconciler) events(s *modelScope) {
 		}
 		return
 	}
-	heldEvent(emit, s.held, before.Status.Conditions, m.Status.Conditions)
 	if s.newDigest && m.Status.Resolved != nil {
 		emit(corev1.EventTypeNormal, ReasonResolved, "Resolve", "resolved %s to %s", s.src.String(), m.Status.Resolved.Digest)
 	}

@@ -280,6 +280,8 @@ func (f *resolveFacts) resolveStep(ctx context.Context, rs *Resolver, generation
 		f.failedIn = ReasonResolveFailed
 		return ctrl.Result{}, err
 	}
+	// A hold lasts until the next resolution says otherwise.
+	f.held = heldBefore(conds)
 	f.due, f.wait = resolveDue(generation, observed, resolved, conds, f.interval, time.Now())
 	if !f.due {
 		f.res = resolutionOf(resolved)
@@ -291,8 +293,13 @@ func (f *resolveFacts) resolveStep(ctx context.Context, rs *Resolver, generation
 		return ctrl.Result{}, err
 	}
 	f.repo = repo
+	before := f.held
+	f.held = nil
 	res, err := f.choose(ctx, rs, resolved, generation != observed)
 	if err != nil {
+		if generation == observed {
+			f.held = before // a registry that failed this time changed nothing
+		}
 		f.failedIn = ReasonResolveFailed
 		return ctrl.Result{}, err
 	}

@@ -40,6 +40,13 @@ const (
 	ReasonVersionRejected = "VersionRejected"
 )
 
+// HeldCondition is True while the version spec.targetVersion names (or
+// the range's choice) is held back and the running digest kept; its
+// reason and message say why. Like Reconciling and Stalled it is present
+// only while true. It carries the hold between two resolutions, through
+// passes whose other conditions speak of a rollout.
+const HeldCondition = "VersionHeld"
+
 // heldReason: a refusal that keeps the running digest. It changes only
 // with new metrics or tags, so it is looked at again each interval rather
 // than on every pass.
@@ -224,7 +231,9 @@ func (f *resolveFacts) hold(ctx context.Context, resolved *v1alpha1.ResolvedArti
 	if specChanged {
 		if _, err := f.repo.Resolve(ctx, resolved.Digest); err != nil {
 			if errors.Is(err, errdef.ErrNotFound) {
-				return resolution{}, stalledf(reason, "%s, and %s has no %s to keep: %s", msg, f.src.Repository, versionText(resolved), hint)
+				// Not a held reason: the passes until one passes must not
+				// deploy status.resolved from this repository.
+				return resolution{}, stalledf(ReasonVersionNotFound, "%s, and %s has no %s to keep: %s", msg, f.src.Repository, versionText(resolved), hint)
 			}
 			return resolution{}, explain(err, f.src, "manifest "+resolved.Digest)
 		}
@@ -237,6 +246,25 @@ func (f *resolveFacts) hold(ctx context.Context, resolved *v1alpha1.ResolvedArti
 	f.held = stalledf(reason, "%s; %s: %s", msg, kept, hint)
 	f.choiceReason = resolved.Reason
 	return resolutionOf(resolved), nil
+}
+
+// heldBefore is the hold the last resolution found, for the passes
+// between two resolutions, which keep it as they keep status.resolved.
+func heldBefore(conds []metav1.Condition) *failure {
+	c := apimeta.FindStatusCondition(conds, HeldCondition)
+	if c == nil || c.Status != metav1.ConditionTrue || !heldReason(c.Reason) {
+		return nil
+	}
+	return stalledf(c.Reason, "%s", c.Message)
+}
+
+// setHeld writes the HeldCondition: present while held.
+func setHeld(conds *[]metav1.Condition, generation int64, held *failure) {
+	if held == nil {
+		apimeta.RemoveStatusCondition(conds, HeldCondition)
+		return
+	}
+	apimeta.SetStatusCondition(conds, metav1.Condition{Type: HeldCondition, Status: metav1.ConditionTrue, Reason: held.reason, Message: held.message, ObservedGeneration: generation})
 }
 
 // listVersions names a few versions: "1.4.0, 1.3.0 and 2 more".
@@ -410,13 +438,15 @@ func withHeld(o outcome, held *failure) outcome {
 	return o
 }
 
-// heldEvent tells the user once that a version is held back: when Ready
-// first says so.
+// heldEvent tells the user once of each hold: when the HeldCondition
+// appears or says something new.
 func heldEvent(emit func(eventType, reason, action, note string, args ...any), held *failure, before, after []metav1.Condition) {
-	if held == nil || !readyChanged(before, after) {
+	if held == nil {
 		return
 	}
-	if c := apimeta.FindStatusCondition(after, v1alpha1.ReadyCondition); c != nil && c.Reason == held.reason {
+	b := apimeta.FindStatusCondition(before, HeldCondition)
+	a := apimeta.FindStatusCondition(after, HeldCondition)
+	if a != nil && (b == nil || b.Reason != a.Reason || b.Message != a.Message) {
 		emit(corev1.EventTypeWarning, held.reason, "Resolve", "%s", held.message)
 	}
 }

@@ -93,6 +93,9 @@ func resolvedTo(t *testing.T, m *v1alpha1.InferenceModel, ns, version string, d 
 		if r == nil || r.Version != version || r.Digest != d.Digest.String() || !strings.Contains(r.Reason, why) {
 			return fmt.Errorf("status.resolved = %+v; want %s with a reason containing %q", r, version, why)
 		}
+		if err := conditionIs(m.Status.Conditions, HeldCondition, "", "", ""); err != nil {
+			return err
+		}
 		return conds{ready: metav1.ConditionTrue, reason: ReasonSucceeded}.check(m.Generation, m.Status.ObservedGeneration, m.Status.Conditions)
 	})
 }
@@ -228,8 +231,32 @@ func TestSelectionGate(t *testing.T) {
 	if got := onDigest(nodeArtifacts(t, ns), v1.Digest.String()); len(got) != 1 {
 		t.Errorf("nodes on v1: %v; want the node left there", got)
 	}
+	// A node that joins between two resolutions gets the running version,
+	// and the hold stays said.
+	nodes(t, ns, nil, 1)
+	waitNodeArtifacts(t, ns, "the new node on v1", func(nas map[string]*v1alpha1.NodeArtifact) error {
+		if got := onDigest(nas, v1.Digest.String()); len(got) != 2 {
+			return fmt.Errorf("nodes on v1: %v", got)
+		}
+		return nil
+	})
+	for _, na := range nodeArtifacts(t, ns) {
+		puller(t, na, v1alpha1.NodeArtifactReady, v1.Digest.String(), "")
+	}
+	eventually(t, "both nodes Ready, still held", func() error {
+		get(t, m)
+		if m.Status.Nodes.Ready != 2 {
+			return fmt.Errorf("status.nodes %+v", m.Status.Nodes)
+		}
+		if err := conditionIs(m.Status.Conditions, HeldCondition, metav1.ConditionTrue, ReasonRequirementFailed, want); err != nil {
+			return err
+		}
+		return conds{ready: metav1.ConditionFalse, reason: ReasonRequirementFailed, stalled: true, message: want}.
+			check(m.Generation, m.Status.ObservedGeneration, m.Status.Conditions)
+	})
+	time.Sleep(time.Second) // events are sent in the background
 	if n := countEvents(t, ns, "m", ReasonRequirementFailed); n != 1 {
-		t.Errorf("%d RequirementFailed events after three refusals; want one", n)
+		t.Errorf("%d RequirementFailed events after three refusals and the passes between; want one", n)
 	}
 
 	attach(t, repo, v2, map[string]float64{"latency_ms": 15})
