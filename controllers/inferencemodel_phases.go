@@ -180,7 +180,9 @@ func (r *InferenceModelReconciler) deployCloud(ctx context.Context, s *modelScop
 	if _, err := r.placer.remove(ctx, m, kindInferenceModel); err != nil {
 		return ctrl.Result{}, err
 	}
-	m.Status.Nodes = v1alpha1.NodeCounts{}
+	// A Deployment rolls itself out: an edge rollout's status would be
+	// stale.
+	m.Status.Nodes, m.Status.Rollout = v1alpha1.NodeCounts{}, nil
 	if err := r.deleteJointConfig(ctx, m); err != nil {
 		return ctrl.Result{}, err
 	}

@@ -21,7 +21,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bargeml/barge/api/v1alpha1"
@@ -246,20 +245,6 @@ func TestJointModel(t *testing.T) {
 		}
 		return absent(ns, map[client.Object]string{&corev1.ConfigMap{}: "detector-joint"})
 	})
-}
-
-// change updates the spec of m as a user does, again on a conflict with
-// the controller's own writes.
-func change(t *testing.T, m *v1alpha1.InferenceModel, edit func()) {
-	t.Helper()
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		get(t, m)
-		edit()
-		return k8s.Update(context.Background(), m)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // available is the deployment controller reporting dep available.

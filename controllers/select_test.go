@@ -154,11 +154,7 @@ func TestNoVersionPasses(t *testing.T) {
 	create(t, m)
 	resolvedTo(t, m, ns, "1.1.0", ds["1.1.0"], "newest of 2")
 
-	get(t, m)
-	m.Spec.Selection.Require = []string{"metrics.accuracy >= 0.99"}
-	if err := k8s.Update(context.Background(), m); err != nil {
-		t.Fatal(err)
-	}
+	change(t, m, func() { m.Spec.Selection.Require = []string{"metrics.accuracy >= 0.99"} })
 	eventually(t, "NoVersionPasses", func() error {
 		get(t, m)
 		return conds{ready: metav1.ConditionFalse, reason: ReasonNoVersionPasses, stalled: true,

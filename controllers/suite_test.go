@@ -24,6 +24,7 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
@@ -445,6 +446,20 @@ func tagAs(t *testing.T, repo *remote.Repository, desc ocispec.Descriptor, tag s
 		return
 	}
 	if err := repo.Tag(context.Background(), desc, tag); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// change updates the spec of m as a user does, again on a conflict with
+// the controller's own writes.
+func change(t *testing.T, m *v1alpha1.InferenceModel, edit func()) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		get(t, m)
+		edit()
+		return k8s.Update(context.Background(), m)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 }

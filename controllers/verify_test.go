@@ -1,7 +1,6 @@
 package controllers
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"testing"
@@ -54,11 +53,7 @@ func TestVerifyRollout(t *testing.T) {
 	d2 := pushModel(t, repo, "latest", map[string]string{"m.onnx": "v2, unsigned"}, artifact.Metadata{}).Digest.String()
 	// A spec change resolves at once, without waiting for the interval
 	// (at least 30s).
-	get(t, m)
-	m.Spec.Interval = &metav1.Duration{Duration: 30 * time.Minute}
-	if err := k8s.Update(context.Background(), m); err != nil {
-		t.Fatal(err)
-	}
+	change(t, m, func() { m.Spec.Interval = &metav1.Duration{Duration: 30 * time.Minute} })
 	eventually(t, "stalled on the unsigned v2", func() error {
 		get(t, m)
 		return conds{ready: metav1.ConditionFalse, reason: ReasonVerificationFailed, message: "refusing " + d2, stalled: true}.
@@ -77,11 +72,7 @@ func TestVerifyRollout(t *testing.T) {
 	// Once signed, the next resolution (here a spec change; else the
 	// interval, as TestTagMovedOnInterval shows) rolls it out.
 	signtest.CosignSign(t, key, ref+"@"+d2)
-	get(t, m)
-	m.Spec.Interval = &metav1.Duration{Duration: 20 * time.Minute}
-	if err := k8s.Update(context.Background(), m); err != nil {
-		t.Fatal(err)
-	}
+	change(t, m, func() { m.Spec.Interval = &metav1.Duration{Duration: 20 * time.Minute} })
 	waitNodeArtifacts(t, ns, "on v2 once signed", func(nas map[string]*v1alpha1.NodeArtifact) error {
 		if got := onDigest(nas, d2); len(got) != 1 {
 			return fmt.Errorf("on v2: %v", got)
