@@ -22,8 +22,8 @@ import (
 func (r *InferenceModelReconciler) checkSpec(_ context.Context, s *modelScope) (ctrl.Result, error) {
 	m := s.model
 	cloud := m.Spec.DeployToLayer == v1alpha1.LayerCloud
-	if m.Spec.Image != "" && !cloud {
-		return ctrl.Result{}, stalledf(ReasonInvalidSpec, "spec.image runs only in the cloud layer (deployToLayer: cloud); on the edge, give the model files as spec.artifact with spec.targetVersion")
+	if err := checkServer(m); err != nil {
+		return ctrl.Result{}, err
 	}
 	if name := modelName(m); name == "." || name == ".." || strings.ContainsAny(name, "/\\") {
 		return ctrl.Result{}, stalledf(ReasonInvalidSpec, "spec.modelName %q must be a plain name: it names the model's directory", name)
@@ -167,6 +167,9 @@ func (r *InferenceModelReconciler) deploy(ctx context.Context, s *modelScope) (c
 // edge server on them.
 func (r *InferenceModelReconciler) deployEdge(ctx context.Context, s *modelScope) (ctrl.Result, error) {
 	m := s.model
+	if m.Spec.Image != "" {
+		return r.deployEdgeImage(ctx, s)
+	}
 	if err := r.deleteCloud(ctx, m); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -194,13 +197,16 @@ func (r *InferenceModelReconciler) deployEdge(ctx context.Context, s *modelScope
 	if err := r.serveEdge(ctx, s, files); err != nil {
 		return ctrl.Result{}, err
 	}
-	s.outcome = edgeOutcome(m.Status.Resolved, res)
+	s.outcome = servingOutcome(edgeOutcome(m.Status.Resolved, res), s, files)
 	return ctrl.Result{}, conflictFailure(res)
 }
 
 func (r *InferenceModelReconciler) deployCloud(ctx context.Context, s *modelScope) (ctrl.Result, error) {
 	m := s.model
 	if _, err := r.placer.remove(ctx, m, kindInferenceModel); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.deleteServing(ctx, m); err != nil {
 		return ctrl.Result{}, err
 	}
 	m.Status.Nodes = v1alpha1.NodeCounts{}
