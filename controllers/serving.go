@@ -304,6 +304,9 @@ func (r *InferenceModelReconciler) edgeServer(ctx context.Context, s *modelScope
 	rt, hasRuntime := r.opts.ServingImages[strings.ToLower(framework)]
 	switch {
 	case srv.Image != "":
+		if err := r.checkServerImage(srv.Image); err != nil {
+			return w, err
+		}
 		w.image = srv.Image
 	case hasRuntime:
 		w.image, w.runtimeEnv = rt.Image, rt.Env
@@ -332,6 +335,22 @@ func (r *InferenceModelReconciler) edgeServer(ctx context.Context, s *modelScope
 	w.preprocess, w.postprocess, w.labelsFile = hasDir(in.Artifact, artifact.RolePreprocess), hasDir(in.Artifact, artifact.RolePostprocess), labelFile(in.Artifact)
 	w.labels = in.Artifact.Labels
 	return w, nil
+}
+
+// checkServerImage refuses a spec.server.image that is not an image
+// reference, or whose registry --allowed-registries leaves out: the
+// allow-list holds for every image an object names, not only for what the
+// controller fetches. The runtime table's images are the operator's own.
+func (r *InferenceModelReconciler) checkServerImage(image string) error {
+	src, err := imageSource("", image, false, nil)
+	if err != nil {
+		return stalledf(ReasonInvalidReference, "spec.server.image %q is not an image reference: write it as [HOST/]REPOSITORY[:TAG|@DIGEST]", image)
+	}
+	if allowed := r.opts.AllowedRegistries; len(allowed) > 0 && !slices.Contains(allowed, src.host()) {
+		return stalledf(ReasonRegistryNotAllowed, "spec.server.image %s is on registry %s, which is not allowed: this controller runs images only from %s (--allowed-registries)",
+			image, src.host(), strings.Join(allowed, ", "))
+	}
+	return nil
 }
 
 // versionDir is where a node's puller keeps the files of digest d:

@@ -606,3 +606,18 @@ func TestServingByNode(t *testing.T) {
 		t.Errorf("serving %+v\nwant %+v", got, want)
 	}
 }
+
+func TestCheckServerImage(t *testing.T) {
+	r := &InferenceModelReconciler{opts: Options{AllowedRegistries: []string{"registry.example.com", "docker.io"}}}
+	for _, tt := range []struct{ image, want string }{
+		{"registry.example.com/serving/onnx:1", ""},
+		{"nginx:1.27", ""},
+		{"ghcr.io/acme/server:1", "registry ghcr.io, which is not allowed: this controller runs images only from registry.example.com, docker.io"},
+		{"Not A Reference", "is not an image reference"},
+	} {
+		err := r.checkServerImage(tt.image)
+		if (tt.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want %q", tt.image, err, tt.want)
+		}
+	}
+}
