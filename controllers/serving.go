@@ -214,10 +214,14 @@ func servingOutcome(o outcome, s *modelScope, digest string) outcome {
 		msg := fmt.Sprintf("%d of %d nodes serve %s", c.Serving, c.Desired, v)
 		if len(waiting) > 0 {
 			msg += "; waiting for " + listNodes(waiting)
-		} else {
-			msg += "; waiting for their serving pods"
+		}
+		if missing := int(c.Desired) - len(s.serving); missing > 0 {
+			msg += fmt.Sprintf("; %d node(s) have no serving pod yet (a taint spec.server.tolerations does not tolerate keeps it off)", missing)
 		}
 		return outcome{progressReason: ReasonServingProgressing, progressMessage: msg}
+	}
+	if c.Desired == 0 {
+		return o
 	}
 	return outcome{readyMessage: fmt.Sprintf("%s, serving on %d", o.readyMessage, c.Serving)}
 }

@@ -13,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -212,6 +213,50 @@ func TestServingDaemonSet(t *testing.T) {
 		}
 		return conds{ready: metav1.ConditionTrue, reason: ReasonSucceeded, message: "on 2 of 2 nodes, serving on 2"}.check(m.Generation, m.Status.ObservedGeneration, m.Status.Conditions)
 	})
+}
+
+// TestServingTolerations: a matching node whose taint the server does not
+// tolerate gets no serving pod, and the model says so; with the toleration
+// it serves.
+func TestServingTolerations(t *testing.T) {
+	ns := env.Namespace(t)
+	ref := repoName(t, "m")
+	pushModel(t, openRepo(t, ref), "1", map[string]string{"model.onnx": "w"}, artifact.Metadata{})
+	names := nodes(t, ns, nil, 2)
+	slices.Sort(names)
+	tainted := &corev1.Node{}
+	tainted.Name = names[1]
+	get(t, tainted)
+	before := tainted.DeepCopy()
+	tainted.Spec.Taints = append(tainted.Spec.Taints, corev1.Taint{Key: "dedicated", Value: "camera", Effect: corev1.TaintEffectNoSchedule})
+	if err := k8s.Patch(context.Background(), tainted, client.MergeFrom(before)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.StartKubelet(t, k8s, ns, names...)
+	m := servingModel(ns, "m", ref, "1")
+	create(t, m)
+	pullAll(t, ns, 2)
+	modelStatus(t, m, func() error {
+		return conds{ready: metav1.ConditionFalse, reason: ReasonServingProgressing, message: "1 of 2 nodes serve 1 (sha256:", reconciling: true}.
+			check(m.Generation, m.Status.ObservedGeneration, m.Status.Conditions)
+	})
+	if c := apimeta.FindStatusCondition(m.Status.Conditions, v1alpha1.ReadyCondition); !strings.Contains(c.Message, "1 node(s) have no serving pod yet") {
+		t.Errorf("Ready message %q does not say a node has no pod", c.Message)
+	}
+	before2 := m.DeepCopy()
+	m.Spec.Server.Tolerations = []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "camera", Effect: corev1.TaintEffectNoSchedule}}
+	if err := k8s.Patch(context.Background(), m, client.MergeFrom(before2)); err != nil {
+		t.Fatal(err)
+	}
+	modelStatus(t, m, func() error {
+		if m.Status.Nodes.Serving != 2 {
+			return fmt.Errorf("nodes %+v", m.Status.Nodes)
+		}
+		return conds{ready: metav1.ConditionTrue, reason: ReasonSucceeded, message: "serving on 2"}.check(m.Generation, m.Status.ObservedGeneration, m.Status.Conditions)
+	})
+	if pods := servingPodsByNode(t, ns); pods[names[1]] == nil {
+		t.Errorf("no pod on the tainted node %s: %v", names[1], slices.Collect(maps.Keys(pods)))
+	}
 }
 
 // TestServingSwitch: a new version restarts a node's serving pod only once
