@@ -124,18 +124,8 @@ func (r *InferenceModelReconciler) serveEdge(ctx context.Context, s *modelScope,
 		}
 		return s.placed != nil && !slices.Contains(s.placed.pending, node)
 	}
-	var desired int32
-	if ds.Status != nil && ds.Status.DesiredNumberScheduled != nil {
-		desired = *ds.Status.DesiredNumberScheduled
-	}
-	restart := planRestarts(pods, templateHash(ds), w.digest, filesReady, desired, m.Spec.Rollout.MaxConcurrentNodes)
-	for _, p := range restart {
-		if err := r.Delete(ctx, p, client.Preconditions{UID: &p.UID}); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("restart serving pod %s on node %s: %w", p.Name, p.Spec.NodeName, err)
-		}
-		p.DeletionTimestamp = &metav1.Time{}
-		r.recorder.Eventf(m, nil, corev1.EventTypeNormal, ReasonServingRestarted, "Rollout",
-			"restarting the serving pod of node %s onto %s", p.Spec.NodeName, shortText(w.digest))
+	if err := r.restartServing(ctx, m, ds, pods, w.digest, filesReady); err != nil {
+		return err
 	}
 	s.serving = servingByNode(pods)
 	m.Status.Nodes.Serving = 0
@@ -143,6 +133,26 @@ func (r *InferenceModelReconciler) serveEdge(ctx context.Context, s *modelScope,
 		if sv.ready && sv.digest == w.digest {
 			m.Status.Nodes.Serving++
 		}
+	}
+	return nil
+}
+
+// restartServing deletes the pods planRestarts chooses, so that the
+// DaemonSet controller recreates them on the current template, and marks
+// them terminating in pods.
+func (r *InferenceModelReconciler) restartServing(ctx context.Context, m *v1alpha1.InferenceModel, ds *appsv1ac.DaemonSetApplyConfiguration,
+	pods []*corev1.Pod, digest string, filesReady func(node string) bool) error {
+	var desired int32
+	if ds.Status != nil && ds.Status.DesiredNumberScheduled != nil {
+		desired = *ds.Status.DesiredNumberScheduled
+	}
+	for _, p := range planRestarts(pods, templateHash(ds), digest, filesReady, desired, m.Spec.Rollout.MaxConcurrentNodes) {
+		if err := r.Delete(ctx, p, client.Preconditions{UID: &p.UID}); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("restart serving pod %s on node %s: %w", p.Name, p.Spec.NodeName, err)
+		}
+		p.DeletionTimestamp = &metav1.Time{}
+		r.recorder.Eventf(m, nil, corev1.EventTypeNormal, ReasonServingRestarted, "Rollout",
+			"restarting the serving pod of node %s onto %s", p.Spec.NodeName, shortText(digest))
 	}
 	return nil
 }
