@@ -148,21 +148,14 @@ func modelMount(m *v1alpha1.InferenceModel) v1alpha1.ModelMount {
 	return m.Spec.Cloud.ModelMount
 }
 
-func (w cloudWorkload) labels() map[string]string {
-	l := ownerLabels(kindInferenceModel, w.model.Name)
-	l[managedByLabel] = managedByValue
-	return l
-}
+func (w cloudWorkload) labels() map[string]string { return modelLabels(w.model) }
 
 func (w cloudWorkload) podLabels() map[string]string {
 	return map[string]string{modelPodLabel: labelValue(w.model.Name), managedByLabel: managedByValue}
 }
 
 func (w cloudWorkload) ownerReference() *metav1ac.OwnerReferenceApplyConfiguration {
-	return metav1ac.OwnerReference().
-		WithAPIVersion(v1alpha1.GroupVersion.String()).WithKind(kindInferenceModel).
-		WithName(w.model.Name).WithUID(w.model.UID).
-		WithController(true).WithBlockOwnerDeletion(true)
+	return modelOwnerReference(w.model)
 }
 
 // deployment is the Deployment the cloud layer applies.

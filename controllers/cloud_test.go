@@ -199,9 +199,6 @@ func TestCloudRefusals(t *testing.T) {
 	pushModel(t, openRepo(t, ref), "1", map[string]string{"m.bin": "w"}, artifact.Metadata{})
 	unknown := cloudModel(ns, "unknown-framework")
 	unknown.Spec.Artifact, unknown.Spec.TargetVersion, unknown.Spec.FrameworkType = ref, "1", "caffe"
-	imageOnEdge := cloudModel(ns, "image-on-edge")
-	imageOnEdge.Spec.DeployToLayer = v1alpha1.LayerEdge
-	imageOnEdge.Spec.Image = ref + ":1"
 	taken := cloudModel(ns, "taken")
 	taken.Spec.Artifact, taken.Spec.TargetVersion, taken.Spec.FrameworkType = ref, "1", "onnx"
 	create(t, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "taken"},
@@ -211,7 +208,6 @@ func TestCloudRefusals(t *testing.T) {
 		want conds
 	}{
 		{unknown, conds{ready: metav1.ConditionFalse, reason: ReasonNoServingImage, message: `no serving image for frameworkType "caffe": set spec.frameworkType to one of onnx, pytorch, tensorflow, triton`, stalled: true}},
-		{imageOnEdge, conds{ready: metav1.ConditionFalse, reason: ReasonInvalidSpec, message: "spec.image runs only in the cloud layer", stalled: true}},
 		{taken, conds{ready: metav1.ConditionFalse, reason: ReasonObjectConflict, message: "a Service named taken already exists", stalled: true}},
 	} {
 		create(t, tt.m)

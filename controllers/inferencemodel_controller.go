@@ -124,6 +124,9 @@ func (r *InferenceModelReconciler) reconcileDelete(ctx context.Context, model *v
 	if err := r.deleteCloud(ctx, model); err != nil {
 		return ctrl.Result{}, err
 	}
+	if err := r.deleteServing(ctx, model); err != nil {
+		return ctrl.Result{}, err
+	}
 	if len(waiting) > 0 {
 		st, err := r.placer.settleDeletion(ctx, model, kindInferenceModel, r.opts.DeletionGracePeriod, time.Now())
 		if err != nil {
@@ -173,7 +176,8 @@ func (r *InferenceModelReconciler) deleteOwned(ctx context.Context, model *v1alp
 }
 
 // SetupWithManager watches InferenceModels, the NodeArtifacts, Deployments,
-// Services and ConfigMaps they own, and Node labels.
+// Services, ConfigMaps and DaemonSets they own, the DaemonSets' pods, and
+// Node labels.
 func (r *InferenceModelReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("inferencemodel").
@@ -182,6 +186,8 @@ func (r *InferenceModelReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ConfigMap{}).
+		Owns(&appsv1.DaemonSet{}).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.forServingPod), builder.OnlyMetadata).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.forNode), builder.OnlyMetadata, builder.WithPredicates(nodeChanges())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.opts.MaxConcurrentReconciles}).
 		Complete(r)
@@ -196,7 +202,7 @@ func (r *InferenceModelReconciler) forNode(ctx context.Context, node client.Obje
 	}
 	var matching []types.NamespacedName
 	for _, m := range list.Items {
-		if m.Spec.DeployToLayer != v1alpha1.LayerCloud && m.Spec.Artifact != "" && selects(m.Spec.NodeSelector, node) {
+		if m.Spec.DeployToLayer != v1alpha1.LayerCloud && selects(m.Spec.NodeSelector, node) {
 			matching = append(matching, client.ObjectKeyFromObject(&m))
 		}
 	}

@@ -22,8 +22,8 @@ import (
 func (r *InferenceModelReconciler) checkSpec(_ context.Context, s *modelScope) (ctrl.Result, error) {
 	m := s.model
 	cloud := m.Spec.DeployToLayer == v1alpha1.LayerCloud
-	if m.Spec.Image != "" && !cloud {
-		return ctrl.Result{}, stalledf(ReasonInvalidSpec, "spec.image runs only in the cloud layer (deployToLayer: cloud); on the edge, give the model files as spec.artifact with spec.targetVersion")
+	if err := checkServer(m); err != nil {
+		return ctrl.Result{}, err
 	}
 	if name := modelName(m); name == "." || name == ".." || strings.ContainsAny(name, "/\\") {
 		return ctrl.Result{}, stalledf(ReasonInvalidSpec, "spec.modelName %q must be a plain name: it names the model's directory", name)
@@ -152,7 +152,11 @@ func (r *InferenceModelReconciler) deploy(ctx context.Context, s *modelScope) (c
 // deployEdge runs the model on the edge only: it removes what the cloud
 // layer ran, and takes the edge step.
 func (r *InferenceModelReconciler) deployEdge(ctx context.Context, s *modelScope) (ctrl.Result, error) {
-	if err := r.deleteCloud(ctx, s.model); err != nil {
+	m := s.model
+	if m.Spec.Image != "" {
+		return r.deployEdgeImage(ctx, s)
+	}
+	if err := r.deleteCloud(ctx, m); err != nil {
 		return ctrl.Result{}, err
 	}
 	return r.edgeStep(ctx, s)
@@ -167,9 +171,14 @@ func (r *InferenceModelReconciler) edgeStep(ctx context.Context, s *modelScope) 
 	if err != nil {
 		return result, err
 	}
+	files, err := r.filesDigest(ctx, s, s.target)
+	if err != nil {
+		return result, err
+	}
 	m.Status.Nodes = s.placed.counts
+	m.Status.Nodes.Serving = servingOn(s.serving, files)
 	m.Status.URL = ""
-	s.outcome = rolloutOutcome(s.rollout, s.targetResolved(), *s.placed)
+	s.outcome = servingOutcome(rolloutOutcome(s.rollout, s.targetResolved(), *s.placed), s, files)
 	return result, conflictFailure(*s.placed)
 }
 
@@ -178,6 +187,9 @@ func (r *InferenceModelReconciler) edgeStep(ctx context.Context, s *modelScope) 
 func (r *InferenceModelReconciler) deployCloud(ctx context.Context, s *modelScope) (ctrl.Result, error) {
 	m := s.model
 	if _, err := r.placer.remove(ctx, m, kindInferenceModel); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.deleteServing(ctx, m); err != nil {
 		return ctrl.Result{}, err
 	}
 	// A Deployment rolls itself out: an edge rollout's status would be

@@ -11,14 +11,18 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/bargeml/barge/api/v1alpha1"
 )
 
 // The controller's whole access: it reads the objects users write and
 // patches only their finalizers and status (finalizers/update lets it set
 // blockOwnerDeletion on what it owns); it owns NodeArtifacts, Deployments,
-// Services and the ConfigMap that gives a joint model's edge part its cloud
-// part's address, written by patch and server-side apply; it reads Node labels
-// events; a Lease for --leader-elect. The pull Secrets the objects name are
+// Services, the edge serving DaemonSets and the ConfigMap that gives a joint
+// model's edge part its cloud part's address, written by patch and
+// server-side apply; it lists the DaemonSets' pods and deletes one to restart
+// it on a new version; it reads Node labels events; a Lease for
+// --leader-elect. The pull Secrets the objects name are
 // read one by one, with the rule of the marker in resolve.go, which the
 // chart grants per namespace.
 //
@@ -30,6 +34,8 @@ import (
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=daemonsets,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update
@@ -77,6 +83,10 @@ type Options struct {
 	// Credentials are the controller's own registry credentials, for
 	// objects without spec.pullSecretRef; anonymous when nil.
 	Credentials credentials.Store
+	// EdgeRoot is the edge pullers' --root on the nodes: an edge server
+	// mounts <EdgeRoot>/artifacts/<namespace>/<name>/versions/<digest>;
+	// if empty, v1alpha1.DefaultEdgeRoot.
+	EdgeRoot string
 }
 
 func (o Options) withDefaults() Options {
@@ -97,6 +107,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.DeletionGracePeriod <= 0 {
 		o.DeletionGracePeriod = 10 * time.Minute
+	}
+	if o.EdgeRoot == "" {
+		o.EdgeRoot = v1alpha1.DefaultEdgeRoot
 	}
 	return o
 }
@@ -130,15 +143,18 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	return datasets.SetupWithManager(mgr)
 }
 
-// CacheOptions restricts the manager's cache of Deployments, Services and
-// ConfigMaps to those Barge manages, so a large cluster's workloads and
-// configuration are not all held in the controller's memory. (The ConfigMaps
-// spec.verify names are read uncached, one by one.)
+// CacheOptions restricts the manager's cache of Deployments, Services,
+// ConfigMaps, DaemonSets and Pods to those Barge manages, so a large
+// cluster's workloads and configuration are not all held in the controller's
+// memory. Pods are watched as metadata only, and only to wake their model.
+// (The ConfigMaps spec.verify names are read uncached, one by one.)
 func CacheOptions() cache.Options {
 	managed := labels.SelectorFromSet(labels.Set{managedByLabel: managedByValue})
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
 		&appsv1.Deployment{}: {Label: managed},
 		&corev1.Service{}:    {Label: managed},
 		&corev1.ConfigMap{}:  {Label: managed},
+		&appsv1.DaemonSet{}:  {Label: managed},
+		&corev1.Pod{}:        {Label: managed},
 	}}
 }

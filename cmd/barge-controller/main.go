@@ -12,6 +12,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -58,6 +59,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		grace       = fs.Duration("deletion-grace-period", 10*time.Minute, "how long a deletion waits for a node's puller before the object's status names the node; a NotReady node's files finalizer is then released")
 		account     = fs.String("service-account", "", "the controller's own `namespace/name`, named in messages that say what RBAC to grant it")
 		regConfig   = fs.String("registry-config", "", "registry credentials in Docker config format (a mounted kubernetes.io/dockerconfigjson Secret) for objects without spec.pullSecretRef; anonymous when empty")
+		edgeRoot    = fs.String("edge-root", v1alpha1.DefaultEdgeRoot, "the edge pullers' --root on the nodes: an edge server mounts its model from `DIR`/artifacts/NAMESPACE/NAME/versions/DIGEST")
 	)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -81,6 +83,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		if d <= 0 {
 			return fmt.Errorf("--%s %s: must be positive", name, d)
 		}
+	}
+	if !strings.HasPrefix(*edgeRoot, "/") {
+		return fmt.Errorf("--edge-root %q: must be an absolute path on the nodes, the edge pullers' --root", *edgeRoot)
 	}
 	var creds credentials.Store
 	if *regConfig != "" {
@@ -119,6 +124,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		DeletionGracePeriod: *grace,
 		ServiceAccount:      *account,
 		Credentials:         creds,
+		EdgeRoot:            path.Clean(*edgeRoot),
 	}); err != nil {
 		return err
 	}

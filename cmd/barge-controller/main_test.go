@@ -91,6 +91,7 @@ func TestFlags(t *testing.T) {
 		{[]string{"--allowed-registries", "registry.example.com/models"}, `"registry.example.com/models" is not a registry`},
 		{[]string{"--registry-timeout", "0s"}, "--registry-timeout 0s: must be positive"},
 		{[]string{"--deletion-grace-period", "-1m"}, "--deletion-grace-period -1m0s: must be positive"},
+		{[]string{"--edge-root", "var/lib/barge"}, `--edge-root "var/lib/barge": must be an absolute path`},
 	} {
 		err := run(context.Background(), tt.args, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -102,7 +103,7 @@ func TestFlags(t *testing.T) {
 		t.Fatalf("--help: %v", err)
 	}
 	for _, want := range []string{"-kubeconfig", "-metrics-bind-address", "-health-probe-bind-address", "-leader-elect", "-barge-image", "-serving-images", "-allowed-registries", "-registry-timeout", "-reconcile-timeout", "-deletion-grace-period",
-		"onnx: mcr.microsoft.com/onnxruntime/server", "triton: nvcr.io/nvidia/tritonserver", "tensorflow: tensorflow/serving", fmt.Sprintf("(default %q)", ":8080")} {
+		"-edge-root", `(default "/var/lib/barge")`, "onnx: mcr.microsoft.com/onnxruntime/server", "triton: nvcr.io/nvidia/tritonserver", "tensorflow: tensorflow/serving", fmt.Sprintf("(default %q)", ":8080")} {
 		if !strings.Contains(help.String(), want) {
 			t.Errorf("--help lacks %q:\n%s", want, help.String())
 		}

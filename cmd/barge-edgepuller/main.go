@@ -30,6 +30,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote/credentials"
 	"oras.land/oras-go/v2/registry/remote/retry"
 
+	"github.com/bargeml/barge/api/v1alpha1"
 	"github.com/bargeml/barge/edgepuller/agent"
 	"github.com/bargeml/barge/edgepuller/fetch"
 	"github.com/bargeml/barge/edgepuller/gc"
@@ -70,7 +71,7 @@ func run(args []string, stderr io.Writer) int {
 		fl.PrintDefaults()
 	}
 	var (
-		root        = fl.String("root", "/var/lib/barge", "directory for the blob store, the artifacts and the persisted desired state")
+		root        = fl.String("root", v1alpha1.DefaultEdgeRoot, "directory for the blob store, the artifacts and the persisted desired state")
 		desired     = fl.String("desired", "", "standalone mode: YAML file listing the desired artifacts")
 		kubeconfig  = fl.String("kubeconfig", "", "Kubernetes mode: kubeconfig file; empty for the in-cluster configuration when KUBERNETES_SERVICE_HOST is set")
 		nodeName    = fl.String("node-name", os.Getenv("NODE_NAME"), "Kubernetes mode: this node's name (default $NODE_NAME)")

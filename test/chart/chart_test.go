@@ -1268,6 +1268,7 @@ func TestControllerFlags(t *testing.T) {
 		"registry-timeout":      "30s",
 		"reconcile-timeout":     "2m",
 		"deletion-grace-period": "10m",
+		"edge-root":             "/var/lib/barge",
 	} {
 		if got, ok := flag(c.Args, name); !ok || got != want {
 			t.Errorf("--%s=%q (present %v), want %q", name, got, ok, want)
@@ -1275,6 +1276,10 @@ func TestControllerFlags(t *testing.T) {
 	}
 	if v, ok := flag(c.Args, "allowed-registries"); ok {
 		t.Errorf("--allowed-registries=%q by default; want any registry", v)
+	}
+	d = decode[appsv1.Deployment](t, render(t, "--set", "edgePuller.root=/data/barge").one(t, "Deployment", "controller"))
+	if v, _ := flag(container(t, &d.Spec.Template, "controller").Args, "edge-root"); v != "/data/barge" {
+		t.Errorf("--edge-root=%q, want edgePuller.root /data/barge: edge servers mount the pullers' files", v)
 	}
 	d = decode[appsv1.Deployment](t, render(t, "--set", "controller.allowedRegistries={registry.example.com,10.0.0.5:5000}").one(t, "Deployment", "controller"))
 	if v, _ := flag(container(t, &d.Spec.Template, "controller").Args, "allowed-registries"); v != "registry.example.com,10.0.0.5:5000" {
