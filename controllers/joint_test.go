@@ -434,3 +434,55 @@ func TestJointVerify(t *testing.T) {
 	}
 	waitJoint(t, ns, "m", ref+"@"+v1.cloud)
 }
+
+// TestJointEdgeServer: the edge part's server mounts the edge part's files
+// and reads the cloud part's address from the ConfigMap, as the README's
+// contract says.
+func TestJointEdgeServer(t *testing.T) {
+	ns := env.Namespace(t)
+	ref := repoName(t, "detector")
+	v1 := pushJoint(t, ref, "stable", map[string]string{"backbone.onnx": "edge v1"},
+		map[string]string{"head.onnx": "cloud v1"}, artifact.Metadata{Framework: "onnx"})
+	nodes(t, ns, nil, 1)
+	m := jointModel(ns, "detector", ref, "stable")
+	m.Spec.Server = &v1alpha1.ServerSpec{Image: testServerImage}
+	create(t, m)
+
+	_, hex, _ := strings.Cut(v1.edge, ":")
+	ds := waitDaemonSet(t, ns, "detector", func(ds *appsv1.DaemonSet) error {
+		if len(ds.Spec.Template.Spec.Containers) != 1 {
+			return fmt.Errorf("%d containers", len(ds.Spec.Template.Spec.Containers))
+		}
+		return nil
+	})
+	pod := ds.Spec.Template.Spec
+	var url *corev1.EnvVar
+	for i, e := range pod.Containers[0].Env {
+		if e.Name == JointCloudURLEnv {
+			url = &pod.Containers[0].Env[i]
+		}
+	}
+	if url == nil || url.ValueFrom == nil || url.ValueFrom.ConfigMapKeyRef == nil ||
+		url.ValueFrom.ConfigMapKeyRef.Name != "detector-joint" || url.ValueFrom.ConfigMapKeyRef.Key != JointCloudURLKey {
+		t.Errorf("env %s = %+v; want it from ConfigMap detector-joint, key %s", JointCloudURLEnv, url, JointCloudURLKey)
+	}
+	mounts := map[string]string{}
+	for _, vm := range pod.Containers[0].VolumeMounts {
+		mounts[vm.MountPath] = vm.Name
+	}
+	if mounts[JointConfigDir] == "" {
+		t.Errorf("mounts %v; want the ConfigMap at %s", mounts, JointConfigDir)
+	}
+	var hostPaths []string
+	for _, v := range pod.Volumes {
+		if v.HostPath != nil {
+			hostPaths = append(hostPaths, v.HostPath.Path)
+		}
+	}
+	if len(hostPaths) != 1 || !strings.HasSuffix(hostPaths[0], "/versions/sha256-"+hex) {
+		t.Errorf("hostPath volumes %v; want the version directory of the edge part %s", hostPaths, v1.edge)
+	}
+	if c := pod.Containers[0]; c.Image != testServerImage {
+		t.Errorf("the edge server runs %s; want spec.server.image %s", c.Image, testServerImage)
+	}
+}
