@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 
 	"github.com/bargeml/barge/api/v1alpha1"
 	"github.com/bargeml/barge/artifact"
+	"github.com/bargeml/barge/internal/testenv"
 )
 
 // rolloutFixture is an edge model whose three nodes hold version 1 of the
@@ -26,9 +28,11 @@ type rolloutFixture struct {
 	repo  *remote.Repository
 	nodes []string // sorted by name
 	d1    string
+	// kubelet runs the serving pods of a model with spec.server.
+	kubelet *testenv.Kubelet
 }
 
-func newRolloutFixture(t *testing.T, rollout v1alpha1.RolloutSpec) *rolloutFixture {
+func newRolloutFixture(t *testing.T, rollout v1alpha1.RolloutSpec, edits ...func(*v1alpha1.InferenceModel)) *rolloutFixture {
 	t.Helper()
 	f := &rolloutFixture{ns: env.Namespace(t)}
 	ref := repoName(t, "m")
@@ -39,6 +43,12 @@ func newRolloutFixture(t *testing.T, rollout v1alpha1.RolloutSpec) *rolloutFixtu
 	f.m = edgeModel(f.ns, "m", ref, "stable")
 	f.m.Spec.Interval = &metav1.Duration{Duration: time.Hour}
 	f.m.Spec.Rollout = rollout
+	for _, edit := range edits {
+		edit(f.m)
+	}
+	if f.m.Spec.Server != nil {
+		f.kubelet = testenv.StartKubelet(t, k8s, f.ns, f.nodes...)
+	}
 	create(t, f.m)
 	f.report(t, f.d1, v1alpha1.NodeArtifactReady, "", f.nodes...)
 	f.waitPhase(t, v1alpha1.RolloutComplete, f.d1)
@@ -287,5 +297,49 @@ func TestRollback(t *testing.T) {
 	}
 	if h := f.m.Status.History; len(h) != 3 || h[0].Digest != d3 || h[1].Action != actionRolledBack {
 		t.Errorf("history %+v", h)
+	}
+}
+
+// TestCanaryServerCrashRollsBack: the canary node holds the new files, but
+// its server crashes on them: the rollout rolls back, the canary serves the
+// old version again, and the other nodes never left it.
+func TestCanaryServerCrashRollsBack(t *testing.T) {
+	one := int32(1)
+	f := newRolloutFixture(t, v1alpha1.RolloutSpec{MaxConcurrentNodes: 1, Canary: &v1alpha1.CanarySpec{Nodes: &one}, FailurePolicy: v1alpha1.FailurePolicyRollback},
+		func(m *v1alpha1.InferenceModel) { m.Spec.Server = &v1alpha1.ServerSpec{Image: testServerImage} })
+	var mu sync.Mutex
+	var bad string
+	f.kubelet.SetState(func(p *corev1.Pod) testenv.PodState {
+		mu.Lock()
+		defer mu.Unlock()
+		if bad != "" && p.Annotations[v1alpha1.DigestAnnotation] == bad {
+			return testenv.PodCrashLoop
+		}
+		return testenv.PodRunning
+	})
+	d2 := f.push(t, "v2")
+	mu.Lock()
+	bad = d2
+	mu.Unlock()
+	canary, rest := f.nodes[0], f.nodes[1:]
+	f.report(t, d2, v1alpha1.NodeArtifactReady, "", canary)
+
+	f.waitPhase(t, v1alpha1.RolloutRolledBack, d2)
+	f.staysOn(t, f.d1, rest...)
+	f.report(t, f.d1, v1alpha1.NodeArtifactReady, "", canary)
+	modelStatus(t, f.m, func() error {
+		pods := servingPodsByNode(t, f.ns)
+		for _, n := range f.nodes {
+			if p := pods[n]; p == nil || p.Annotations[v1alpha1.DigestAnnotation] != f.d1 || !podReady(p) {
+				return fmt.Errorf("node %s: serving pod %v, want Ready on %s", n, p, f.d1)
+			}
+		}
+		if f.m.Status.Nodes.Serving != 3 {
+			return fmt.Errorf("nodes %+v", f.m.Status.Nodes)
+		}
+		return nil
+	})
+	if h := f.m.Status.History; len(h) < 2 || h[0].Action != actionRolledBack || h[0].Digest != d2 || !strings.Contains(h[0].Reason, canary) || !strings.Contains(h[0].Reason, "CrashLoopBackOff") {
+		t.Errorf("history %+v; want a rollback of %s naming %s and its crash", h, d2, canary)
 	}
 }
