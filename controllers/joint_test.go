@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -394,13 +393,8 @@ func TestJointEdgeExtras(t *testing.T) {
 // index; the edge part's NodeArtifacts carry the policy with the index as
 // signedIndex, so the node can verify the part it pulls.
 func TestJointVerify(t *testing.T) {
-	key, pub := signtest.CosignKeyPair(t)
-	pubPEM, err := os.ReadFile(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ns := env.Namespace(t)
-	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cosign"}, Data: map[string][]byte{"cosign.pub": pubPEM}})
+	key := cosignSecret(t, ns)
 	ref := repoName(t, "m")
 	v1 := pushJoint(t, ref, "1", map[string]string{"a.onnx": "edge v1"}, map[string]string{"b.onnx": "cloud v1"}, artifact.Metadata{Framework: "onnx"})
 	v2 := pushJoint(t, ref, "2", map[string]string{"a.onnx": "edge v2"}, map[string]string{"b.onnx": "cloud v2"}, artifact.Metadata{Framework: "onnx"})

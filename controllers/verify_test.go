@@ -14,19 +14,28 @@ import (
 	"github.com/bargeml/barge/internal/signtest"
 )
 
+// cosignSecret makes a cosign key pair and the Secret "cosign" in ns that
+// holds its public key, as spec.verify.secretRef names it; it returns the
+// private key's path, to sign with.
+func cosignSecret(t *testing.T, ns string) string {
+	t.Helper()
+	key, pub := signtest.CosignKeyPair(t)
+	pubPEM, err := os.ReadFile(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cosign"}, Data: map[string][]byte{"cosign.pub": pubPEM}})
+	return key
+}
+
 // TestVerifyRollout: with spec.verify, a digest signed by the Secret's
 // cosign key rolls out; a tag moved to an unsigned digest stalls the model
 // with VerificationFailed and moves no NodeArtifact (the node keeps the
 // signed version); once the new digest is signed it rolls out. Every
 // NodeArtifact carries spec.verify for the node's own check.
 func TestVerifyRollout(t *testing.T) {
-	key, pub := signtest.CosignKeyPair(t)
-	pubPEM, err := os.ReadFile(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ns := env.Namespace(t)
-	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cosign"}, Data: map[string][]byte{"cosign.pub": pubPEM}})
+	key := cosignSecret(t, ns)
 	ref := repoName(t, "m")
 	repo := openRepo(t, ref)
 	d1 := pushModel(t, repo, "latest", map[string]string{"m.onnx": "v1"}, artifact.Metadata{}).Digest.String()

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,28 +15,9 @@ import (
 	"github.com/bargeml/barge/internal/testenv"
 )
 
-// The control plane starts on the first test that needs it, so the
-// standalone tests do not wait for it.
-var (
-	kubeOnce sync.Once
-	kubeEnv  *testenv.Env
-	kubeErr  error
-)
-
-func startKube(t *testing.T) *testenv.Env {
-	t.Helper()
-	kubeOnce.Do(func() { kubeEnv, kubeErr = testenv.Start() })
-	if kubeErr != nil {
-		t.Fatal(kubeErr)
-	}
-	return kubeEnv
-}
-
-func stopKube() {
-	if kubeEnv != nil {
-		kubeEnv.Stop()
-	}
-}
+// controlPlane starts on the first test that needs it, so the standalone tests do
+// not wait for it.
+var controlPlane testenv.Lazy
 
 // The flags choose exactly one mode, and say so when they do not.
 func TestModeFlags(t *testing.T) {
@@ -76,7 +56,7 @@ func TestModeFlags(t *testing.T) {
 // reports it Ready in the API, and removes the files then the finalizer
 // when it is deleted.
 func TestDaemonKubernetesMode(t *testing.T) {
-	e := startKube(t)
+	e := controlPlane.Env(t)
 	s := newSite(t)
 	m, size := s.push("models/resnet", "1.0", map[string]string{"model.onnx": "resnet v1"})
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")

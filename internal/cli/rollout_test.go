@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,37 +16,28 @@ import (
 	"github.com/bargeml/barge/internal/testenv"
 )
 
-// The control plane starts for the first test that needs it: most of the
-// package's tests do not.
-var (
-	kubeOnce sync.Once
-	kubeEnv  *testenv.Env
-	kubeErr  error
-)
+// kube starts for the first test that needs it: most of the package's
+// tests do not.
+var kube testenv.Lazy
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if kubeEnv != nil {
-		if err := kubeEnv.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
+	if err := kube.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 	}
 	os.Exit(code)
 }
 
-// startKube starts a kube-apiserver with Barge's CRDs and writes a
-// kubeconfig for it, whose context is named "envtest".
+// startKube writes a kubeconfig for the package's kube-apiserver (Barge's
+// CRDs installed), whose context is named "envtest".
 func startKube(t *testing.T) (*testenv.Env, string) {
 	t.Helper()
-	kubeOnce.Do(func() { kubeEnv, kubeErr = testenv.Start() })
-	if kubeErr != nil {
-		t.Fatal(kubeErr)
-	}
+	e := kube.Env(t)
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(kubeconfig, kubeEnv.KubeConfig, 0o600); err != nil {
+	if err := os.WriteFile(kubeconfig, e.KubeConfig, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return kubeEnv, kubeconfig
+	return e, kubeconfig
 }
 
 // TestRolloutResume: `barge rollout resume` sets the resume annotation of a
