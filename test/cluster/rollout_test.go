@@ -98,6 +98,7 @@ func TestMetricGatedPromotion(t *testing.T) {
 	if !rec.firstSpec(digests["1.0.0"]).IsZero() {
 		t.Errorf("1.0.0, which never won, was given to a node")
 	}
+	logModel(t, im)
 	deleteModel(t, ns, "classifier")
 }
 
@@ -202,6 +203,7 @@ func TestCanaryThenTheRest(t *testing.T) {
 	if h := im.Status.History; len(h) < 3 || h[0].Digest != digests["1.2.0"] || h[1].Digest != digests["1.1.0"] || h[2].Digest != digests["1.0.0"] {
 		t.Errorf("status.history = %s; want 1.2.0, 1.1.0, 1.0.0 rolled out", historyText(h))
 	}
+	logModel(t, im)
 	deleteModel(t, ns, "detector")
 }
 
@@ -263,14 +265,16 @@ func TestRollbackWhenNodesFail(t *testing.T) {
 		t.Errorf("edge-1 never reported 1.1.0 Ready: the rollback did not move a node back")
 	}
 	for _, n := range []string{"edge-2", "edge-3"} {
-		if !rec.failedOn(d2, n) {
+		msg := rec.failure(d2, n)
+		if msg == "" {
 			t.Errorf("%s never reported 1.1.0 Failed", n)
 		}
+		t.Logf("%s reported: %s", n, msg)
 	}
 	ready := meta.FindStatusCondition(im.Status.Conditions, bargev1.ReadyCondition)
 	if ready == nil || ready.Status != metav1.ConditionFalse || ready.Reason != "RolledBack" ||
-		!strings.Contains(ready.Message, "rolled back 1.1.0") || !strings.Contains(ready.Message, "2 of 3 nodes failed (maxFailedNodes 1)") {
-		t.Errorf("Ready condition %+v; want False, RolledBack, saying 2 of 3 nodes failed", ready)
+		!strings.Contains(ready.Message, "rolled back 1.1.0") || !strings.Contains(ready.Message, "2 of 3 nodes failed (maxFailedNodes 1); edge-2: did not finish within the pull timeout of 2s") {
+		t.Errorf("Ready condition %+v; want False, RolledBack, saying 2 of 3 nodes failed and why", ready)
 	}
 	h := im.Status.History
 	if len(h) < 2 || h[0].Action != "RolledBack" || h[0].Digest != d2 || h[0].Version != "1.1.0" ||
@@ -297,6 +301,7 @@ func TestRollbackWhenNodesFail(t *testing.T) {
 			t.Errorf("%s moved after the rollback: spec %s", n, na.Spec.Digest)
 		}
 	}
+	logModel(t, im)
 	deleteModel(t, ns, "segmenter")
 }
 
@@ -357,12 +362,14 @@ func TestJointModelRollbackMovesBothParts(t *testing.T) {
 	if rec.firstCloud(repo + "@" + v2.cloud).IsZero() {
 		t.Errorf("the Deployment never ran the new cloud part: nothing moved back")
 	}
-	if !rec.failedOn(v2.edge, "edge-1") || !rec.firstSpecOn(v2.edge, "edge-2").IsZero() {
+	t.Logf("edge-1 reported: %s", rec.failure(v2.edge, "edge-1"))
+	if rec.failure(v2.edge, "edge-1") == "" || !rec.firstSpecOn(v2.edge, "edge-2").IsZero() {
 		t.Errorf("want edge-1 to fail the new edge part and edge-2 never to get it (maxFailedNodes 0)")
 	}
-	if h := im.Status.History; len(h) < 2 || h[0].Action != "RolledBack" || h[0].Digest != v2.index || h[0].Version != "1.1.0" || !strings.Contains(h[0].Reason, "edge-1: ") {
+	if h := im.Status.History; len(h) < 2 || h[0].Action != "RolledBack" || h[0].Digest != v2.index || h[0].Version != "1.1.0" || !strings.Contains(h[0].Reason, "edge-1: layer backbone.onnx: fetch blob sha256:"+hex12(v2.edgeLayers[0])+": downloaded twice") {
 		t.Errorf("status.history = %s; want the index 1.1.0 rolled back, naming edge-1's failure", historyText(h))
 	}
+	logModel(t, getModel(t, ns, "detector"))
 	deleteModel(t, ns, "detector")
 }
 
@@ -651,6 +658,24 @@ func summary(files map[string]string) map[string]string {
 	return out
 }
 
+// logModel shows what a user sees of the model (-v).
+func logModel(t *testing.T, im *bargev1.InferenceModel) {
+	t.Helper()
+	if r := im.Status.Resolved; r != nil {
+		t.Logf("resolved: %s %s: %s", r.Version, r.ShortDigest, r.Reason)
+	}
+	if r := im.Status.Rollout; r != nil {
+		t.Logf("rollout: %s: %s", r.Phase, r.Message)
+	}
+	for _, c := range im.Status.Conditions {
+		t.Logf("condition %s=%s %s: %s", c.Type, c.Status, c.Reason, c.Message)
+	}
+	t.Logf("history: %s", historyText(im.Status.History))
+}
+
+// hex12 is the short form of a digest.
+func hex12(d string) string { return strings.TrimPrefix(d, "sha256:")[:12] }
+
 func historyText(h []bargev1.HistoryEntry) string {
 	var parts []string
 	for _, e := range h {
@@ -672,6 +697,7 @@ type seenNodeArtifact struct {
 	at                   time.Time
 	node, spec, reported string
 	phase                bargev1.NodeArtifactPhase
+	message              string
 }
 
 type seenCloud struct {
@@ -715,7 +741,7 @@ func (r *recorder) consume(w watch.Interface) {
 		r.mu.Lock()
 		switch o := ev.Object.(type) {
 		case *bargev1.NodeArtifact:
-			r.nas = append(r.nas, seenNodeArtifact{at: now, node: o.Spec.NodeName, spec: o.Spec.Digest, reported: o.Status.Digest, phase: o.Status.Phase})
+			r.nas = append(r.nas, seenNodeArtifact{at: now, node: o.Spec.NodeName, spec: o.Spec.Digest, reported: o.Status.Digest, phase: o.Status.Phase, message: o.Status.Message})
 		case *appsv1.Deployment:
 			r.cloud = append(r.cloud, seenCloud{at: now, reference: cloudReference(o)})
 		}
@@ -757,13 +783,17 @@ func (r *recorder) firstReady(digest string, nodes ...string) time.Time {
 	return last
 }
 
-// failedOn says whether node reported Failed while told to hold digest.
-func (r *recorder) failedOn(digest, node string) bool {
+// failure is the first failure node reported while told to hold digest,
+// or "".
+func (r *recorder) failure(digest, node string) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return slices.ContainsFunc(r.nas, func(s seenNodeArtifact) bool {
-		return s.node == node && s.spec == digest && s.phase == bargev1.NodeArtifactFailed
-	})
+	for _, s := range r.nas {
+		if s.node == node && s.spec == digest && s.phase == bargev1.NodeArtifactFailed {
+			return s.message
+		}
+	}
+	return ""
 }
 
 // specsSince lists the nodes told to hold digest after t.
