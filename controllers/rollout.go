@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -396,14 +397,16 @@ func rejectedDigests(h []v1alpha1.HistoryEntry, generation int64) map[string]str
 }
 
 // failureSummary says how many nodes failed and why, naming at most five
-// and quoting two.
+// and quoting two, in at most quoteBudget characters together, so that the
+// rollout's message still ends with what happens next.
 func failureSummary(failed []nodeState, total int, allowed int32) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d of %d nodes failed (maxFailedNodes %d)", len(failed), total, allowed)
+	quote := quoteBudget / min(len(failed), 2)
 	for i, n := range failed {
 		switch {
 		case i < 2:
-			fmt.Fprintf(&b, "; %s: %s", n.name, clipTo(n.failed, 80))
+			fmt.Fprintf(&b, "; %s: %s", n.name, clipTo(n.failed, quote))
 		case i == 2:
 			names := make([]string, 0, len(failed)-2)
 			for _, m := range failed[2:] {
@@ -416,6 +419,33 @@ func failureSummary(failed []nodeState, total int, allowed int32) string {
 		}
 	}
 	return b.String()
+}
+
+// quoteBudget is how much of the failed nodes' messages a failure summary
+// quotes.
+const quoteBudget = 110
+
+var (
+	longDigest    = regexp.MustCompile(`sha256:[a-f0-9]{64}`)
+	attemptSuffix = regexp.MustCompile(` \(attempt [0-9]+; next in [^)]*\)$`)
+)
+
+// failureCause is why a node's puller failed, without what the rollout's
+// message says already. The puller writes "pull REPO@DIGEST: CAUSE
+// (attempt N; next in D)", often naming the repository and full digests
+// again inside CAUSE: quoted as it is, the first hundred characters would
+// show the reference and never the cause.
+func failureCause(na *v1alpha1.NodeArtifact) string {
+	msg := strings.TrimPrefix(na.Status.Message, "pull "+na.Spec.Reference+": ")
+	if repo, _, ok := strings.Cut(na.Spec.Reference, "@"); ok {
+		msg = strings.ReplaceAll(msg, " from "+repo, "")
+	}
+	msg = attemptSuffix.ReplaceAllString(msg, "")
+	msg = longDigest.ReplaceAllStringFunc(msg, func(d string) string { return d[:len("sha256:")+12] })
+	if msg == "" {
+		return "the puller reported Failed"
+	}
+	return msg
 }
 
 // countHealthy counts the healthy nodes among only; among all when only
@@ -586,10 +616,7 @@ func filesStates(v nodeView, files string) map[string]nodeState {
 		}
 		st := nodeState{name: na.Spec.NodeName, healthy: holds(na, files)}
 		if failedNow(na) {
-			st.failed = na.Status.Message
-			if st.failed == "" {
-				st.failed = "the puller reported Failed"
-			}
+			st.failed = failureCause(na)
 		}
 		out[na.Spec.NodeName] = st
 	}

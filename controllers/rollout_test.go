@@ -246,6 +246,32 @@ func TestFailureSummary(t *testing.T) {
 	}
 }
 
+// TestFailureCause: a failure summary quotes why a node failed, not the
+// reference and digests the puller's message repeats (what the pullers of
+// test/cluster write for a pull timeout and for a corrupt layer).
+func TestFailureCause(t *testing.T) {
+	const repo = "127.0.0.1:42983/models/detector"
+	ref := repo + "@sha256:71373142a8005e0ca6c8246e2d426df3b9a806e3aa7577bf9682f991825cea66"
+	blob := "sha256:95d3476e31da93238edf3d9865dec4ef26a63a9d208661e88f8e1bf261567742"
+	for _, c := range []struct{ message, want string }{
+		{"pull " + ref + ": did not finish within the pull timeout of 2s (partial downloads are kept and the next pull resumes them): layer weights.bin: fetch blob " + blob + " from " + repo + ": interrupted at offset 69232 of 4194304, the partial is kept: context deadline exceeded (attempt 1; next in 600ms)",
+			"did not finish within the pull timeout of 2s (partial downloads are kept and the next pull resumes them): layer weights.bin: fetch blob sha256:95d3476e31da: interrupted at offset 69232 of 4194304, the partial is kept: context deadline exceeded"},
+		{"pull " + ref + ": layer backbone.onnx: fetch blob " + blob + " from " + repo + ": downloaded twice from byte 0 and both copies were corrupt (attempt 3; next in 4.1s)",
+			"layer backbone.onnx: fetch blob sha256:95d3476e31da: downloaded twice from byte 0 and both copies were corrupt"},
+		{"verify: no signature of the index (attempt 1; next in 1s)", "verify: no signature of the index"},
+		{"", "the puller reported Failed"},
+	} {
+		na := &v1alpha1.NodeArtifact{Spec: v1alpha1.NodeArtifactSpec{Reference: ref}, Status: v1alpha1.NodeArtifactStatus{Message: c.message}}
+		if got := failureCause(na); got != c.want {
+			t.Errorf("failureCause(%q)\n = %q\nwant %q", c.message, got, c.want)
+		}
+	}
+	got := failureSummary([]nodeState{{name: "edge-2", failed: strings.Repeat("x", 200)}, {name: "edge-3", failed: "short"}}, 3, 1)
+	if want := "2 of 3 nodes failed (maxFailedNodes 1); edge-2: " + strings.Repeat("x", quoteBudget/2-3) + "...; edge-3: short"; got != want {
+		t.Errorf("failureSummary = %q\nwant %q", got, want)
+	}
+}
+
 // TestNodeStates: a node is healthy on the new files when its puller holds
 // them and, for a model with a server, its pod is Ready on them; a puller's
 // failure or a pod that cannot serve them fails it.
