@@ -4,9 +4,11 @@
 // and answers GET / with it as JSON. It exits with status 1 at start when
 // the model directory holds a file named CRASH: a bad version.
 //
-//	modelserver [-model FILE] [-cloud-url-file FILE]
+//	modelserver [-model FILE] [-cloud-url-file FILE] [-load-time DURATION]
 //
-// It listens on 127.0.0.1:$PORT (8080 without PORT).
+// It listens on 127.0.0.1:$PORT (8080 without PORT), -load-time after it
+// started: the time a real server takes to load its model, during which a
+// restarted node does not serve.
 package main
 
 import (
@@ -22,6 +24,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Answer is what GET / returns.
@@ -49,6 +52,7 @@ func main() {
 func run() error {
 	model := flag.String("model", "", "the model file (default: $BARGE_MODEL_DIR/model.bin)")
 	cloudFile := flag.String("cloud-url-file", "", "a file holding the cloud part's address")
+	loadTime := flag.Duration("load-time", 0, "how long loading the model takes before the server listens")
 	flag.Parse()
 	dir := os.Getenv("BARGE_MODEL_DIR")
 	if dir == "" {
@@ -65,6 +69,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	time.Sleep(*loadTime)
 	port := os.Getenv("PORT")
 	if port == "" {
 		port = "8080"
