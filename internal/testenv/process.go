@@ -716,13 +716,20 @@ func (pp *podProcess) run(ctx context.Context, l *launch) *corev1.ContainerState
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
 	probeCtx, stopProbe := context.WithCancel(ctx)
-	defer stopProbe()
-	go pp.probe(probeCtx)
+	probed := make(chan struct{})
+	go func() { pp.probe(probeCtx); close(probed) }()
+	// A probe that passed just before the process ended must not make the
+	// next one Ready.
+	endProbe := func() {
+		stopProbe()
+		<-probed
+		pp.update(func(s *containerState) { s.ready = false })
+	}
 	select {
 	case <-exited:
+		endProbe()
 	case <-ctx.Done():
-		stopProbe()
-		pp.update(func(s *containerState) { s.ready = false })
+		endProbe()
 		signalGroup(cmd, false)
 		select {
 		case <-exited:
@@ -731,7 +738,6 @@ func (pp *podProcess) run(ctx context.Context, l *launch) *corev1.ContainerState
 			<-exited
 		}
 	}
-	stopProbe()
 	code := cmd.ProcessState.ExitCode()
 	t := &corev1.ContainerStateTerminated{ExitCode: int32(code), Reason: "Error",
 		StartedAt: metav1.NewTime(start), FinishedAt: metav1.Now()}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,9 +13,11 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	bargev1 "github.com/bargeml/barge/api/v1alpha1"
 	"github.com/bargeml/barge/internal/testenv"
@@ -69,6 +72,44 @@ func (s *servingSite) serverModel(name, artifact, version string, rollout bargev
 	}
 }
 
+// deploy creates im, and deletes it when the test ends, while the nodes'
+// pullers still run: envtest deletes no namespace, and a later test's
+// pullers would pull every model an earlier test left.
+func (s *servingSite) deploy(t *testing.T, im *bargev1.InferenceModel) {
+	t.Helper()
+	ctx := context.Background()
+	if err := env.Client.Create(ctx, im); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.Client.Delete(ctx, im); client.IgnoreNotFound(err) != nil {
+			t.Error(err)
+			return
+		}
+		waitFor(t, im.Name+" and its NodeArtifacts to be gone", 60*time.Second, func() bool {
+			err := env.Client.Get(ctx, client.ObjectKeyFromObject(im), &bargev1.InferenceModel{})
+			return apierrors.IsNotFound(err) && len(nodeArtifacts(t, s.ns)) == 0
+		})
+	})
+}
+
+// waitReady waits for the model's Ready condition: the pullers' reports
+// can follow the files, and the servers, by a moment.
+func (s *servingSite) waitReady(t *testing.T, model string) {
+	t.Helper()
+	var im *bargev1.InferenceModel
+	deadline := time.Now().Add(60 * time.Second)
+	for im = getModel(t, s.ns, model); !meta.IsStatusConditionTrue(im.Status.Conditions, "Ready"); im = getModel(t, s.ns, model) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is not Ready: nodes %+v, conditions %+v", model, im.Status.Nodes, im.Status.Conditions)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if c := im.Status.Nodes; int(c.Serving) != len(s.nodes) || c.Serving != c.Desired {
+		t.Errorf("%s is Ready with nodes %+v, want all %d serving", model, c, len(s.nodes))
+	}
+}
+
 // serverAnswer is what the model server says (modelserver.Answer).
 type serverAnswer struct {
 	Name       string            `json:"name"`
@@ -76,7 +117,10 @@ type serverAnswer struct {
 	Model      string            `json:"model"`
 	Preprocess map[string]string `json:"preprocess"`
 	Labels     []string          `json:"labels"`
-	PID        int               `json:"pid"`
+	// CloudURL is $BARGE_CLOUD_URL; CloudURLFile the file -cloud-url-file.
+	CloudURL     string `json:"cloudURL"`
+	CloudURLFile string `json:"cloudURLFile"`
+	PID          int    `json:"pid"`
 }
 
 var serverClient = &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -269,24 +313,18 @@ func (w *serverWatch) processes(node string) int {
 // reaches every node one node at a time, each node's server restarting
 // only once its files are Ready and never failing but for that restart.
 func TestEdgeServingContract(t *testing.T) {
-	ctx := context.Background()
 	s := startServingSite(t, "edge-1", "edge-2", "edge-3")
 	repo := registry + "/models/" + s.ns
 	d1 := push(t, repo+":1.0.0", map[string]string{"model.bin": "weights v1", "preprocess/prep.py": "print('v1')"},
 		"--label", "cat", "--label", "dog")
-	im := s.serverModel("detector", repo, "1.0.0", bargev1.RolloutSpec{MaxConcurrentNodes: 1})
-	if err := env.Client.Create(ctx, im); err != nil {
-		t.Fatal(err)
-	}
+	s.deploy(t, s.serverModel("detector", repo, "1.0.0", bargev1.RolloutSpec{MaxConcurrentNodes: 1}))
 	for n, a := range s.waitServing(t, "detector", d1) {
 		if a.Name != "detector" || a.Model != "weights v1" || a.Preprocess["prep.py"] != "print('v1')" || len(a.Preprocess) != 1 ||
 			!slices.Equal(a.Labels, []string{"cat", "dog"}) {
 			t.Errorf("%s's server answers %+v", n, a)
 		}
 	}
-	if im := getModel(t, s.ns, "detector"); !meta.IsStatusConditionTrue(im.Status.Conditions, "Ready") {
-		t.Errorf("serving on every node, but not Ready: %+v", im.Status.Conditions)
-	}
+	s.waitReady(t, "detector")
 
 	// Version 2: every answer that names it comes from a node whose
 	// NodeArtifact holds it Ready.
@@ -321,16 +359,13 @@ func TestEdgeServingContract(t *testing.T) {
 	if w.maxDown > 1 {
 		t.Errorf("%d servers did not answer at once (%s); maxConcurrentNodes is 1", w.maxDown, w.downAt)
 	}
-	if im := getModel(t, s.ns, "detector"); !meta.IsStatusConditionTrue(im.Status.Conditions, "Ready") || im.Status.Nodes.Serving != 3 {
-		t.Errorf("after the switch: nodes %+v, conditions %+v", im.Status.Nodes, im.Status.Conditions)
-	}
+	s.waitReady(t, "detector")
 }
 
 // A version whose server crashes on the canary node rolls back: the canary
 // serves the previous version again, and the other nodes never stop
 // serving it.
 func TestCrashingVersionRollsBack(t *testing.T) {
-	ctx := context.Background()
 	s := startServingSite(t, "edge-1", "edge-2", "edge-3")
 	repo := registry + "/models/" + s.ns
 	d1 := push(t, repo+":1.0.0", map[string]string{"model.bin": "weights v1"})
@@ -338,9 +373,7 @@ func TestCrashingVersionRollsBack(t *testing.T) {
 	im := s.serverModel("detector", repo, "1.0.0", bargev1.RolloutSpec{
 		MaxConcurrentNodes: 1, Canary: &bargev1.CanarySpec{Nodes: &one}, FailurePolicy: bargev1.FailurePolicyRollback,
 	})
-	if err := env.Client.Create(ctx, im); err != nil {
-		t.Fatal(err)
-	}
+	s.deploy(t, im)
 	s.waitServing(t, "detector", d1)
 
 	d2 := push(t, repo+":2.0.0", map[string]string{"model.bin": "weights v2", "CRASH": ""})
@@ -376,5 +409,47 @@ func TestCrashingVersionRollsBack(t *testing.T) {
 		if na.Status.Digest != d1 || na.Status.Phase != bargev1.NodeArtifactReady {
 			t.Errorf("%s's NodeArtifact is %s on %s after the rollback", na.Spec.NodeName, na.Status.Phase, na.Status.Digest)
 		}
+	}
+}
+
+// A joint model's edge server finds its cloud part where the README says:
+// in BARGE_CLOUD_URL and in the file /etc/barge/joint/cloud-url, both from
+// the ConfigMap the controller writes.
+func TestJointEdgeServerFindsCloud(t *testing.T) {
+	s := startServingSite(t, "edge-1", "edge-2")
+	repo := registry + "/models/" + s.ns
+	edge, cloud := t.TempDir(), t.TempDir()
+	writeFile(t, filepath.Join(edge, "model.bin"), "backbone")
+	writeFile(t, filepath.Join(cloud, "model.onnx"), "head")
+	barge(t, "push", "--joint", "edge="+edge, "--joint", "cloud="+cloud, repo+":1.0.0")
+	im := s.serverModel("pipeline", repo, "1.0.0", bargev1.RolloutSpec{})
+	im.Spec.NodeSelector = map[string]string{"site": "a"}
+	im.Spec.DeployToLayer = bargev1.LayerJoint
+	im.Spec.FrameworkType = "onnx" // the cloud part's runtime
+	im.Spec.Server.Args = append(im.Spec.Server.Args, "-cloud-url-file", "/etc/barge/joint/cloud-url")
+	s.deploy(t, im)
+	// The servers report the edge part's digest: the files they mount.
+	var files string
+	waitFor(t, "the edge part on edge-1 and edge-2", 90*time.Second, func() bool {
+		nas := nodeArtifacts(t, s.ns)
+		files = nas["edge-1"].Spec.Digest
+		return len(nas) == 2 && files != "" && nas["edge-2"].Spec.Digest == files
+	})
+	answers := s.waitServing(t, "pipeline", files)
+	url := getModel(t, s.ns, "pipeline").Status.URL
+	if url == "" {
+		t.Fatal("status.url of the joint model is empty")
+	}
+	for n, a := range answers {
+		if a.Model != "backbone" || a.CloudURL != url || a.CloudURLFile != url {
+			t.Errorf("%s's server answers model %q, cloud URL %q and file %q; want backbone and %s", n, a.Model, a.CloudURL, a.CloudURLFile, url)
+		}
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
