@@ -62,6 +62,9 @@ const (
 // hostPath that does not exist holds nothing back unless the State hook
 // says so), run probes, schedule onto nodes it was not given, or touch
 // namespaces other than its own. Nodes are read, never written.
+//
+// StartProcessKubelet is the same stand-in with a kubelet that runs each
+// pod's container as a local process instead of the State hook.
 type Kubelet struct {
 	c         client.Client
 	namespace string
@@ -69,6 +72,9 @@ type Kubelet struct {
 
 	mu    sync.Mutex
 	state func(*corev1.Pod) PodState
+
+	// procs runs the pods as processes; nil: nothing runs.
+	procs *processes
 }
 
 // kubeletTick is how often the stand-in looks at the namespace.
@@ -78,7 +84,18 @@ const kubeletTick = 50 * time.Millisecond
 // manage pods and DaemonSet status in namespace (a cluster admin).
 func StartKubelet(t testing.TB, c client.Client, namespace string, nodes ...string) *Kubelet {
 	t.Helper()
-	k := &Kubelet{c: c, namespace: namespace, nodes: slices.Clone(nodes)}
+	k := newKubelet(c, namespace, nodes)
+	k.start(t)
+	return k
+}
+
+func newKubelet(c client.Client, namespace string, nodes []string) *Kubelet {
+	return &Kubelet{c: c, namespace: namespace, nodes: slices.Clone(nodes)}
+}
+
+// start runs the stand-in's loop until the test ends, and then stops the
+// pods' processes, if it runs any.
+func (k *Kubelet) start(t testing.TB) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -101,8 +118,10 @@ func StartKubelet(t testing.TB, c client.Client, namespace string, nodes ...stri
 	t.Cleanup(func() {
 		cancel()
 		<-done
+		if k.procs != nil {
+			k.procs.stopAll()
+		}
 	})
-	return k
 }
 
 // SetState makes state decide how each pod runs from now on; nil runs
@@ -133,6 +152,9 @@ func (k *Kubelet) sync(ctx context.Context) error {
 	if err := k.c.List(ctx, &pods, client.InNamespace(k.namespace)); err != nil {
 		return err
 	}
+	if k.procs != nil {
+		k.procs.sweep(pods.Items)
+	}
 	nodes := map[string]*corev1.Node{}
 	for _, name := range k.nodes {
 		n := &corev1.Node{}
@@ -151,6 +173,9 @@ func (k *Kubelet) sync(ctx context.Context) error {
 			continue
 		}
 		if p.DeletionTimestamp != nil {
+			if k.procs != nil && !k.procs.stopped(p) {
+				continue // its process is stopping
+			}
 			if err := k.c.Delete(ctx, p, client.GracePeriodSeconds(0)); client.IgnoreNotFound(err) != nil {
 				return fmt.Errorf("remove pod %s: %w", p.Name, err)
 			}
@@ -286,10 +311,16 @@ func (k *Kubelet) createPod(ctx context.Context, ds *appsv1.DaemonSet, node stri
 	return p, nil
 }
 
-// runPod writes the status the State hook asks for, when it differs, and
-// says whether the pod is Ready.
+// runPod writes the status the State hook asks for (in process mode: what
+// the pod's process does), when it differs, and says whether the pod is
+// Ready.
 func (k *Kubelet) runPod(ctx context.Context, p *corev1.Pod) (bool, error) {
-	want := podStatus(p, k.stateOf(p))
+	var want corev1.PodStatus
+	if k.procs != nil {
+		want = k.procs.status(p)
+	} else {
+		want = podStatus(p, k.stateOf(p))
+	}
 	ready := want.Phase == corev1.PodRunning && want.Conditions[0].Status == corev1.ConditionTrue
 	if statusEqual(p.Status, want) {
 		return ready, nil
@@ -354,7 +385,8 @@ func statusEqual(a, b corev1.PodStatus) bool {
 		x, y := a.ContainerStatuses[i], b.ContainerStatuses[i]
 		if x.Name != y.Name || x.Ready != y.Ready || x.RestartCount != y.RestartCount ||
 			(x.State.Waiting == nil) != (y.State.Waiting == nil) || (x.State.Running == nil) != (y.State.Running == nil) ||
-			(x.State.Waiting != nil && x.State.Waiting.Reason != y.State.Waiting.Reason) {
+			(x.State.Waiting != nil && (x.State.Waiting.Reason != y.State.Waiting.Reason || x.State.Waiting.Message != y.State.Waiting.Message)) ||
+			(x.State.Running != nil && !x.State.Running.StartedAt.Equal(&y.State.Running.StartedAt)) {
 			return false
 		}
 	}

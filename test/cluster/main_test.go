@@ -26,7 +26,7 @@ import (
 
 var (
 	env        *testenv.Env
-	bins       string // barge, barge-controller, barge-edgepuller
+	bins       string // barge, barge-controller, barge-edgepuller, modelserver
 	kubeconfig string
 	registry   string // host:port of the barge serve process
 	work       string
@@ -43,7 +43,7 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(work)
 	bins = filepath.Join(work, "bin")
-	build := exec.Command("go", "build", "-o", bins+"/", "github.com/bargeml/barge/cmd/...")
+	build := exec.Command("go", "build", "-o", bins+"/", "github.com/bargeml/barge/cmd/...", "github.com/bargeml/barge/internal/testenv/modelserver")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build:", err)
