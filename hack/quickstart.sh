@@ -121,6 +121,47 @@ for n in edge-1 edge-2; do
   find -L "$work/nodes/$n/artifacts" -path '*/current/*' -type f 2>/dev/null | sed "s|$work/||" | sort
 done
 
+step "Choose a version by its metrics: push detector 1.0.0 (accuracy 0.93) and 1.1.0 (0.89)"
+detector=$addr/models/detector
+version() { # version, accuracy: push a detector version and attach its evaluation
+  mkdir -p "$work/detector-$1"
+  echo "detector weights $1" >"$work/detector-$1/weights.bin"
+  echo "{\"metrics\": {\"accuracy\": $2}}" >"$work/detector-$1/eval.json"
+  "$barge" push --name detector --framework onnx "$work/detector-$1" "$detector:$1" >/dev/null
+  "$barge" metrics attach "$detector:$1" "$work/detector-$1/eval.json" >/dev/null
+}
+version 1.0.0 0.93
+version 1.1.0 0.89
+echo "what the controller will choose, tried locally with the same code:"
+"$barge" versions "$detector" --require 'metrics.accuracy >= 0.9' --order metrics.accuracy
+sed "s|REGISTRY|$addr|" examples/k8s/inferencemodel-selection.yaml | kubectl apply -f -
+kubectl wait --for=condition=Ready --timeout=120s inferencemodel/detector
+kubectl get inferencemodel detector -o wide
+echo "why this version:"
+kubectl get inferencemodel detector -o jsonpath='  {.status.resolved.version}: {.status.resolved.reason}{"\n"}'
+
+step "A broken version: 1.2.0 evaluates best (0.97), but the registry serves its weights damaged"
+version 1.2.0 0.97
+layer=$(sha256sum "$work/detector-1.2.0/weights.bin" | cut -d' ' -f1) # a one-file layer is the file itself
+printf X | dd of="$work/registry/docker/registry/v2/blobs/sha256/${layer:0:2}/$layer/data" bs=1 conv=notrunc status=none
+echo "the controller asks the registry again within spec.interval (30s); 1.2.0 wins, edge-1 takes it first and fails:"
+last=""
+for _ in $(seq 1 240); do
+  now=$(kubectl get inferencemodel detector -o jsonpath='{.status.rollout.phase} {.status.rollout.version}: {.status.rollout.message}')
+  [ "$now" != "$last" ] && echo "  rollout $now" && last=$now
+  case $now in RolledBack*) break ;; esac
+  sleep 0.5
+done
+case $last in RolledBack*) ;; *) echo "the rollout did not roll back; see $work/controller.log"; exit 1 ;; esac
+kubectl wait --for=condition=Stalled --timeout=60s inferencemodel/detector >/dev/null
+kubectl get inferencemodel detector -o wide
+echo "status.history (newest first):"
+kubectl get inferencemodel detector -o jsonpath='{range .status.history[*]}  {.time} {.action} {.version} {.reason}{"\n"}{end}'
+kubectl get events --field-selector involvedObject.name=detector --sort-by=.lastTimestamp
+for n in edge-1 edge-2; do
+  echo "$n serves: $(cat "$work/nodes/$n/artifacts/default/model-detector/current/weights.bin")"
+done
+
 step "Stop everything"
 stop_all
 trap - EXIT

@@ -246,7 +246,7 @@ func TestRollbackWhenNodesFail(t *testing.T) {
 		case r == nil || r.Phase != bargev1.RolloutRolledBack || r.Digest != d2 || r.Previous != d1:
 			return fmt.Errorf("status.rollout %+v", r)
 		case !meta.IsStatusConditionTrue(im.Status.Conditions, bargev1.StalledCondition):
-			return fmt.Errorf("not Stalled yet: %v", im.Status.Conditions)
+			return fmt.Errorf("not Stalled yet: %v; nodes: %s", im.Status.Conditions, nodesText(t, ns))
 		}
 		return nil
 	})
@@ -339,7 +339,9 @@ func TestJointModelRollbackMovesBothParts(t *testing.T) {
 	repo := registry + "/models/" + ns
 	edge1 := map[string]string{"backbone.onnx": "backbone 1.0.0"}
 	v1 := pushJoint(t, repo+":1.0.0", edge1, map[string]string{"head.onnx": "head 1.0.0"})
-	v2 := pushJoint(t, repo+":1.1.0", map[string]string{"backbone.onnx": "backbone 1.1.0"}, map[string]string{"head.onnx": "head 1.1.0"})
+	// The registry stores a blob once for all repositories: content of this
+	// test alone, so that no other test (nor -count) reads the damage.
+	v2 := pushJoint(t, repo+":1.1.0", map[string]string{"backbone.onnx": "backbone 1.1.0 of " + ns}, map[string]string{"head.onnx": "head 1.1.0"})
 	corruptLayers(t, v2.edgeLayers)
 	rec := record(t, ns)
 
@@ -671,6 +673,18 @@ func logModel(t *testing.T, im *bargev1.InferenceModel) {
 		t.Logf("condition %s=%s %s: %s", c.Type, c.Status, c.Reason, c.Message)
 	}
 	t.Logf("history: %s", historyText(im.Status.History))
+}
+
+// nodesText says where each node stands, for messages.
+func nodesText(t *testing.T, ns string) string {
+	t.Helper()
+	var parts []string
+	for n, na := range nodeArtifacts(t, ns) {
+		parts = append(parts, fmt.Sprintf("%s: spec %s gen %d, %s %s (observed %d) %q", n, hex12(na.Spec.Digest), na.Generation,
+			na.Status.Phase, hex12(na.Status.Digest+"            "), na.Status.ObservedGeneration, na.Status.Message))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, "; ")
 }
 
 // hex12 is the short form of a digest.
