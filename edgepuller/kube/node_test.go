@@ -15,6 +15,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bargeml/barge/api/v1alpha1"
@@ -483,5 +484,81 @@ func TestDuplicateDirectoryName(t *testing.T) {
 	}
 	if owner, err := s.get("owner"); err != nil || owner.Status.Phase != v1alpha1.NodeArtifactReady {
 		t.Errorf("owner after the later one was deleted: %+v, %v", owner.Status, err)
+	}
+}
+
+// A status patch whose answer comes back after the watch has brought a
+// newer spec must not take the Node back to the older object: the report
+// for the newer spec would be taken for a stale worker's and dropped, and
+// the NodeArtifact would never say Ready (a rollout or a rollback waiting
+// on it for ever). Here the spec goes v1 → v2 → v1, as in a rollback.
+func TestLateStatusAnswerKeepsTheNewerSpec(t *testing.T) {
+	s := newSite(t)
+	v1 := s.push("models/m", map[string]string{"m.bin": "v1"})
+	v2 := s.push("models/m", map[string]string{"m.bin": "v2"})
+	s.create("m", node, v1)
+	var hold atomic.Bool
+	patched, release := make(chan struct{}), make(chan struct{})
+	cfg := rest.CopyConfig(pullerConfig(t))
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(r)
+			if r.Method == http.MethodPatch && strings.HasSuffix(r.URL.Path, "/status") && hold.Swap(false) {
+				close(patched) // the server has it; its answer is late
+				<-release
+			}
+			return resp, err
+		})
+	})
+	n, err := kube.New(kube.Options{Config: cfg, NodeName: node,
+		ArtifactDir: func(name string) string { return filepath.Join(s.root, name) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var desired string
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.Watch(ctx, func(list []agent.Desired) {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(list) == 1 {
+				desired = list[0].Reference
+			}
+		})
+	}()
+	defer func() { cancel(); <-done }()
+	wants := func(ref string) func() bool {
+		return func() bool { mu.Lock(); defer mu.Unlock(); return desired == ref }
+	}
+	name, path := s.ns+"/m", "/var/lib/barge/m/current"
+	setReference := func(p pushed) {
+		t.Helper()
+		na, _ := s.get("m")
+		patch := fmt.Sprintf(`{"spec":{"reference":%q,"digest":%q}}`, p.ref, p.digest)
+		if err := env.Client.Patch(context.Background(), na, client.RawPatch("application/merge-patch+json", []byte(patch))); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	waitFor(t, "v1 desired", wants(v1.ref))
+	n.Report(agent.Status{Name: name, Reference: v1.ref, Phase: agent.Ready, Digest: v1.digest, Path: path})
+	s.waitReady("m", v1)
+	setReference(v2)
+	waitFor(t, "v2 desired", wants(v2.ref))
+	hold.Store(true)
+	n.Report(agent.Status{Name: name, Reference: v2.ref, Phase: agent.Failed, Digest: v1.digest, Path: path, Message: "v2 failed"})
+	<-patched
+	setReference(v1) // the rollback, while the answer about v2 is on its way
+	waitFor(t, "v1 desired again", wants(v1.ref))
+	close(release)
+	n.Report(agent.Status{Name: name, Reference: v1.ref, Phase: agent.Ready, Digest: v1.digest, Path: path})
+	na := s.waitStatus("m", "Ready on v1 for the newest spec", func(st v1alpha1.NodeArtifactStatus) bool {
+		return st.Phase == v1alpha1.NodeArtifactReady && st.ObservedGeneration == 3
+	})
+	if na.Generation != 3 || na.Status.Digest != v1.digest.String() {
+		t.Errorf("generation %d, status %+v", na.Generation, na.Status)
 	}
 }

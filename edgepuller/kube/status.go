@@ -207,7 +207,10 @@ func (n *Node) patchStatus(ctx context.Context, name string, na *v1alpha1.NodeAr
 	done := func(updated *v1alpha1.NodeArtifact) {
 		n.mu.Lock()
 		defer n.mu.Unlock()
-		if updated != nil && n.all[updated.UID] != nil {
+		// The answer is the object as the patch left it, unless the watch
+		// has brought a newer one meanwhile (a new spec): going back to
+		// the older would drop the reports for the newer spec as stale.
+		if cur := n.all[na.UID]; updated != nil && cur != nil && cur.ResourceVersion == na.ResourceVersion {
 			n.all[updated.UID] = updated
 			if cur := n.objects[name]; cur != nil && cur.UID == updated.UID {
 				n.objects[name] = updated
