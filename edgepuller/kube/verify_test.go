@@ -3,8 +3,6 @@ package kube_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -26,14 +24,7 @@ func TestSwappedDigestNotActivated(t *testing.T) {
 	v2 := s.push("models/m", map[string]string{"m.onnx": "unsigned"})
 	key, pub := signtest.CosignKeyPair(t)
 	signtest.CosignSign(t, key, s.reg.Host()+"/models/m@"+v1.digest.String())
-	dir := t.TempDir()
-	pubPEM, _ := os.ReadFile(pub)
-	if err := os.MkdirAll(filepath.Join(dir, s.ns, "cosign"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, s.ns, "cosign", "cosign.pub"), pubPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir := signtest.CosignKeyDir(t, pub, s.ns, "cosign")
 	s.verify = trust.FromDir(dir, nil)
 
 	na := s.create("m", node, v1)
@@ -67,14 +58,7 @@ func TestJointEdgePartVerified(t *testing.T) {
 	index, parts := s.reg.PushJointForTest(t, "models/j", "1", map[string]string{"a.onnx": "edge"}, map[string]string{"b.onnx": "cloud"}, artifact.PackOptions{})
 	key, pub := signtest.CosignKeyPair(t)
 	signtest.CosignSign(t, key, s.reg.Host()+"/models/j@"+index.Digest.String())
-	dir := t.TempDir()
-	pubPEM, _ := os.ReadFile(pub)
-	if err := os.MkdirAll(filepath.Join(dir, s.ns, "cosign"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, s.ns, "cosign", "cosign.pub"), pubPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir := signtest.CosignKeyDir(t, pub, s.ns, "cosign")
 	s.verify = trust.FromDir(dir, nil)
 
 	edge := pushed{ref: s.host + "/models/j@" + parts.Edge.Digest.String(), digest: parts.Edge.Digest}

@@ -72,14 +72,7 @@ func TestNodeVerifiesBeforeActivation(t *testing.T) {
 	signtest.CosignSign(t, key, repo+"@"+v1.String())
 
 	// The node's key material, as the chart mounts a ConfigMap.
-	dir := t.TempDir()
-	pubPEM, _ := os.ReadFile(pub)
-	if err := os.MkdirAll(filepath.Join(dir, "team-a", "cosign"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "team-a", "cosign", "cosign.pub"), pubPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir := signtest.CosignKeyDir(t, pub, "team-a", "cosign")
 
 	root := t.TempDir()
 	rec := &statuses{last: map[string]agent.Status{}}
@@ -147,14 +140,7 @@ func TestNodeVerifiesJointEdgePart(t *testing.T) {
 	key, pub := signtest.CosignKeyPair(t)
 	signtest.CosignSign(t, key, repo+"@"+signed.Digest.String())
 
-	dir := t.TempDir()
-	pubPEM, _ := os.ReadFile(pub)
-	if err := os.MkdirAll(filepath.Join(dir, "team-a", "cosign"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "team-a", "cosign", "cosign.pub"), pubPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir := signtest.CosignKeyDir(t, pub, "team-a", "cosign")
 	rec := &statuses{last: map[string]agent.Status{}}
 	a, err := agent.New(agent.Options{Root: t.TempDir(), Reporter: rec, Verify: trust.FromDir(dir, nil),
 		Backoff: func(int) time.Duration { return 100 * time.Millisecond }, ResolveInterval: time.Hour})

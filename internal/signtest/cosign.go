@@ -63,3 +63,22 @@ func CosignSign(tb testing.TB, key, ref string) {
 		tb.Fatalf("cosign sign %s: %v\n%s", ref, err, stderr)
 	}
 }
+
+// CosignKeyDir lays out pub as the node's key material for namespace, as the
+// chart mounts a ConfigMap named name: DIR/namespace/name/cosign.pub. It
+// returns DIR, for trust.FromDir.
+func CosignKeyDir(tb testing.TB, pub, namespace, name string) string {
+	tb.Helper()
+	pubPEM, err := os.ReadFile(pub)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dir := tb.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, namespace, name), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, namespace, name, "cosign.pub"), pubPEM, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	return dir
+}
