@@ -108,13 +108,16 @@ func shortDigest(d string) string {
 	return hex
 }
 
+// shortText names a digest for people: sha256:<12 hex>.
+func shortText(d string) string { return "sha256:" + shortDigest(d) }
+
 // versionText names a resolution for people: "1.0.0 (sha256:abcdef123456)".
 func versionText(r *v1alpha1.ResolvedArtifact) string {
 	if r == nil {
 		return ""
 	}
 	if r.Version == "" {
-		return "sha256:" + shortDigest(r.Digest)
+		return shortText(r.Digest)
 	}
 	return fmt.Sprintf("%s (sha256:%s)", r.Version, shortDigest(r.Digest))
 }

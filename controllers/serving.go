@@ -245,15 +245,8 @@ func servingOutcome(o outcome, s *modelScope, digest string) outcome {
 // deleteServing deletes the model's serving DaemonSet, if it has one; the
 // garbage collector deletes its pods.
 func (r *InferenceModelReconciler) deleteServing(ctx context.Context, m *v1alpha1.InferenceModel) error {
-	ds := &appsv1.DaemonSet{}
-	if err := r.Get(ctx, client.ObjectKeyFromObject(m), ds); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	if !metav1.IsControlledBy(ds, m) {
-		return nil
-	}
-	if err := r.Delete(ctx, ds); client.IgnoreNotFound(err) != nil {
-		return fmt.Errorf("delete DaemonSet %s: %w", ds.Name, err)
+	if err := r.deleteOwned(ctx, m, &appsv1.DaemonSet{}, m.Name); err != nil {
+		return fmt.Errorf("delete DaemonSet %s: %w", m.Name, err)
 	}
 	return nil
 }
@@ -718,9 +711,6 @@ func podFailure(p *corev1.Pod) string {
 
 // podMessage bounds what a condition quotes of a pod.
 const podMessage = 160
-
-// shortText names a digest for people: sha256:<12 hex>.
-func shortText(d string) string { return "sha256:" + shortDigest(d) }
 
 // forServingPod maps a serving pod's event to its model: the pod's
 // DaemonSet is named after it.
