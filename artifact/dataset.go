@@ -100,7 +100,7 @@ func PackDataset(ctx context.Context, dst Storage, dir string, config []byte, op
 		layers[i] = s
 	}
 	configDesc := content.NewDescriptorFromBytes(MediaTypeDatasetConfig, config)
-	return publish(ctx, dst, dir, ArtifactTypeDataset, configDesc, config, layers, opts.Annotations, limit)
+	return publish(ctx, dst, dir, ocispec.Manifest{ArtifactType: ArtifactTypeDataset, Config: configDesc, Annotations: opts.Annotations}, config, layers, limit)
 }
 
 // planShards groups files (in lexical order) into layers.

@@ -160,7 +160,7 @@ func Pack(ctx context.Context, dst Storage, dir string, opts PackOptions) (ocisp
 	for i, f := range files {
 		layers[i] = f
 	}
-	return publish(ctx, dst, dir, artifactType, config, configBytes, layers, annotations, limit)
+	return publish(ctx, dst, dir, ocispec.Manifest{ArtifactType: artifactType, Config: config, Annotations: annotations}, configBytes, layers, limit)
 }
 
 // layer is what publish pushes: a file or a dataset shard.
@@ -175,21 +175,17 @@ func (f *packFile) push(ctx context.Context, dst Storage) error { return pushFil
 // publish checks that the manifest fits a registry, then pushes the layers
 // (each digest once, limit at a time), the config and last the manifest, so
 // that nothing reaches dst for a manifest that cannot be pushed and a
-// manifest never names a blob dst lacks.
-func publish(ctx context.Context, dst Storage, dir, artifactType string, config ocispec.Descriptor, configBytes []byte,
-	layers []layer, annotations map[string]string, limit int) (ocispec.Descriptor, error) {
-	descs := make([]ocispec.Descriptor, len(layers))
+// manifest never names a blob dst lacks. m gives the artifact type, config,
+// annotations and subject; publish fills in the rest.
+func publish(ctx context.Context, dst Storage, dir string, m ocispec.Manifest, configBytes []byte, layers []layer, limit int) (ocispec.Descriptor, error) {
+	config := m.Config
+	m.Versioned = specs.Versioned{SchemaVersion: 2}
+	m.MediaType = ocispec.MediaTypeImageManifest
+	m.Layers = make([]ocispec.Descriptor, len(layers))
 	for i, l := range layers {
-		descs[i] = l.descriptor()
+		m.Layers[i] = l.descriptor()
 	}
-	manifest, manifestBytes, err := encodeManifest(ocispec.Manifest{
-		Versioned:    specs.Versioned{SchemaVersion: 2},
-		MediaType:    ocispec.MediaTypeImageManifest,
-		ArtifactType: artifactType,
-		Config:       config,
-		Layers:       descs,
-		Annotations:  annotations,
-	})
+	manifest, manifestBytes, err := encodeManifest(m)
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("pack %s: %w", dir, err)
 	}

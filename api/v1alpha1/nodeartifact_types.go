@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"fmt"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -60,6 +62,87 @@ type NodeArtifactSpec struct {
 	// node (see the chart's edgePuller.verify), never from this object.
 	// +optional
 	Verify *VerifySpec `json:"verify,omitempty"`
+
+	// Upload asks the puller to upload a trainer's update for one round of
+	// a TrainingModel: once UploadDir's DONE marker appears, the puller
+	// pushes that directory as an update artifact, a referrer of
+	// spec.digest, to upload.repository with the node's own push
+	// credential.
+	// +optional
+	Upload *UploadSpec `json:"upload,omitempty"`
+}
+
+// UploadSpec is one round's update that a node's puller uploads.
+type UploadSpec struct {
+	// Round of the TrainingModel, from 1.
+	// +kubebuilder:validation:Minimum=1
+	Round int32 `json:"round"`
+
+	// Repository the update is pushed to, without tag or digest: the
+	// TrainingModel's spec.output.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:XValidation:rule="!self.contains('@') && !self.substring(self.lastIndexOf('/') + 1).contains(':')",message="spec.upload.repository is a repository without tag or digest"
+	Repository string `json:"repository"`
+
+	// Run is the TrainingModel's uid, annotated on the update, so that the
+	// updates of two trainings from one base never mix.
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	Run string `json:"run,omitempty"`
+}
+
+// UploadDir is where the trainer of a round writes its update on a node,
+// relative to the puller's root: uploads/<namespace>/<artifactName>/round-<N>.
+func UploadDir(namespace, artifactName string, round int32) string {
+	return fmt.Sprintf("uploads/%s/%s/round-%d", namespace, artifactName, round)
+}
+
+// UploadPhase is where a node's upload of a round's update stands.
+// +kubebuilder:validation:Enum=Waiting;Uploading;Uploaded;Failed
+type UploadPhase string
+
+const (
+	// UploadWaiting: the trainer has not written its DONE marker yet.
+	UploadWaiting UploadPhase = "Waiting"
+	// UploadUploading: the update's blobs are being pushed.
+	UploadUploading UploadPhase = "Uploading"
+	// UploadUploaded: the update's manifest is in the registry, status.upload.digest.
+	UploadUploaded UploadPhase = "Uploaded"
+	// UploadFailed: the update was refused (malformed) or could not be pushed.
+	UploadFailed UploadPhase = "Failed"
+)
+
+// UploadStatus is the node's upload of one round's update.
+type UploadStatus struct {
+	// Round the status describes: spec.upload.round once the puller saw it.
+	Round int32 `json:"round"`
+
+	// Phase of the upload.
+	// +optional
+	Phase UploadPhase `json:"phase,omitempty"`
+
+	// Digest of the update manifest once Uploaded.
+	// +kubebuilder:validation:MaxLength=71
+	// +optional
+	Digest string `json:"digest,omitempty"`
+
+	// Samples the trainer reported.
+	// +optional
+	Samples int64 `json:"samples,omitempty"`
+
+	// BytesDone of BytesTotal uploaded so far.
+	// +optional
+	BytesDone int64 `json:"bytesDone,omitempty"`
+
+	// BytesTotal is the size of the update's files.
+	// +optional
+	BytesTotal int64 `json:"bytesTotal,omitempty"`
+
+	// Message says why the upload waits or failed.
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // MaxArtifactName is the longest spec.artifactName: with a namespace (63)
@@ -98,6 +181,10 @@ type NodeArtifactStatus struct {
 	// Message says what the puller is doing or why it failed.
 	// +optional
 	Message string `json:"message,omitempty"`
+
+	// Upload is the upload of spec.upload's round.
+	// +optional
+	Upload *UploadStatus `json:"upload,omitempty"`
 
 	// Conditions: Ready summarizes; Reconciling and Stalled appear only while true.
 	// +listType=map
