@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
@@ -107,7 +106,9 @@ func ReadUpdateDir(dir string) (UpdateInfo, error) {
 
 // PackUpdate pushes the finished update in dir (every file but DONE) to
 // dst as a referrer of u.Base, annotated with u's node, round, run and
-// sample count, and returns the update's manifest descriptor.
+// sample count, and returns the update's manifest descriptor. It has no
+// timestamp: a node that uploads again after a restart pushes the same
+// digest, never a second update.
 func PackUpdate(ctx context.Context, dst Storage, dir string, u Update) (ocispec.Descriptor, error) {
 	info, err := ReadUpdateDir(dir)
 	if err != nil {
@@ -139,10 +140,9 @@ func PackUpdate(ctx context.Context, dst Storage, dir string, u Update) (ocispec
 	empty.Data = nil
 	subject := ocispec.Descriptor{MediaType: u.Base.MediaType, Digest: u.Base.Digest, Size: u.Base.Size}
 	annotations := map[string]string{
-		AnnotationUpdateNode:      u.Node,
-		AnnotationUpdateRound:     strconv.Itoa(u.Round),
-		AnnotationUpdateSamples:   strconv.FormatInt(u.Samples, 10),
-		ocispec.AnnotationCreated: time.Now().UTC().Format(time.RFC3339),
+		AnnotationUpdateNode:    u.Node,
+		AnnotationUpdateRound:   strconv.Itoa(u.Round),
+		AnnotationUpdateSamples: strconv.FormatInt(u.Samples, 10),
 	}
 	if u.Run != "" {
 		annotations[AnnotationUpdateRun] = u.Run
