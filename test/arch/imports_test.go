@@ -31,6 +31,8 @@ var rules = []struct {
 	{"edgepuller/unpack", []string{"k8s.io/", "sigs.k8s.io/", "net", module}, "unpacking is local file work"},
 	{"edgepuller/trust", []string{"k8s.io/api", "k8s.io/apimachinery", "k8s.io/client-go", "sigs.k8s.io/", module + "controllers", module + "api"},
 		"the node checks signatures with its own key material, never through the API server"},
+	{"edgepuller/upload", []string{"k8s.io/", "sigs.k8s.io/", module + "controllers", module + "api", module + "edgepuller/store", module + "edgepuller/agent"},
+		"uploads move files to a registry; the node side runs without Kubernetes"},
 	{"edgepuller/gc", []string{"k8s.io/", "sigs.k8s.io/", module + "controllers", module + "api"}, "the node side runs without Kubernetes"},
 	{"edgepuller/agent", []string{"k8s.io/", "sigs.k8s.io/", module + "controllers", module + "api", module + "internal"},
 		"the orchestrator is independent of where the desired state comes from"},
