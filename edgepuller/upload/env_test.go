@@ -89,7 +89,9 @@ func sameBlob(t testing.TB, host, name string, desc ocispec.Descriptor, path str
 // cutProxy is a TCP proxy in front of a registry that counts the bytes
 // clients send through it and can cut every connection once a given number
 // of bytes has gone up: a link that drops, which no real registry can be
-// made to do on cue.
+// made to do on cue. At the cut the client's side is closed at once and the
+// registry's side half-closed, so the registry reads what had crossed the
+// link, as after a real cut, instead of losing its socket buffer to a reset.
 type cutProxy struct {
 	l      net.Listener
 	target string
@@ -98,7 +100,15 @@ type cutProxy struct {
 	mu    sync.Mutex
 	cutAt int64 // cut when up reaches this; 0 for never
 	fired chan struct{}
-	conns map[net.Conn]bool
+	pairs map[*pair]bool
+}
+
+type pair struct{ client, server net.Conn }
+
+// cut ends the client's side and half-closes the registry's.
+func (p *pair) cut() {
+	p.client.Close()
+	p.server.(*net.TCPConn).CloseWrite()
 }
 
 func startCutProxy(t testing.TB, target string) *cutProxy {
@@ -107,11 +117,16 @@ func startCutProxy(t testing.TB, target string) *cutProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &cutProxy{l: l, target: target, conns: map[net.Conn]bool{}}
+	p := &cutProxy{l: l, target: target, pairs: map[*pair]bool{}}
 	go p.serve()
 	t.Cleanup(func() {
 		l.Close()
-		p.closeAll()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for c := range p.pairs {
+			c.client.Close()
+			c.server.Close()
+		}
 	})
 	return p
 }
@@ -122,7 +137,7 @@ func (p *cutProxy) Host() string { return p.l.Addr().String() }
 func (p *cutProxy) Sent() int64 { return p.up.Load() }
 
 // cutAfter arms a cut: once clients have sent n bytes in all (counting
-// from the start), every open connection is closed, once. The returned
+// from the start), every open connection is cut, once. The returned
 // channel is closed when it happens.
 func (p *cutProxy) cutAfter(n int64) <-chan struct{} {
 	p.mu.Lock()
@@ -141,42 +156,36 @@ func (p *cutProxy) serve() {
 	}
 }
 
-func (p *cutProxy) track(c net.Conn, on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if on {
-		p.conns[c] = true
-	} else {
-		delete(p.conns, c)
-	}
-}
-
-func (p *cutProxy) closeAll() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for c := range p.conns {
-		c.Close()
-	}
-}
-
 func (p *cutProxy) relay(client net.Conn) {
 	server, err := net.Dial("tcp", p.target)
 	if err != nil {
 		client.Close()
 		return
 	}
-	p.track(client, true)
-	p.track(server, true)
-	defer func() {
+	c := &pair{client: client, server: server}
+	p.mu.Lock()
+	p.pairs[c] = true
+	p.mu.Unlock()
+	go func() {
+		// Drain the registry's answers even after the client is gone, so
+		// that closing this side never resets the registry's.
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := server.Read(buf)
+			if n > 0 {
+				client.Write(buf[:n])
+			}
+			if err != nil {
+				break
+			}
+		}
 		client.Close()
 		server.Close()
-		p.track(client, false)
-		p.track(server, false)
+		p.mu.Lock()
+		delete(p.pairs, c)
+		p.mu.Unlock()
 	}()
-	go func() {
-		io.Copy(client, server)
-		client.Close()
-	}()
+	defer c.cut()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := client.Read(buf)
@@ -206,16 +215,25 @@ func (p *cutProxy) allow(n int) int {
 	return n
 }
 
-// fire closes every connection if the cut is due.
+// fire cuts every connection if the cut is due.
 func (p *cutProxy) fire() bool {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.cutAt <= 0 || p.up.Load() < p.cutAt {
-		p.mu.Unlock()
 		return false
 	}
 	p.cutAt = 0
 	close(p.fired)
-	p.mu.Unlock()
-	p.closeAll()
+	for c := range p.pairs {
+		c.cut()
+	}
 	return true
+}
+
+type ocispecDescriptor = ocispec.Descriptor
+
+func digestReader(r io.Reader) (ocispec.Descriptor, error) {
+	h := sha256.New()
+	n, err := io.Copy(h, r)
+	return ocispec.Descriptor{MediaType: "application/octet-stream", Digest: digest.NewDigest(digest.SHA256, h), Size: n}, err
 }
