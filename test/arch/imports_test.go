@@ -24,6 +24,8 @@ var rules = []struct {
 		"the wire format is used by every tool, on every node, with or without Kubernetes"},
 	{"dataset", []string{"k8s.io/", "sigs.k8s.io/", "oras.land/", "github.com/opencontainers/", module},
 		"dataset statistics read files; they know nothing of OCI or Kubernetes"},
+	{"safetensors", []string{module, "k8s.io/", "sigs.k8s.io/", "oras.land/"},
+		"trainers and tools outside Barge read and write safetensors with it"},
 	{"registry", []string{"k8s.io/", "sigs.k8s.io/", module + "edgepuller", module + "controllers", module + "api"},
 		"the embedded registry stands alone"},
 	{"edgepuller/store", []string{"k8s.io/", "sigs.k8s.io/", module + "controllers", module + "api"}, "the node side runs without Kubernetes"},
