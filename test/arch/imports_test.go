@@ -26,6 +26,8 @@ var rules = []struct {
 		"dataset statistics read files; they know nothing of OCI or Kubernetes"},
 	{"safetensors", []string{module, "k8s.io/", "sigs.k8s.io/", "oras.land/"},
 		"trainers and tools outside Barge read and write safetensors with it"},
+	{"fedavg", []string{"k8s.io/", "sigs.k8s.io/", "oras.land/", module + "artifact", module + "internal", module + "controllers", module + "edgepuller"},
+		"averaging reads files; the CLI fetches the updates"},
 	{"registry", []string{"k8s.io/", "sigs.k8s.io/", module + "edgepuller", module + "controllers", module + "api"},
 		"the embedded registry stands alone"},
 	{"edgepuller/store", []string{"k8s.io/", "sigs.k8s.io/", module + "controllers", module + "api"}, "the node side runs without Kubernetes"},
