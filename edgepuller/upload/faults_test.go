@@ -132,7 +132,7 @@ func TestStoppedPushResumesFromState(t *testing.T) {
 	if float64(sent) > 1.05*faultSize {
 		t.Errorf("sent %.3fx the blob over the stop and the resume; want at most 1.05x", float64(sent)/faultSize)
 	}
-	if left := stateFiles(t, state); len(left) != 0 {
+	if left := leftovers(t, state); len(left) != 0 {
 		t.Errorf("state left after the upload finished: %v", left)
 	}
 }
