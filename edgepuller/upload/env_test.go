@@ -2,8 +2,8 @@ package upload_test
 
 import (
 	"context"
-	"errors"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
