@@ -164,9 +164,9 @@ func (u *upload) open(ctx context.Context) error {
 		}
 		switch kindOf(err) {
 		case gone:
-			u.opts.Log.Debug("upload session gone, starting again", "digest", u.desc.Digest, "repository", u.repo, "offset", st.Offset, "why", err)
-			u.resumed = false
-			return u.start(ctx)
+			// Purged, cancelled, or completed by a PUT whose process died
+			// before it could remove the state: restart checks for the blob.
+			return u.restart(ctx, err)
 		case fatal:
 			return err
 		}
