@@ -79,10 +79,11 @@ controlplane: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) ## Build kube-apiserver, etcd
 CRANE := $(BIN)/crane
 
 .PHONY: bench
-bench: build $(ORAS) $(CRANE) ## Benchmark barge pull against oras and crane, and dataset statistics (~8 min, ~15 GiB in TMPDIR); write docs/benchmarks.md.
+bench: build $(ORAS) $(CRANE) ## Benchmark barge pull against oras and crane, dataset statistics and resumable pushes (~9 min, ~15 GiB in TMPDIR); write docs/benchmarks.md.
 	$(GO) run ./test/bench -bin $(BIN) -doc docs/benchmarks.md
 	$(GO) run ./test/bench/dataset -bin $(BIN) -doc docs/benchmarks.md
 	$(GO) run ./test/bench/controller -bin $(BIN) -doc docs/benchmarks.md
+	$(GO) run ./test/bench/upload -bin $(BIN) -doc docs/benchmarks.md
 
 $(CRANE): $(CURDIR)/hack/tools/crane/go.mod
 	cd hack/tools/crane && $(GO) build -o $@ github.com/google/go-containerregistry/cmd/crane

@@ -62,8 +62,14 @@ type upload struct {
 	resumed  bool     // the session came from StateDir
 	fromZero bool     // a resumed session failed its digest check and was started again
 	restarts int
-	failures int // consecutive failed requests without progress
+	failures int  // consecutive failed requests without progress
+	stuck    int  // consecutive 416s at the offset the registry itself reported
+	probe    bool // the offset comes from a GET: ask before sending the next body
 }
+
+// maxStuck bounds the 416s at the registry's own offset before a new
+// session is started.
+const maxStuck = 4
 
 func newUpload(r *Repository, desc ocispec.Descriptor, src source) *upload {
 	repo := r.Reference.Host() + "/" + r.Reference.Repository
@@ -158,9 +164,9 @@ func (u *upload) open(ctx context.Context) error {
 		}
 		switch kindOf(err) {
 		case gone:
-			u.opts.Log.Debug("upload session gone, starting again", "digest", u.desc.Digest, "repository", u.repo, "offset", st.Offset, "why", err)
-			u.resumed = false
-			return u.start(ctx)
+			// Purged, cancelled, or completed by a PUT whose process died
+			// before it could remove the state: restart checks for the blob.
+			return u.restart(ctx, err)
 		case fatal:
 			return err
 		}
@@ -189,9 +195,22 @@ func (u *upload) recover(ctx context.Context, err error) error {
 		serr := u.status(ctx)
 		switch {
 		case serr == nil && kindOf(err) == outOfSync && u.off == tried:
-			// The registry refuses the offset it reports itself (an
-			// ambiguous "0-0"): only a new session gets out of that.
-			return u.restart(ctx, err)
+			// The registry refuses the offset it reports itself. Either it
+			// is still writing a cut body (GET answers while the cut PATCH
+			// is being copied) and will move on, or the offset is the
+			// ambiguous "0-0": wait a little, and start a new session only
+			// if it does not move.
+			u.stuck++
+			if u.stuck >= maxStuck {
+				u.stuck = 0
+				return u.restart(ctx, err)
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("interrupted at offset %d of %d, the next push resumes there: %w", u.off, u.desc.Size, ctx.Err())
+			case <-time.After(u.opts.Backoff(u.stuck)):
+			}
+			return nil
 		case serr == nil:
 			return nil
 		case kindOf(serr) == gone:
@@ -309,9 +328,9 @@ func (u *upload) status(ctx context.Context) error {
 		return err
 	}
 	if off > u.off {
-		u.failures = 0
+		u.failures, u.stuck = 0, 0
 	}
-	u.off = off
+	u.off, u.probe = off, true
 	return u.save()
 }
 
@@ -350,6 +369,14 @@ func (u *upload) patch(ctx context.Context) error {
 		"Content-Type":  {"application/octet-stream"},
 		"Content-Range": {fmt.Sprintf("%d-%d", u.off, u.off+n-1)},
 	}
+	if u.probe {
+		// The first chunk after a GET may be refused (416): right after a
+		// cut the registry can still be writing the cut body, and answers
+		// GET with an offset it passes a moment later. With 100-continue
+		// a refusal costs no body; a registry that ignores it gets the
+		// body after the transport's ExpectContinueTimeout (1s by default).
+		h.Set("Expect", "100-continue")
+	}
 	resp, err := u.do(ctx, http.MethodPatch, u.loc, h, b)
 	if err != nil {
 		return err
@@ -372,7 +399,7 @@ func (u *upload) patch(ctx context.Context) error {
 	if err := u.follow(resp); err != nil {
 		return err
 	}
-	u.off, u.failures = next, 0
+	u.off, u.failures, u.stuck, u.probe = next, 0, 0, false
 	u.emit(Progress, nil)
 	return u.save()
 }

@@ -3,6 +3,7 @@ package upload_test
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 
 	"github.com/bargeml/barge/edgepuller/upload"
 	"github.com/bargeml/barge/registry"
@@ -237,3 +239,5 @@ func digestReader(r io.Reader) (ocispec.Descriptor, error) {
 	n, err := io.Copy(h, r)
 	return ocispec.Descriptor{MediaType: "application/octet-stream", Digest: digest.NewDigest(digest.SHA256, h), Size: n}, err
 }
+
+func asErrorResponse(err error, target **errcode.ErrorResponse) bool { return errors.As(err, target) }

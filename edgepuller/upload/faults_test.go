@@ -132,7 +132,7 @@ func TestStoppedPushResumesFromState(t *testing.T) {
 	if float64(sent) > 1.05*faultSize {
 		t.Errorf("sent %.3fx the blob over the stop and the resume; want at most 1.05x", float64(sent)/faultSize)
 	}
-	if left := stateFiles(t, state); len(left) != 0 {
+	if left := leftovers(t, state); len(left) != 0 {
 		t.Errorf("state left after the upload finished: %v", left)
 	}
 }
@@ -310,4 +310,35 @@ func TestStreamPushCutAtHalf(t *testing.T) {
 	if sent := proxy.Sent(); float64(sent) > 1.05*faultSize {
 		t.Errorf("sent %.3fx the blob; want at most 1.05x", float64(sent)/faultSize)
 	}
+}
+
+// A state file left by a push that completed (killed after the PUT, before
+// the state was removed) costs one GET and one HEAD: the registry has the
+// blob, nothing is sent again.
+func TestStateOfCompletedUploadSendsNothing(t *testing.T) {
+	reg := startRegistry(t)
+	path, desc := writeRandom(t, 16<<20, 11)
+	proxy := startCutProxy(t, reg.Host())
+	state := t.TempDir()
+	pushUntilCut(t, proxy, "models/done", path, state, 8<<20)
+	saved := stateFiles(t, state)[0]
+	b, err := os.ReadFile(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := repository(t, proxy.Host(), "models/done", upload.Options{StateDir: state, Backoff: fastBackoff})
+	if err := repo.PushFile(context.Background(), desc, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(saved, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := proxy.Sent()
+	if err := repo.PushFile(context.Background(), desc, path); err != nil {
+		t.Fatal(err)
+	}
+	if again := proxy.Sent() - before; again > 64<<10 {
+		t.Errorf("sent %d bytes for a blob the registry had", again)
+	}
+	sameBlob(t, reg.Host(), "models/done", desc, path)
 }

@@ -128,8 +128,9 @@ func (r *Repository) pushChunked(ctx context.Context, desc ocispec.Descriptor, s
 	if err != nil {
 		return fmt.Errorf("push blob %s to %s: %w", desc.Digest, u.repo, err)
 	}
-	defer unlock()
-	if err := u.run(ctx); err != nil {
+	err = u.run(ctx)
+	unlock(err == nil)
+	if err != nil {
 		if errors.Is(err, content.ErrMismatchedDigest) {
 			return err
 		}

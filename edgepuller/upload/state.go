@@ -124,34 +124,52 @@ const lockPoll = 100 * time.Millisecond
 // lock takes an flock on the upload's lock file, waiting until ctx ends for
 // another process that holds it. The kernel drops an flock when its holder
 // dies, even by SIGKILL, so a killed push never leaves a stale lock. The
-// lock file stays: removing it would let a waiter lock an unlinked file.
-func (f stateFiles) lock(ctx context.Context) (unlock func(), err error) {
+// returned unlock removes the lock file too when done is true (the upload
+// finished), so that finished uploads leave nothing behind.
+func (f stateFiles) lock(ctx context.Context) (unlock func(done bool), err error) {
 	if !f.enabled() {
-		return func() {}, nil
+		return func(bool) {}, nil
 	}
-	if err := os.MkdirAll(f.dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create upload state directory: %w", err)
-	}
-	lf, err := os.OpenFile(filepath.Join(f.dir, f.key+".lock"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open upload lock: %w", err)
-	}
+	path := filepath.Join(f.dir, f.key+".lock")
 	wait := time.Millisecond
 	for {
-		err := unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { lf.Close() }, nil
+		if err := os.MkdirAll(f.dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create upload state directory: %w", err)
 		}
-		if err != unix.EWOULDBLOCK && err != unix.EINTR {
+		lf, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("open upload lock: %w", err)
+		}
+		for {
+			err = unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+			if err != unix.EWOULDBLOCK && err != unix.EINTR {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				lf.Close()
+				return nil, fmt.Errorf("wait for another process uploading the same blob: %w", ctx.Err())
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, lockPoll)
+		}
+		if err != nil {
 			lf.Close()
 			return nil, fmt.Errorf("lock upload state: %w", err)
 		}
-		select {
-		case <-ctx.Done():
-			lf.Close()
-			return nil, fmt.Errorf("wait for another process uploading the same blob: %w", ctx.Err())
-		case <-time.After(wait):
+		// The holder we waited for may have finished and removed the lock
+		// file: then we hold a lock on a file nobody else can see, and
+		// take the one at the path instead.
+		held, err1 := lf.Stat()
+		named, err2 := os.Stat(path)
+		if err1 == nil && err2 == nil && os.SameFile(held, named) {
+			return func(done bool) {
+				if done {
+					os.Remove(path)
+				}
+				lf.Close()
+			}, nil
 		}
-		wait = min(2*wait, lockPoll)
+		lf.Close()
 	}
 }

@@ -35,9 +35,15 @@ func (r *recorder) count(k upload.EventKind) int {
 	return n
 }
 
-func stateFiles(t *testing.T, dir string) []string {
+// stateFiles lists the saved sessions in a state directory.
+func stateFiles(t *testing.T, dir string) []string { return glob(t, dir, "*.json") }
+
+// leftovers lists every file in a state directory.
+func leftovers(t *testing.T, dir string) []string { return glob(t, dir, "*") }
+
+func glob(t *testing.T, dir, pattern string) []string {
 	t.Helper()
-	m, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	m, err := filepath.Glob(filepath.Join(dir, pattern))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +68,7 @@ func TestPushFileInChunks(t *testing.T) {
 	if rec.count(upload.Started) != 1 || rec.count(upload.Done) != 1 || rec.count(upload.Restarted) != 0 {
 		t.Errorf("events: %+v", rec.events)
 	}
-	if left := stateFiles(t, state); len(left) != 0 {
+	if left := leftovers(t, state); len(left) != 0 {
 		t.Errorf("a finished upload left state behind: %v", left)
 	}
 }

@@ -151,10 +151,12 @@ func fileName(desc ocispec.Descriptor) (string, bool) {
 }
 
 // progressStorage shows the files a push uploads and those the registry has
-// already.
+// already. Files pushed by path (PushFile, in upload.go) move their bar
+// with the registry's acknowledged offset.
 type progressStorage struct {
 	artifact.Storage
-	p progress
+	p     progress
+	files *fileProgress // events of chunked uploads; nil if there are none
 }
 
 func (s progressStorage) Exists(ctx context.Context, desc ocispec.Descriptor) (bool, error) {

@@ -36,7 +36,11 @@ func newPushCommand(s streams) *cobra.Command {
 		Long: `Pack every file under DIR as one layer titled by its relative path and push
 the artifact to REF. Files the registry has already are not uploaded again.
 Files under preprocess/, postprocess/, train/ or aggregate/ are code layers
-with that role. Prints the manifest digest.`,
+with that role. Prints the manifest digest.
+
+Large files go up in 4 MiB chunks. A push cut off or killed midway, run
+again, continues each file where the registry stopped; the unfinished
+uploads are remembered in the user's cache directory (barge/uploads).`,
 		Example: `  barge push ./resnet 127.0.0.1:5000/models/resnet:1.0.0 --task image-classification --framework onnx
   DIGEST=$(barge push ./scripts registry.example.com/code/prep:2 --kind code)
   barge push --joint edge=./backbone --joint cloud=./head 127.0.0.1:5000/models/detector:1.0.0`,
@@ -91,20 +95,21 @@ with that role. Prints the manifest digest.`,
 				return err
 			}
 			p := newProgress(s, out == "json")
+			up, dst := resumableStorage(repo, p)
 			var desc ocispec.Descriptor
 			switch {
 			case parts != nil:
-				desc, err = artifact.PackJoint(cmd.Context(), progressStorage{Storage: repo, p: p}, parts[artifact.LayerEdge], parts[artifact.LayerCloud], opts)
+				desc, err = artifact.PackJoint(cmd.Context(), dst, parts[artifact.LayerEdge], parts[artifact.LayerCloud], opts)
 			case k == artifact.KindDataset:
-				desc, err = pushDataset(cmd.Context(), s, progressStorage{Storage: repo, p: p}, dir, df, strict, shardBytes, opts)
+				desc, err = pushDataset(cmd.Context(), s, dst, dir, df, strict, shardBytes, opts)
 			default:
-				desc, err = artifact.Pack(cmd.Context(), progressStorage{Storage: repo, p: p}, dir, opts)
+				desc, err = artifact.Pack(cmd.Context(), dst, dir, opts)
 			}
 			p.wait()
 			if err != nil {
 				return explain(err, ref)
 			}
-			if err := repo.Tag(cmd.Context(), desc, ref.Reference); err != nil {
+			if err := up.Tag(cmd.Context(), desc, ref.Reference); err != nil {
 				return explain(fmt.Errorf("tag %s: %w", ref, err), ref)
 			}
 			if out == "json" {
