@@ -117,7 +117,11 @@ func Average(ctx context.Context, w io.Writer, base *safetensors.File, updates [
 // chunk of every tensor.
 type averager struct {
 	updates []Update
+	// weights are the sample counts and total their sum: Σ n·x is exact
+	// for float32 values and counts below 2^29 (when the values' exponents
+	// are close), so the one division that follows rounds the exact mean.
 	weights []float64
+	total   float64
 	chunk   int
 	raw     []byte
 	vals    []float64
@@ -125,9 +129,9 @@ type averager struct {
 }
 
 func newAverager(updates []Update, total int64, chunk int) *averager {
-	a := &averager{updates: updates, chunk: chunk, raw: make([]byte, chunk)}
+	a := &averager{updates: updates, chunk: chunk, raw: make([]byte, chunk), total: float64(total)}
 	for _, u := range updates {
-		a.weights = append(a.weights, float64(u.Samples)/float64(total))
+		a.weights = append(a.weights, float64(u.Samples))
 	}
 	return a
 }
@@ -165,6 +169,9 @@ func (a *averager) tensor(ctx context.Context, w io.Writer, t safetensors.Tensor
 				}
 				acc[j] += wt * v
 			}
+		}
+		for j := range acc {
+			acc[j] /= a.total
 		}
 		c.store(raw, acc)
 		if _, err := w.Write(raw); err != nil {
