@@ -57,6 +57,7 @@ func (ag *aggregation) aggregate(ctx context.Context) (*aggregateResult, error) 
 	for i := range ag.updates {
 		u := &ag.updates[i]
 		u.Dir = filepath.Join(ag.work, "updates", strconv.Itoa(i))
+		fmt.Fprintf(ag.s.err, "Fetching    %s (%d samples)\n", u.name(), u.Samples)
 		a, err := ag.fetch(ctx, st, ag.updRef, ag.updRepo, u.Desc, u.Dir, nil)
 		if err != nil {
 			return nil, fmt.Errorf("aggregate: %s: %w", u.name(), err)
