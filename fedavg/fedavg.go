@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math"
 	"slices"
 
 	"github.com/bargeml/barge/safetensors"
@@ -124,7 +123,6 @@ type averager struct {
 	total   float64
 	chunk   int
 	raw     []byte
-	vals    []float64
 	acc     []float64
 }
 
@@ -143,7 +141,7 @@ func (a *averager) tensor(ctx context.Context, w io.Writer, t safetensors.Tensor
 		per = 1
 	}
 	if cap(a.acc) < per {
-		a.acc, a.vals = make([]float64, per), make([]float64, per)
+		a.acc = make([]float64, per)
 	}
 	if len(a.raw) < per*c.size {
 		a.raw = make([]byte, per*c.size)
@@ -154,20 +152,16 @@ func (a *averager) tensor(ctx context.Context, w io.Writer, t safetensors.Tensor
 			return err
 		}
 		k := int(min(int64(per), n-first))
-		acc, vals, raw := a.acc[:k], a.vals[:k], a.raw[:k*c.size]
+		acc, raw := a.acc[:k], a.raw[:k*c.size]
 		clear(acc)
 		for i, u := range a.updates {
 			ut, _ := u.File.Tensor(t.Name)
 			if _, err := u.File.Data(ut).ReadAt(raw, first*int64(c.size)); err != nil {
 				return fmt.Errorf("%s: tensor %s: read: %w", u.name(), t.Name, err)
 			}
-			c.load(vals, raw)
-			wt := a.weights[i]
-			for j, v := range vals {
-				if math.IsNaN(v) || math.IsInf(v, 0) {
-					return fmt.Errorf("%s: tensor %s has %v at element %d: a diverged update must not poison the model", u.name(), t.Name, v, first+int64(j))
-				}
-				acc[j] += wt * v
+			if j := c.add(acc, raw, a.weights[i]); j >= 0 {
+				v := c.value(raw[j*c.size:])
+				return fmt.Errorf("%s: tensor %s has %v at element %d: a diverged update must not poison the model", u.name(), t.Name, v, first+int64(j))
 			}
 		}
 		for j := range acc {
