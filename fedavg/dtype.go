@@ -9,12 +9,16 @@ import (
 	"github.com/bargeml/barge/safetensors"
 )
 
-// codec reads one dtype's little-endian elements into float64 and writes
-// them back, a slice at a time so that the inner loops stay tight.
+// codec adds one dtype's little-endian elements into float64 sums and
+// writes sums back, a slice at a time so that the inner loops stay tight.
 type codec struct {
 	size int
-	// load sets dst[i] to element i of src.
-	load func(dst []float64, src []byte)
+	// add adds w times element i of src to acc[i], and returns the index
+	// of the first NaN or infinity it met (then acc is partly updated), or
+	// -1. The check is on the exponent bits, before any arithmetic.
+	add func(acc []float64, src []byte, w float64) int
+	// value decodes one element, for messages.
+	value func(b []byte) float64
 	// store writes v[i] as element i of dst.
 	store func(dst []byte, v []float64)
 }
@@ -25,43 +29,69 @@ type codec struct {
 // more than twice their precision plus two bits.
 var codecs = map[safetensors.DType]codec{
 	safetensors.F64: {8,
-		func(dst []float64, src []byte) {
-			for i := range dst {
-				dst[i] = math.Float64frombits(binary.LittleEndian.Uint64(src[8*i:]))
+		func(acc []float64, src []byte, w float64) int {
+			for i := range acc {
+				b := binary.LittleEndian.Uint64(src[8*i:])
+				if b>>52&0x7ff == 0x7ff {
+					return i
+				}
+				acc[i] += w * math.Float64frombits(b)
 			}
+			return -1
 		},
+		func(b []byte) float64 { return math.Float64frombits(binary.LittleEndian.Uint64(b)) },
 		func(dst []byte, v []float64) {
 			for i, x := range v {
 				binary.LittleEndian.PutUint64(dst[8*i:], math.Float64bits(x))
 			}
 		}},
 	safetensors.F32: {4,
-		func(dst []float64, src []byte) {
-			for i := range dst {
-				dst[i] = float64(math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:])))
+		func(acc []float64, src []byte, w float64) int {
+			for i := range acc {
+				b := binary.LittleEndian.Uint32(src[4*i:])
+				if b&0x7f800000 == 0x7f800000 {
+					return i
+				}
+				acc[i] += w * float64(math.Float32frombits(b))
 			}
+			return -1
 		},
+		func(b []byte) float64 { return float64(math.Float32frombits(binary.LittleEndian.Uint32(b))) },
 		func(dst []byte, v []float64) {
 			for i, x := range v {
 				binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(float32(x)))
 			}
 		}},
 	safetensors.F16: {2,
-		func(dst []float64, src []byte) {
-			for i := range dst {
-				dst[i] = float64(float16.Frombits(binary.LittleEndian.Uint16(src[2*i:])).Float32())
+		func(acc []float64, src []byte, w float64) int {
+			for i := range acc {
+				h := binary.LittleEndian.Uint16(src[2*i:])
+				if h&0x7c00 == 0x7c00 {
+					return i
+				}
+				acc[i] += w * float64(float16.Frombits(h).Float32())
 			}
+			return -1
 		},
+		func(b []byte) float64 { return float64(float16.Frombits(binary.LittleEndian.Uint16(b)).Float32()) },
 		func(dst []byte, v []float64) {
 			for i, x := range v {
 				binary.LittleEndian.PutUint16(dst[2*i:], float16.Fromfloat32(float32(x)).Bits())
 			}
 		}},
 	safetensors.BF16: {2,
-		func(dst []float64, src []byte) {
-			for i := range dst {
-				dst[i] = float64(math.Float32frombits(uint32(binary.LittleEndian.Uint16(src[2*i:])) << 16))
+		func(acc []float64, src []byte, w float64) int {
+			for i := range acc {
+				h := binary.LittleEndian.Uint16(src[2*i:])
+				if h&0x7f80 == 0x7f80 {
+					return i
+				}
+				acc[i] += w * float64(math.Float32frombits(uint32(h)<<16))
 			}
+			return -1
+		},
+		func(b []byte) float64 {
+			return float64(math.Float32frombits(uint32(binary.LittleEndian.Uint16(b)) << 16))
 		},
 		func(dst []byte, v []float64) {
 			for i, x := range v {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math"
 	"slices"
 
 	"github.com/bargeml/barge/safetensors"
@@ -12,11 +11,21 @@ import (
 
 // Update is one node's safetensors file of a round.
 type Update struct {
-	// Node names the update in errors.
-	Node string
+	// Node and ID (such as the update's digest, optional) name the
+	// update in errors.
+	Node, ID string
 	// Samples the node trained on: the update's weight.
 	Samples int64
 	File    *safetensors.File
+}
+
+// name is how errors start: "update from node edge-2" or, with an ID,
+// "update sha256:ab12… from node edge-2".
+func (u Update) name() string {
+	if u.ID != "" {
+		return "update " + u.ID + " from node " + u.Node
+	}
+	return "update from node " + u.Node
 }
 
 // Options tune Average. The zero value works.
@@ -32,23 +41,23 @@ const defaultChunkBytes = 1 << 20
 // shape or dtype, naming the node and the tensor.
 func Check(base *safetensors.File, u Update) error {
 	if u.Samples <= 0 {
-		return fmt.Errorf("update from node %s: %d samples: an update must have trained on at least 1", u.Node, u.Samples)
+		return fmt.Errorf("%s: %d samples: an update must have trained on at least 1", u.name(), u.Samples)
 	}
 	for _, bt := range base.Tensors {
 		ut, ok := u.File.Tensor(bt.Name)
 		switch {
 		case !ok:
-			return fmt.Errorf("update from node %s: tensor %s is missing, the base has it (%s %v)", u.Node, bt.Name, bt.DType, bt.Shape)
+			return fmt.Errorf("%s: tensor %s is missing, the base has it (%s %v)", u.name(), bt.Name, bt.DType, bt.Shape)
 		case ut.DType != bt.DType:
-			return fmt.Errorf("update from node %s: tensor %s has dtype %s, the base has %s", u.Node, bt.Name, ut.DType, bt.DType)
+			return fmt.Errorf("%s: tensor %s has dtype %s, the base has %s", u.name(), bt.Name, ut.DType, bt.DType)
 		case !slices.Equal(ut.Shape, bt.Shape):
-			return fmt.Errorf("update from node %s: tensor %s has shape %v, the base has %v", u.Node, bt.Name, ut.Shape, bt.Shape)
+			return fmt.Errorf("%s: tensor %s has shape %v, the base has %v", u.name(), bt.Name, ut.Shape, bt.Shape)
 		}
 	}
 	if len(u.File.Tensors) != len(base.Tensors) {
 		for _, ut := range u.File.Tensors {
 			if _, ok := base.Tensor(ut.Name); !ok {
-				return fmt.Errorf("update from node %s: tensor %s is not in the base model", u.Node, ut.Name)
+				return fmt.Errorf("%s: tensor %s is not in the base model", u.name(), ut.Name)
 			}
 		}
 	}
@@ -107,17 +116,20 @@ func Average(ctx context.Context, w io.Writer, base *safetensors.File, updates [
 // chunk of every tensor.
 type averager struct {
 	updates []Update
+	// weights are the sample counts and total their sum: Σ n·x is exact
+	// for float32 values and counts below 2^29 (when the values' exponents
+	// are close), so the one division that follows rounds the exact mean.
 	weights []float64
+	total   float64
 	chunk   int
 	raw     []byte
-	vals    []float64
 	acc     []float64
 }
 
 func newAverager(updates []Update, total int64, chunk int) *averager {
-	a := &averager{updates: updates, chunk: chunk, raw: make([]byte, chunk)}
+	a := &averager{updates: updates, chunk: chunk, raw: make([]byte, chunk), total: float64(total)}
 	for _, u := range updates {
-		a.weights = append(a.weights, float64(u.Samples)/float64(total))
+		a.weights = append(a.weights, float64(u.Samples))
 	}
 	return a
 }
@@ -129,7 +141,7 @@ func (a *averager) tensor(ctx context.Context, w io.Writer, t safetensors.Tensor
 		per = 1
 	}
 	if cap(a.acc) < per {
-		a.acc, a.vals = make([]float64, per), make([]float64, per)
+		a.acc = make([]float64, per)
 	}
 	if len(a.raw) < per*c.size {
 		a.raw = make([]byte, per*c.size)
@@ -140,21 +152,20 @@ func (a *averager) tensor(ctx context.Context, w io.Writer, t safetensors.Tensor
 			return err
 		}
 		k := int(min(int64(per), n-first))
-		acc, vals, raw := a.acc[:k], a.vals[:k], a.raw[:k*c.size]
+		acc, raw := a.acc[:k], a.raw[:k*c.size]
 		clear(acc)
 		for i, u := range a.updates {
 			ut, _ := u.File.Tensor(t.Name)
 			if _, err := u.File.Data(ut).ReadAt(raw, first*int64(c.size)); err != nil {
-				return fmt.Errorf("update from node %s: tensor %s: read: %w", u.Node, t.Name, err)
+				return fmt.Errorf("%s: tensor %s: read: %w", u.name(), t.Name, err)
 			}
-			c.load(vals, raw)
-			wt := a.weights[i]
-			for j, v := range vals {
-				if math.IsNaN(v) || math.IsInf(v, 0) {
-					return fmt.Errorf("update from node %s: tensor %s has %v at element %d: a diverged update must not poison the model", u.Node, t.Name, v, first+int64(j))
-				}
-				acc[j] += wt * v
+			if j := c.add(acc, raw, a.weights[i]); j >= 0 {
+				v := c.value(raw[j*c.size:])
+				return fmt.Errorf("%s: tensor %s has %v at element %d: a diverged update must not poison the model", u.name(), t.Name, v, first+int64(j))
 			}
+		}
+		for j := range acc {
+			acc[j] /= a.total
 		}
 		c.store(raw, acc)
 		if _, err := w.Write(raw); err != nil {

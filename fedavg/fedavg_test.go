@@ -307,7 +307,7 @@ func TestAverageMemoryIsBoundedByChunks(t *testing.T) {
 		return openBytes(t, buf.Bytes())
 	}
 	base := file(0)
-	updates := []Update{{"edge-1", 1, file(1)}, {"edge-2", 1, file(2)}, {"edge-3", 2, file(4)}}
+	updates := []Update{{Node: "edge-1", Samples: 1, File: file(1)}, {Node: "edge-2", Samples: 1, File: file(2)}, {Node: "edge-3", Samples: 2, File: file(4)}}
 	// (1 + 2 + 2*4) / 4 = 2.75, plus the i%7 every file shares.
 	check := &meanChecker{t: t, want: func(i int64) float32 { return 2.75 + float32(i%7) }}
 

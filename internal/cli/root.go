@@ -61,6 +61,7 @@ pushes them to any OCI registry, and pulls them with resume and dedup.`,
 		newLoginCommand(s),
 		newLogoutCommand(s),
 		newRolloutCommand(s),
+		newAggregateCommand(s),
 	)
 	return root
 }
