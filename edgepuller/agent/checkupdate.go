@@ -1,0 +1,37 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// checkUpdate refuses, before a byte leaves the node, an update whose
+// weights cannot be averaged with the base model's: FedAvg averages file by
+// file and tensor by tensor, so every *.safetensors file of the update must
+// be a file of the base, which the node holds. A refused update names the
+// file and what is wrong, for the trainer's author.
+func (w *worker) checkUpdate(dir string, base digest.Digest) error {
+	baseDir := filepath.Join(w.root, "versions", string(base.Algorithm())+"-"+base.Encoded())
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() || !strings.HasSuffix(d.Name(), ".safetensors") {
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, p)
+		baseFile := filepath.Join(baseDir, rel)
+		if _, err := os.Stat(baseFile); errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%s: the base model has no file of that name: write the base model's weight files, retrained", filepath.ToSlash(rel))
+		} else if err != nil {
+			return fmt.Errorf("%s: read the base model's file: %w", filepath.ToSlash(rel), err)
+		}
+		return nil
+	})
+}
