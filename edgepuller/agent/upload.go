@@ -19,6 +19,7 @@ import (
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 	"oras.land/oras-go/v2/registry/remote/retry"
 
 	"github.com/bargeml/barge/artifact"
@@ -162,7 +163,7 @@ func (w *worker) push(ctx context.Context, dir string, base digest.Digest, info 
 	stop()
 	<-ticking
 	if err != nil {
-		return fmt.Errorf("push update %s to %s: %w", dir, u.Repository, err)
+		return fmt.Errorf("push update %s to %s: %w%s", dir, u.Repository, err, w.a.credentialHint(err, repo.Registry))
 	}
 	rec := uploadRecord{Round: u.Round, Base: base, Run: u.Run, Repository: u.Repository, Digest: desc.Digest, Samples: info.Samples, Bytes: total}
 	if b, err := json.MarshalIndent(rec, "", "  "); err == nil {
@@ -243,6 +244,20 @@ func (a *Agent) pushClient(host string) remote.Client {
 		}
 	}
 	return fetch.WithRequestTimeout(c, a.opts.Fetch.RequestTimeout)
+}
+
+// credentialHint says what to do when the registry wants a credential the
+// puller lacks, or refuses the one it has.
+func (a *Agent) credentialHint(err error, host string) string {
+	var resp *errcode.ErrorResponse
+	denied := errors.As(err, &resp) && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden)
+	switch {
+	case errors.Is(err, auth.ErrBasicCredentialNotFound) || (denied && a.opts.PushCredential == nil):
+		return ": give the puller a push credential for " + host + " (--push-credentials; the chart's edgePuller.push.secretName)"
+	case denied:
+		return ": the push credential for " + host + " may not push there"
+	}
+	return ""
 }
 
 // updateBytes is the size of what PackUpdate uploads: every file but DONE.
