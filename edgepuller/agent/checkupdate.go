@@ -11,10 +11,18 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
+func fileKind(m fs.FileMode) string {
+	if m&fs.ModeSymlink != 0 {
+		return "symlink"
+	}
+	return "special file"
+}
+
 // checkUpdate refuses, before a byte leaves the node, an update whose
 // weights cannot be averaged with the base model's: FedAvg averages file by
 // file and tensor by tensor, so every *.safetensors file of the update must
-// be a file of the base, which the node holds. A refused update names the
+// be a file of the base, which the node holds; and only regular files go
+// (a symlink may point anywhere on the node). A refused update names the
 // file and what is wrong, for the trainer's author.
 func (w *worker) checkUpdate(dir string, base digest.Digest) error {
 	baseDir := filepath.Join(w.root, "versions", string(base.Algorithm())+"-"+base.Encoded())
@@ -22,10 +30,17 @@ func (w *worker) checkUpdate(dir string, base digest.Digest) error {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() || !strings.HasSuffix(d.Name(), ".safetensors") {
+		rel, _ := filepath.Rel(dir, p)
+		if d.IsDir() {
 			return nil
 		}
-		rel, _ := filepath.Rel(dir, p)
+		if !d.Type().IsRegular() {
+			// A symlink could hand the node's other files to the registry.
+			return fmt.Errorf("%s is a %s: an update holds regular files only", filepath.ToSlash(rel), fileKind(d.Type()))
+		}
+		if !strings.HasSuffix(d.Name(), ".safetensors") {
+			return nil
+		}
 		baseFile := filepath.Join(baseDir, rel)
 		if _, err := os.Stat(baseFile); errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("%s: the base model has no file of that name: write the base model's weight files, retrained", filepath.ToSlash(rel))

@@ -43,6 +43,7 @@ func (tr *training) start() *running {
 }
 
 // write puts files into round 1's directory as a trainer does: DONE last.
+// Content "->target" makes a symlink.
 func (tr *training) write(r *running, files map[string]string) {
 	tr.e.t.Helper()
 	dir := r.UploadDir(tr.entry.Name, 1)
@@ -50,6 +51,12 @@ func (tr *training) write(r *running, files map[string]string) {
 		tr.e.t.Fatal(err)
 	}
 	put := func(name, content string) {
+		if target, ok := strings.CutPrefix(content, "->"); ok {
+			if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+				tr.e.t.Fatal(err)
+			}
+			return
+		}
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			tr.e.t.Fatal(err)
 		}
@@ -141,6 +148,7 @@ func TestRefusesMalformedUpdate(t *testing.T) {
 		{"no samples", map[string]string{"model.safetensors": "w", artifact.UpdateInfoFile: `{"metrics": {"accuracy": 1}}`}, []string{"update.json", "samples is 0"}},
 		{"no update.json", map[string]string{"model.safetensors": "w"}, []string{"no update.json"}},
 		{"weights the base does not have", map[string]string{"head.safetensors": "w", artifact.UpdateInfoFile: `{"samples": 3}`}, []string{"head.safetensors", "base model has no file"}},
+		{"a symlink", map[string]string{"model.safetensors": "w", artifact.UpdateInfoFile: `{"samples": 3}`, "secrets": "->/etc/hostname"}, []string{"secrets is a symlink"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			tr := newTraining(t)
