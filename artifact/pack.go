@@ -59,6 +59,15 @@ type Storage interface {
 	Exists(ctx context.Context, target ocispec.Descriptor) (bool, error)
 }
 
+// FilePusher is a Storage that uploads a file by its path, such as
+// edgepuller/upload's resumable repository: it can read the file again
+// from any offset, so that a cut upload continues where the registry
+// stopped. It fails with an error wrapping content.ErrMismatchedDigest when
+// the file no longer matches desc.
+type FilePusher interface {
+	PushFile(ctx context.Context, desc ocispec.Descriptor, path string) error
+}
+
 // File is one file of a directory being packed.
 type packFile struct {
 	rel   string // slash-separated, relative to the directory
@@ -398,6 +407,9 @@ func pushFile(ctx context.Context, dst Storage, f *packFile) error {
 	if ok, err := dst.Exists(ctx, f.desc); err == nil && ok {
 		return nil
 	}
+	if fp, ok := dst.(FilePusher); ok {
+		return pushFileByPath(ctx, fp, f)
+	}
 	r, err := os.Open(f.abs)
 	if err != nil {
 		return fmt.Errorf("push %s: %w", f.rel, err)
@@ -418,6 +430,19 @@ func pushFile(ctx context.Context, dst Storage, f *packFile) error {
 		return fmt.Errorf("push %s: %w", f.rel, err)
 	}
 	return nil
+}
+
+// pushFileByPath lets dst read the file itself; the registry's digest check
+// stands in for the VerifyReader.
+func pushFileByPath(ctx context.Context, dst FilePusher, f *packFile) error {
+	err := dst.PushFile(ctx, f.desc, f.abs)
+	switch {
+	case err == nil || errors.Is(err, errdef.ErrAlreadyExists):
+		return nil
+	case errors.Is(err, content.ErrMismatchedDigest) || errors.Is(err, io.ErrUnexpectedEOF):
+		return errorf("push %s: the file changed while it was being pushed (%v): push again once it is no longer being written", f.rel, err)
+	}
+	return fmt.Errorf("push %s: %w", f.rel, err)
 }
 
 // ctxReader stops a long read when the context is done.
