@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/bargeml/barge/artifact"
 	"github.com/bargeml/barge/edgepuller/agent"
 	"github.com/bargeml/barge/registry"
+	"github.com/bargeml/barge/safetensors"
 )
 
 // The puller takes registry credentials from a mounted Docker config file,
@@ -80,7 +82,10 @@ func TestDaemonPushCredentials(t *testing.T) {
 	}
 	defer reg.Close(ctx)
 	src := t.TempDir()
-	os.WriteFile(filepath.Join(src, "model.safetensors"), []byte("base"), 0o644)
+	var model bytes.Buffer
+	tensors := []safetensors.Tensor{{Name: "w", DType: safetensors.F32, Shape: []int64{1}}}
+	safetensors.Encode(&model, nil, tensors, [][]byte{safetensors.AppendF32(nil, 0)})
+	os.WriteFile(filepath.Join(src, "model.safetensors"), model.Bytes(), 0o644)
 	repo, _ := remote.NewRepository(reg.Host() + "/models/mnist")
 	repo.PlainHTTP = true
 	repo.Client = &auth.Client{Credential: auth.StaticCredential(reg.Host(), auth.Credential{Username: "trainer", Password: "push-pw"})}
@@ -102,7 +107,7 @@ func TestDaemonPushCredentials(t *testing.T) {
 		fmt.Sprintf("    upload: {round: 1, repository: %s/models/mnist, run: r1}\n", reg.Host()))
 	update := filepath.Join(s.root, "uploads", "train", "round-1")
 	os.MkdirAll(update, 0o755)
-	os.WriteFile(filepath.Join(update, "model.safetensors"), []byte("trained"), 0o644)
+	os.WriteFile(filepath.Join(update, "model.safetensors"), model.Bytes(), 0o644)
 	os.WriteFile(filepath.Join(update, artifact.UpdateInfoFile), []byte(`{"samples": 7}`), 0o644)
 	os.WriteFile(filepath.Join(update, artifact.UpdateDoneFile), nil, 0o644)
 

@@ -21,7 +21,8 @@ func fileKind(m fs.FileMode) string {
 // checkUpdate refuses, before a byte leaves the node, an update whose
 // weights cannot be averaged with the base model's: FedAvg averages file by
 // file and tensor by tensor, so every *.safetensors file of the update must
-// be a file of the base, which the node holds; and only regular files go
+// be a file of the base, which the node holds, with the same tensor names,
+// dtypes and shapes; and only regular files go
 // (a symlink may point anywhere on the node). A refused update names the
 // file and what is wrong, for the trainer's author.
 func (w *worker) checkUpdate(dir string, base digest.Digest) error {
@@ -46,6 +47,9 @@ func (w *worker) checkUpdate(dir string, base digest.Digest) error {
 			return fmt.Errorf("%s: the base model has no file of that name: write the base model's weight files, retrained", filepath.ToSlash(rel))
 		} else if err != nil {
 			return fmt.Errorf("%s: read the base model's file: %w", filepath.ToSlash(rel), err)
+		}
+		if err := sameTensors(p, baseFile); err != nil {
+			return fmt.Errorf("%s: %w", filepath.ToSlash(rel), err)
 		}
 		return nil
 	})

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +15,23 @@ import (
 
 	"github.com/bargeml/barge/artifact"
 	"github.com/bargeml/barge/edgepuller/agent"
+	"github.com/bargeml/barge/safetensors"
 )
+
+// weights is a safetensors file of a small classifier: "weight" of shape
+// [classes, features] and "bias" [classes], F32, every value v.
+func weights(classes, features int64, v float32) string {
+	var b strings.Builder
+	tensors := []safetensors.Tensor{
+		{Name: "weight", DType: safetensors.F32, Shape: []int64{classes, features}},
+		{Name: "bias", DType: safetensors.F32, Shape: []int64{classes}},
+	}
+	fill := func(n int64) []byte { return safetensors.AppendF32(nil, slices.Repeat([]float32{v}, int(n))...) }
+	if err := safetensors.Encode(&b, nil, tensors, [][]byte{fill(classes * features), fill(classes)}); err != nil {
+		panic(err)
+	}
+	return b.String()
+}
 
 // training is a base model in the registry and a node that trains on it:
 // the entry asking for round 1's update.
@@ -26,7 +43,7 @@ type training struct {
 
 func newTraining(t *testing.T) *training {
 	e := newEnv(t)
-	base := e.push("models/base", "r0", map[string]string{"model.safetensors": "base weights", "train/config.json": "{}"})
+	base := e.push("models/base", "r0", map[string]string{"model.safetensors": weights(3, 4, 0), "train/config.json": "{}"})
 	return &training{e: e, base: base, entry: agent.Desired{
 		Name:      "team/train-mnist",
 		Reference: e.ref("models/base@" + base.String()),
@@ -94,7 +111,7 @@ func TestUploadsUpdateOnceDone(t *testing.T) {
 		return u.Round == 1 && u.Phase == agent.UploadWaiting && strings.Contains(u.Message, "DONE")
 	})
 
-	update := map[string]string{"model.safetensors": "trained weights", artifact.UpdateInfoFile: `{"samples": 120, "metrics": {"accuracy": 0.9}}`}
+	update := map[string]string{"model.safetensors": weights(3, 4, 0.5), artifact.UpdateInfoFile: `{"samples": 120, "metrics": {"accuracy": 0.9}}`}
 	tr.write(r, update)
 	time.Sleep(200 * time.Millisecond) // ten polls
 	if u, _ := r.rec.get(tr.entry.Name); u.Upload.Phase != agent.UploadWaiting || tr.e.proxy.writes.Load() != 0 {
@@ -119,7 +136,7 @@ func TestUploadsUpdateOnceDone(t *testing.T) {
 	if g := got[0].update; g.Node != want.Node || g.Round != want.Round || g.Run != want.Run || g.Samples != want.Samples || g.Base.Digest != tr.base {
 		t.Errorf("update annotations say %+v; want node edge-1, round 1, run run-1, 120 samples, base %s", g, tr.base)
 	}
-	if files := got[0].files; files["model.safetensors"] != "trained weights" || files[artifact.UpdateDoneFile] != "" || len(files) != 2 {
+	if files := got[0].files; files["model.safetensors"] != update["model.safetensors"] || files[artifact.UpdateDoneFile] != "" || len(files) != 2 {
 		t.Errorf("the update holds %v; want model.safetensors and update.json, not DONE", files)
 	}
 
@@ -138,17 +155,23 @@ func TestUploadsUpdateOnceDone(t *testing.T) {
 
 // A malformed update is refused with a message naming the file and what is
 // wrong, and nothing is pushed; when the trainer writes it anew, it goes.
+// Weights are checked against the base model's file of the same name,
+// which the node holds: the tensors FedAvg will average, header only.
 func TestRefusesMalformedUpdate(t *testing.T) {
+	good := weights(3, 4, 1)
 	for _, tt := range []struct {
 		name  string
 		files map[string]string
 		want  []string
 	}{
-		{"update.json is not JSON", map[string]string{"model.safetensors": "w", artifact.UpdateInfoFile: `{"samples": 12`}, []string{"update.json", "not valid"}},
-		{"no samples", map[string]string{"model.safetensors": "w", artifact.UpdateInfoFile: `{"metrics": {"accuracy": 1}}`}, []string{"update.json", "samples is 0"}},
-		{"no update.json", map[string]string{"model.safetensors": "w"}, []string{"no update.json"}},
-		{"weights the base does not have", map[string]string{"head.safetensors": "w", artifact.UpdateInfoFile: `{"samples": 3}`}, []string{"head.safetensors", "base model has no file"}},
-		{"a symlink", map[string]string{"model.safetensors": "w", artifact.UpdateInfoFile: `{"samples": 3}`, "secrets": "->/etc/hostname"}, []string{"secrets is a symlink"}},
+		{"update.json is not JSON", map[string]string{"model.safetensors": good, artifact.UpdateInfoFile: `{"samples": 12`}, []string{"update.json", "not valid"}},
+		{"no samples", map[string]string{"model.safetensors": good, artifact.UpdateInfoFile: `{"metrics": {"accuracy": 1}}`}, []string{"update.json", "samples is 0"}},
+		{"no update.json", map[string]string{"model.safetensors": good}, []string{"no update.json"}},
+		{"weights the base does not have", map[string]string{"head.safetensors": good, artifact.UpdateInfoFile: `{"samples": 3}`}, []string{"head.safetensors", "base model has no file"}},
+		{"a tensor of another shape", map[string]string{"model.safetensors": weights(3, 5, 1), artifact.UpdateInfoFile: `{"samples": 3}`},
+			[]string{"model.safetensors", `tensor "weight" is F32 [3 5]; the base model's is F32 [3 4]`}},
+		{"not safetensors", map[string]string{"model.safetensors": "pickled torch", artifact.UpdateInfoFile: `{"samples": 3}`}, []string{"model.safetensors", "not a safetensors file"}},
+		{"a symlink", map[string]string{"model.safetensors": good, artifact.UpdateInfoFile: `{"samples": 3}`, "secrets": "->/etc/hostname"}, []string{"secrets is a symlink"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			tr := newTraining(t)
@@ -172,7 +195,7 @@ func TestRefusesMalformedUpdate(t *testing.T) {
 			}
 
 			os.RemoveAll(r.UploadDir(tr.entry.Name, 1))
-			tr.write(r, map[string]string{"model.safetensors": "w", artifact.UpdateInfoFile: `{"samples": 3}`, artifact.UpdateDoneFile: ""})
+			tr.write(r, map[string]string{"model.safetensors": good, artifact.UpdateInfoFile: `{"samples": 3}`, artifact.UpdateDoneFile: ""})
 			tr.waitUpload(t, r, "Uploaded once rewritten", func(u agent.UploadStatus) bool { return u.Phase == agent.UploadUploaded })
 		})
 	}

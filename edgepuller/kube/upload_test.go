@@ -16,7 +16,19 @@ import (
 	"github.com/bargeml/barge/api/v1alpha1"
 	"github.com/bargeml/barge/artifact"
 	"github.com/bargeml/barge/edgepuller/agent"
+	"github.com/bargeml/barge/safetensors"
 )
+
+// weights is a safetensors file with one F32 tensor "weight" [2, 2], every
+// value v: a model and its updates, as the puller checks them.
+func weights(v float32) string {
+	var b strings.Builder
+	t := []safetensors.Tensor{{Name: "weight", DType: safetensors.F32, Shape: []int64{2, 2}}}
+	if err := safetensors.Encode(&b, nil, t, [][]byte{safetensors.AppendF32(nil, v, v, v, v)}); err != nil {
+		panic(err)
+	}
+	return b.String()
+}
 
 const trainName = "train-mnist"
 
@@ -46,7 +58,7 @@ func (s *site) writeUpdate(round int32, samples int) string {
 		s.t.Fatal(err)
 	}
 	for _, f := range []struct{ name, content string }{
-		{"model.safetensors", fmt.Sprintf("round %d weights", round)},
+		{"model.safetensors", weights(float32(round))},
 		{artifact.UpdateInfoFile, fmt.Sprintf(`{"samples": %d, "metrics": {"accuracy": 0.8}}`, samples)},
 		{artifact.UpdateDoneFile, ""},
 	} {
@@ -103,7 +115,7 @@ func (s *site) waitUpload(what string, cond func(*v1alpha1.UploadStatus) bool) *
 // with nothing of the last round's upload left in status.
 func TestUploadStatus(t *testing.T) {
 	s := newSite(t)
-	base := s.push("models/mnist", map[string]string{"model.safetensors": "round 0 weights"})
+	base := s.push("models/mnist", map[string]string{"model.safetensors": weights(0)})
 	s.createTraining(base, 1)
 	p := s.start(nil, nil)
 	s.waitReady(trainName+"-"+node, base)
@@ -126,7 +138,7 @@ func TestUploadStatus(t *testing.T) {
 		t.Errorf("updates of the base in the registry: %+v; want one from %s, round 1, run uid-1, 250 samples", updates, node)
 	}
 
-	next := s.push("models/mnist", map[string]string{"model.safetensors": "round 1 aggregate"})
+	next := s.push("models/mnist", map[string]string{"model.safetensors": weights(0.5)})
 	patch := fmt.Sprintf(`{"spec":{"reference":%q,"digest":%q,"upload":{"round":2}}}`, next.ref, next.digest)
 	if err := env.Client.Patch(context.Background(), na, client.RawPatch("application/merge-patch+json", []byte(patch))); err != nil {
 		t.Fatal(err)
@@ -143,7 +155,7 @@ func TestUploadStatus(t *testing.T) {
 // says so once the link is back.
 func TestUploadWhileAPIServerUnreachable(t *testing.T) {
 	s := newSite(t)
-	base := s.push("models/mnist", map[string]string{"model.safetensors": "round 0 weights"})
+	base := s.push("models/mnist", map[string]string{"model.safetensors": weights(0)})
 	s.createTraining(base, 1)
 	proxy := newTCPProxy(t, apiHostPort(t))
 	p := s.start(proxy.config(t), nil)
@@ -171,7 +183,7 @@ func TestUploadWhileAPIServerUnreachable(t *testing.T) {
 // file, and nothing reaches the registry.
 func TestMalformedUpdateNamed(t *testing.T) {
 	s := newSite(t)
-	base := s.push("models/mnist", map[string]string{"model.safetensors": "round 0 weights"})
+	base := s.push("models/mnist", map[string]string{"model.safetensors": weights(0)})
 	s.createTraining(base, 1)
 	s.start(nil, nil)
 	s.waitUpload("Waiting", func(u *v1alpha1.UploadStatus) bool { return u.Phase == v1alpha1.UploadWaiting })
@@ -193,7 +205,7 @@ func TestMalformedUpdateNamed(t *testing.T) {
 // so a stolen node cannot claim another node's update.
 func TestUploadStatusOnlyByItsNode(t *testing.T) {
 	s := newSite(t)
-	base := s.push("models/mnist", map[string]string{"model.safetensors": "w"})
+	base := s.push("models/mnist", map[string]string{"model.safetensors": weights(0)})
 	na := s.createTraining(base, 1)
 	ctx := context.Background()
 	patch := client.RawPatch("application/merge-patch+json", []byte(
