@@ -175,7 +175,7 @@ func explainYAML(b []byte, err error) error {
 	}
 	msg = strings.TrimPrefix(msg, "error unmarshaling JSON: while decoding JSON: ")
 	if m := unknownField.FindStringSubmatch(msg); m != nil {
-		return &lineError{line: keyLine(b, m[1]), msg: fmt.Sprintf("unknown field %q: an artifact has name, reference and insecure", m[1])}
+		return &lineError{line: keyLine(b, m[1]), msg: fmt.Sprintf("unknown field %q: an artifact has name, reference, insecure, verify and upload", m[1])}
 	}
 	if m := jsonField.FindStringSubmatch(msg); m != nil {
 		parts := strings.Split(m[1], ".")

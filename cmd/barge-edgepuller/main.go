@@ -54,7 +54,8 @@ Kubernetes mode keeps the NodeArtifacts labelled barge.dev/node=NODE materialize
 under DIR/artifacts/<namespace>/<name>/current and writes their status. Without
 --kubeconfig it uses the pod's in-cluster configuration; on a KubeEdge edge node,
 point --kubeconfig at a file naming the MetaServer (http://127.0.0.1:10550).
-Registry credentials come only from --registry-config.
+Registry credentials come only from --registry-config; the training updates
+a NodeArtifact's spec.upload asks for are pushed with --push-credentials only.
 
 Flags:
 `
@@ -86,6 +87,7 @@ func run(args []string, stderr io.Writer) int {
 		reqTimeout  = fl.Duration("request-timeout", fetch.DefaultRequestTimeout, "bound on each manifest, tag lookup and token request to a registry or mirror, body included")
 		pullTimeout = fl.Duration("pull-timeout", fetch.DefaultTimeout, "bound on one pull of one artifact; a pull cut by it resumes on the next attempt")
 		regConfig   = fl.String("registry-config", "", "registry credentials in Docker config format (a mounted kubernetes.io/dockerconfigjson Secret); anonymous when empty")
+		pushConfig  = fl.String("push-credentials", "", "credentials for uploading training updates, in Docker config format (a mounted kubernetes.io/dockerconfigjson Secret), used only for uploads and only to the repository a NodeArtifact's spec.upload names; anonymous uploads when empty")
 		verifyDir   = fl.String("verify-dir", "", "key material for signature checks before activation, DIR/NAMESPACE/KEYS/ (mounted ConfigMaps); without it, an artifact that asks for verification fails")
 		mirrors     []string
 		limitRate   int64
@@ -152,6 +154,14 @@ func run(args []string, stderr io.Writer) int {
 		}
 		opts.Fetch.Client = &auth.Client{Client: retry.DefaultClient, Cache: auth.NewCache(), Credential: credentials.Credential(store)}
 	}
+	if *pushConfig != "" {
+		store, err := credentials.NewStore(*pushConfig, credentials.StoreOptions{})
+		if err != nil {
+			log.Error("cannot read push credentials", "file", *pushConfig, "err", err)
+			return 1
+		}
+		opts.PushCredential = credentials.Credential(store)
+	}
 	// Always set: with no --verify-dir, an entry that asks for a signature
 	// check fails rather than being activated unchecked.
 	opts.Verify = trust.FromDir(*verifyDir, opts.Fetch.Client)
@@ -177,6 +187,7 @@ func run(args []string, stderr io.Writer) int {
 			return 1
 		}
 		opts.Reporter, opts.Removed, src = node, node.Removed, node
+		opts.NodeName = *nodeName
 	}
 	a, err = agent.New(opts)
 	if err != nil {

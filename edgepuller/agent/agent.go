@@ -69,6 +69,21 @@ type Options struct {
 	// fetched manifest's descriptor; an error keeps the current version and
 	// reports the artifact Failed with it. If nil, nothing is verified.
 	Verify func(ctx context.Context, d Desired, desc ocispec.Descriptor) error
+
+	// NodeName is annotated on the updates this node uploads; if empty,
+	// the host name.
+	NodeName string
+	// PushCredential, if set, gives the credential for uploads
+	// (Desired.Upload), and only for the registry of the upload's
+	// repository; without it uploads are anonymous. Fetch's credentials
+	// are never used for uploads, nor this one for pulls.
+	PushCredential auth.CredentialFunc
+	// OpenUpload opens the repository an update is pushed to; if nil, a
+	// plain registry client.
+	OpenUpload OpenUpload
+	// UploadPoll is how often the directory of an update to upload is
+	// checked for the trainer's DONE; if <= 0, 2 s.
+	UploadPoll time.Duration
 }
 
 // Agent keeps a node's artifacts as desired. Create it with New and start
@@ -79,7 +94,9 @@ type Agent struct {
 	st      *store.Store
 	metrics *metrics
 	client  remote.Client // resolves tags at the origin
-	slots   chan struct{} // one per pull allowed at once
+	// pushCache keeps the upload tokens, apart from the pull client's.
+	pushCache auth.Cache
+	slots     chan struct{} // one per pull allowed at once
 
 	// disk orders what changes artifact directories against garbage
 	// collection: activation, pinning and removal hold it for reading, a
@@ -120,6 +137,15 @@ func New(opts Options) (*Agent, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
+	if opts.NodeName == "" {
+		opts.NodeName, _ = os.Hostname()
+	}
+	if opts.OpenUpload == nil {
+		opts.OpenUpload = openRemote
+	}
+	if opts.UploadPoll <= 0 {
+		opts.UploadPoll = 2 * time.Second
+	}
 	if opts.Fetch.Client == nil {
 		opts.Fetch.Client = &auth.Client{
 			Client: retry.DefaultClient,
@@ -145,15 +171,16 @@ func New(opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	return &Agent{
-		opts:     opts,
-		log:      opts.Log,
-		st:       st,
-		metrics:  m,
-		client:   fetch.WithRequestTimeout(opts.Fetch.Client, opts.Fetch.RequestTimeout),
-		slots:    make(chan struct{}, opts.Concurrency),
-		pins:     map[*pinOwner]digest.Digest{},
-		statuses: map[string]Status{},
-		gcKick:   make(chan struct{}, 1),
+		opts:      opts,
+		log:       opts.Log,
+		st:        st,
+		metrics:   m,
+		client:    fetch.WithRequestTimeout(opts.Fetch.Client, opts.Fetch.RequestTimeout),
+		pushCache: auth.NewCache(),
+		slots:     make(chan struct{}, opts.Concurrency),
+		pins:      map[*pinOwner]digest.Digest{},
+		statuses:  map[string]Status{},
+		gcKick:    make(chan struct{}, 1),
 	}, nil
 }
 
@@ -447,8 +474,14 @@ func (a *Agent) remove(ctx context.Context, name string) {
 	} else {
 		a.log.Info("artifact removed: no longer desired", "artifact", name, "dir", dir)
 	}
+	// A trainer's updates were made from the node's data: they go with
+	// the artifact they were trained from.
+	if err := os.RemoveAll(filepath.Join(a.opts.Root, "uploads", filepath.FromSlash(name))); err != nil {
+		a.log.Warn("cannot remove the training updates of an artifact no longer desired", "artifact", name, "err", err)
+	}
 	if ns, _, ok := strings.Cut(name, "/"); ok {
 		os.Remove(filepath.Join(a.opts.Root, "artifacts", ns)) // only if empty
+		os.Remove(filepath.Join(a.opts.Root, "uploads", ns))
 	}
 	a.mu.Lock()
 	delete(a.statuses, name)

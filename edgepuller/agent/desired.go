@@ -27,6 +27,24 @@ type Desired struct {
 	// Verify, when Keys is set, asks for a signature check before activation (see
 	// Options.Verify); the key material is the node's, never the entry's.
 	Verify VerifyRef `json:"verify,omitzero"`
+	// Upload, when its Round is set, asks for a trainer's update to be
+	// uploaded once the artifact is Ready: the directory
+	// root/uploads/<Name>/round-<Round>, once it holds DONE, is pushed as an
+	// update artifact, a referrer of the Reference's digest.
+	Upload UploadRef `json:"upload,omitzero"`
+}
+
+// UploadRef is one round's update to upload. It is comparable, so desired
+// lists compare with ==.
+type UploadRef struct {
+	// Round of the training, from 1.
+	Round int `json:"round"`
+	// Repository the update is pushed to, host[:port]/path without a tag;
+	// over plain HTTP when the entry is Insecure.
+	Repository string `json:"repository"`
+	// Run is annotated on the update, so that two trainings from one base
+	// never mix their updates.
+	Run string `json:"run,omitempty"`
 }
 
 // VerifyRef says which of the node's key material a signature must verify
@@ -88,6 +106,24 @@ func (d Desired) Validate() error {
 	}
 	if ref.Reference == "" {
 		return fmt.Errorf("artifact %s: reference %q names no version: add :tag or @sha256:…", d.Name, d.Reference)
+	}
+	return d.Upload.validate(d.Name, ref)
+}
+
+// validate checks an upload request; the zero UploadRef asks for none.
+func (u UploadRef) validate(name string, base registry.Reference) error {
+	if u == (UploadRef{}) {
+		return nil
+	}
+	if u.Round < 1 {
+		return fmt.Errorf("artifact %s: upload round is %d: rounds count from 1", name, u.Round)
+	}
+	if _, err := base.Digest(); err != nil {
+		return fmt.Errorf("artifact %s: an upload needs the base model by digest (@sha256:…), not %q: an update names the exact model it was trained from", name, base.Reference)
+	}
+	repo, err := registry.ParseReference(u.Repository)
+	if err != nil || repo.Reference != "" {
+		return fmt.Errorf("artifact %s: upload repository %q: give host[:port]/path, without tag or digest", name, u.Repository)
 	}
 	return nil
 }

@@ -51,6 +51,7 @@ type proxy struct {
 	gets    atomic.Int64 // GETs of manifests and blobs
 	heads   atomic.Int64
 	bodyOut atomic.Int64 // response body bytes of GETs
+	writes  atomic.Int64 // POST, PATCH and PUT: uploads
 }
 
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -75,6 +76,8 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodHead:
 		p.heads.Add(1)
+	case http.MethodPost, http.MethodPatch, http.MethodPut:
+		p.writes.Add(1)
 	case http.MethodGet:
 		if strings.Contains(r.URL.Path, "/manifests/") || strings.Contains(r.URL.Path, "/blobs/") {
 			p.gets.Add(1)

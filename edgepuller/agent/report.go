@@ -72,4 +72,39 @@ type Status struct {
 	// Message says why, for Pending and Failed, or notes something, such as
 	// a registry that cannot be reached while the current version is served.
 	Message string
+	// Upload is the upload of the entry's Desired.Upload; zero when it asks
+	// for none. Every report of such an entry carries it, so a reporter that
+	// keeps only the latest status keeps both.
+	Upload UploadStatus
+}
+
+// UploadPhase is where the upload of a round's update stands.
+type UploadPhase string
+
+const (
+	// UploadWaiting: the base model is not Ready yet, or the trainer has
+	// not written DONE.
+	UploadWaiting UploadPhase = "Waiting"
+	// UploadUploading: the update's blobs are being pushed.
+	UploadUploading UploadPhase = "Uploading"
+	// UploadUploaded: the update's manifest is in the repository.
+	UploadUploaded UploadPhase = "Uploaded"
+	// UploadFailed: the update is malformed and refused (it is checked
+	// again when the trainer rewrites it), or the push failed (retried
+	// with backoff).
+	UploadFailed UploadPhase = "Failed"
+)
+
+// UploadStatus is the upload of one round's update.
+type UploadStatus struct {
+	Round int
+	Phase UploadPhase
+	// Digest is the update's manifest digest, once Uploaded.
+	Digest digest.Digest
+	// Samples is what the trainer's update.json says.
+	Samples int64
+	// BytesDone of BytesTotal, the update's files, are in the repository.
+	BytesDone, BytesTotal int64
+	// Message says what is awaited, or what is wrong and with which file.
+	Message string
 }

@@ -46,13 +46,20 @@ type worker struct {
 	state    artifactState
 	failures int
 	pin      *pinOwner // whose pin this worker holds
+
+	mu sync.Mutex
+	up UploadStatus // carried by every report while d.Upload is set
 }
 
 func (w *worker) run(ctx context.Context) {
 	w.ref, _ = registry.ParseReference(w.d.Reference) // Validate accepted it
 	w.state = w.a.loadState(w.d)
 	cur := w.current()
-	switch target := w.a.knownTarget(w.d, w.state); {
+	target := w.a.knownTarget(w.d, w.state)
+	if w.d.Upload.Round > 0 {
+		w.setUpload(UploadStatus{Phase: UploadWaiting, Message: fmt.Sprintf("waiting for the base model %s to be on the node", target)})
+	}
+	switch {
 	case cur == "":
 		w.report(Pending, cur, "not pulled yet")
 	case cur == target:
@@ -66,6 +73,9 @@ func (w *worker) run(ctx context.Context) {
 			return
 		}
 		if wait < 0 {
+			if w.d.Upload.Round > 0 {
+				w.upload(ctx, w.current()) // Ready: current is the digest the reference names
+			}
 			<-ctx.Done()
 			return
 		}
@@ -314,7 +324,7 @@ func (a *Agent) saveState(d Desired, st artifactState) error {
 }
 
 func (w *worker) report(phase Phase, cur digest.Digest, msg string) {
-	s := Status{Name: w.d.Name, Reference: w.d.Reference, Phase: phase, Digest: cur, Message: msg}
+	s := Status{Name: w.d.Name, Reference: w.d.Reference, Phase: phase, Digest: cur, Message: msg, Upload: w.uploadStatus()}
 	if cur != "" {
 		s.Path = filepath.Join(w.root, "current")
 	}
@@ -411,7 +421,7 @@ func (p *progress) event(e fetch.Event) {
 	total := p.total
 	p.mu.Unlock()
 	w := p.w
-	s := Status{Name: w.d.Name, Reference: w.d.Reference, Phase: Pulling, Digest: p.cur, BytesDone: done, BytesTotal: total}
+	s := Status{Name: w.d.Name, Reference: w.d.Reference, Phase: Pulling, Digest: p.cur, BytesDone: done, BytesTotal: total, Upload: w.uploadStatus()}
 	if p.cur != "" {
 		s.Path = filepath.Join(w.root, "current")
 	}

@@ -218,6 +218,8 @@ func (s *site) start(cfg *rest.Config, mutate func(*kube.Options)) *puller {
 	}
 	a, err = agent.New(agent.Options{
 		Root:            s.root,
+		NodeName:        node,
+		UploadPoll:      50 * time.Millisecond,
 		Reporter:        n,
 		Removed:         n.Removed,
 		Backoff:         func(int) time.Duration { return 100 * time.Millisecond },

@@ -403,6 +403,11 @@ func (n *Node) deliver(set func([]agent.Desired)) {
 		if v := na.Spec.Verify; v != nil {
 			d.Verify = agent.VerifyRef{Provider: v.Provider, Keys: v.KeyMaterialName(), Index: v.SignedIndex}
 		}
+		if u := na.Spec.Upload; u != nil {
+			// The agent's directory for it, root/uploads/<name>/round-<N>,
+			// is v1alpha1.UploadDir: name is namespace/artifactName.
+			d.Upload = agent.UploadRef{Round: int(u.Round), Repository: u.Repository, Run: u.Run}
+		}
 		list = append(list, d)
 	}
 	slices.SortFunc(list, func(a, b agent.Desired) int { return strings.Compare(a.Name, b.Name) })

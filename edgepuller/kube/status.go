@@ -38,10 +38,20 @@ type transition struct {
 	reference, path, message string
 	phase                    agent.Phase
 	digest                   digest.Digest
+	upload                   uploadTransition
+}
+
+type uploadTransition struct {
+	round   int
+	phase   agent.UploadPhase
+	digest  digest.Digest
+	message string
 }
 
 func transitionOf(s agent.Status) transition {
-	return transition{reference: s.Reference, path: s.Path, message: s.Message, phase: s.Phase, digest: s.Digest}
+	u := s.Upload
+	return transition{reference: s.Reference, path: s.Path, message: s.Message, phase: s.Phase, digest: s.Digest,
+		upload: uploadTransition{round: u.Round, phase: u.Phase, digest: u.Digest, message: u.Message}}
 }
 
 // Report queues s for its NodeArtifact's status. It never blocks on the
@@ -158,7 +168,7 @@ func (n *Node) flush(ctx context.Context) (time.Duration, error) {
 		case na == nil:
 			delete(n.queue, name) // the object is gone
 			continue
-		case e.s.Reference != na.Spec.Reference:
+		case e.s.Reference != na.Spec.Reference || (e.s.Upload.Round != 0 && e.s.Upload.Round != uploadRound(na)):
 			e.pending = false // from a worker for a spec that has changed since
 			continue
 		case transitionOf(e.s) == e.sent:
@@ -267,11 +277,24 @@ func (n *Node) patchStatus(ctx context.Context, name string, na *v1alpha1.NodeAr
 // maxMessage keeps a message within what the CRD accepts for a condition.
 const maxMessage = 32768
 
-func truncate(s string) string {
-	if len(s) <= maxMessage {
+// maxUploadMessage is what the CRD accepts for status.upload.message.
+const maxUploadMessage = 1024
+
+func truncate(s string) string { return truncateTo(s, maxMessage) }
+
+func truncateTo(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	return s[:maxMessage-3] + "..."
+	return s[:n-3] + "..."
+}
+
+// uploadRound is the round whose upload na asks for, 0 for none.
+func uploadRound(na *v1alpha1.NodeArtifact) int {
+	if na.Spec.Upload == nil {
+		return 0
+	}
+	return int(na.Spec.Upload.Round)
 }
 
 // statusOf is na's status as s describes it.
@@ -302,6 +325,10 @@ func statusOf(na *v1alpha1.NodeArtifact, s agent.Status) v1alpha1.NodeArtifactSt
 		ready.Message = s.Message
 	}
 	ready.Message = truncate(ready.Message)
+	if u := s.Upload; u.Round > 0 {
+		st.Upload = &v1alpha1.UploadStatus{Round: int32(u.Round), Phase: v1alpha1.UploadPhase(u.Phase), Digest: u.Digest.String(),
+			Samples: u.Samples, BytesDone: u.BytesDone, BytesTotal: u.BytesTotal, Message: truncateTo(u.Message, maxUploadMessage)}
+	}
 	meta.SetStatusCondition(&st.Conditions, ready)
 	// Reconciling and Stalled are there only while true, for kstatus.
 	setOnly := func(typ string, on bool, reason, msg string) {
@@ -341,6 +368,7 @@ func statusPatch(st v1alpha1.NodeArtifactStatus) map[string]any {
 		"bytesDone":          st.BytesDone,
 		"bytesTotal":         st.BytesTotal,
 		"message":            orNull(st.Message),
+		"upload":             uploadPatch(st.Upload),
 		"conditions":         conds,
 	}
 }
@@ -396,4 +424,27 @@ func (n *Node) release(ctx context.Context, name string, na *v1alpha1.NodeArtifa
 	n.released[string(uid)] = true
 	n.mu.Unlock()
 	return nil
+}
+
+// uploadPatch replaces status.upload whole: a field the new status does
+// not set, such as a digest from an earlier round, must not stay.
+func uploadPatch(u *v1alpha1.UploadStatus) any {
+	if u == nil {
+		return nil
+	}
+	orNull := func(s string) any {
+		if s == "" {
+			return nil
+		}
+		return s
+	}
+	return map[string]any{
+		"round":      u.Round,
+		"phase":      orNull(string(u.Phase)),
+		"digest":     orNull(u.Digest),
+		"samples":    u.Samples,
+		"bytesDone":  u.BytesDone,
+		"bytesTotal": u.BytesTotal,
+		"message":    orNull(u.Message),
+	}
 }

@@ -538,13 +538,32 @@ func TestEdgePullerDaemonSet(t *testing.T) {
 
 func TestEdgePullerRegistryConfigSecret(t *testing.T) {
 	ds := decode[appsv1.DaemonSet](t, render(t, "--set", "edgePuller.registryConfigSecret=regcred").one(t, "DaemonSet", "edgepuller"))
-	tmpl := &ds.Spec.Template
-	c := container(t, tmpl, "edgepuller")
-	file, ok := flag(c.Args, "registry-config")
-	if !ok {
-		t.Fatal("no --registry-config")
+	secretFileMounted(t, &ds.Spec.Template, "registry-config", "regcred")
+}
+
+// The push credential is its own Secret, on its own flag; without
+// edgePuller.push.secretName uploads are anonymous, and the pull credential
+// is never passed as the push one.
+func TestEdgePullerPushSecret(t *testing.T) {
+	ds := decode[appsv1.DaemonSet](t, render(t, "--set", "edgePuller.registryConfigSecret=regcred,edgePuller.push.secretName=pushcred").one(t, "DaemonSet", "edgepuller"))
+	secretFileMounted(t, &ds.Spec.Template, "push-credentials", "pushcred")
+	secretFileMounted(t, &ds.Spec.Template, "registry-config", "regcred")
+
+	ds = decode[appsv1.DaemonSet](t, render(t, "--set", "edgePuller.registryConfigSecret=regcred").one(t, "DaemonSet", "edgepuller"))
+	if v, ok := flag(container(t, &ds.Spec.Template, "edgepuller").Args, "push-credentials"); ok {
+		t.Errorf("without edgePuller.push.secretName the puller gets --push-credentials=%s", v)
 	}
-	// The flag names the .dockerconfigjson key of the Secret, through its mount.
+}
+
+// secretFileMounted checks that the puller's --flag names the
+// .dockerconfigjson key of Secret secret, through a read-only mount.
+func secretFileMounted(t *testing.T, tmpl *corev1.PodTemplateSpec, flagName, secret string) {
+	t.Helper()
+	c := container(t, tmpl, "edgepuller")
+	file, ok := flag(c.Args, flagName)
+	if !ok {
+		t.Fatalf("no --%s", flagName)
+	}
 	var found bool
 	for _, m := range c.VolumeMounts {
 		rel, ok := strings.CutPrefix(file, m.MountPath+"/")
@@ -556,15 +575,15 @@ func TestEdgePullerRegistryConfigSecret(t *testing.T) {
 			t.Errorf("mount %s is writable", m.MountPath)
 		}
 		v := volumeOf(t, tmpl, m.Name)
-		if v.Secret == nil || v.Secret.SecretName != "regcred" {
-			t.Fatalf("--registry-config=%s is on volume %+v, want Secret regcred", file, v)
+		if v.Secret == nil || v.Secret.SecretName != secret {
+			t.Fatalf("--%s=%s is on volume %+v, want Secret %s", flagName, file, v, secret)
 		}
 		if !slices.ContainsFunc(v.Secret.Items, func(k corev1.KeyToPath) bool { return k.Key == ".dockerconfigjson" && k.Path == rel }) {
 			t.Errorf("Secret items %+v: the .dockerconfigjson key is not at %s", v.Secret.Items, rel)
 		}
 	}
 	if !found {
-		t.Errorf("--registry-config=%s is on no mounted volume", file)
+		t.Errorf("--%s=%s is on no mounted volume", flagName, file)
 	}
 }
 
