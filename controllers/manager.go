@@ -156,6 +156,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	}
 	trainings := &TrainingModelReconciler{
 		Client:   mgr.GetClient(),
+		reader:   mgr.GetAPIReader(),
 		recorder: mgr.GetEventRecorder("barge-controller"),
 		resolver: resolver,
 		placer:   pl,

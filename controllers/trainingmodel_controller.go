@@ -31,6 +31,9 @@ import (
 // global model.
 type TrainingModelReconciler struct {
 	client.Client
+	// reader reads the TrainingModel uncached: its status is the history
+	// of the rounds, which a pass must never rebuild from a stale copy.
+	reader   client.Reader
 	recorder recorder.EventRecorder
 	resolver *Resolver
 	placer   *placer
@@ -73,7 +76,7 @@ func (r *TrainingModelReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	ctx, cancel := context.WithTimeout(ctx, r.opts.ReconcileTimeout)
 	defer cancel()
 	tm := &v1alpha1.TrainingModel{}
-	if err := r.Get(ctx, req.NamespacedName, tm); err != nil {
+	if err := r.reader.Get(ctx, req.NamespacedName, tm); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !tm.DeletionTimestamp.IsZero() {

@@ -153,11 +153,16 @@ func (w trainerJob) job() (*batchv1.Job, error) {
 			{Name: "output", MountPath: trainOutputDir},
 		},
 	}
+	// As a container's command and args replace an image's entrypoint and
+	// cmd: each replaces its own part of the runtime's.
 	if spec.Image != "" {
 		ctr.Image, ctr.Command, ctr.Args = spec.Image, nil, nil
 	}
-	if len(spec.Command) > 0 || len(spec.Args) > 0 {
-		ctr.Command, ctr.Args = spec.Command, spec.Args
+	if len(spec.Command) > 0 {
+		ctr.Command = spec.Command
+	}
+	if len(spec.Args) > 0 {
+		ctr.Args = spec.Args
 	}
 	// The contract first, then the runtime's and the user's (which may not
 	// use the BARGE_ prefix: checkSpec refuses it).

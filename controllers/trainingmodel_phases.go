@@ -490,6 +490,15 @@ func (r *TrainingModelReconciler) createJob(ctx context.Context, tm *v1alpha1.Tr
 	}
 	err := r.Create(ctx, job)
 	if apierrors.IsAlreadyExists(err) {
+		// Ours, made by a pass whose Job the cache does not hold yet, or
+		// another's.
+		existing := &batchv1.Job{}
+		if err := r.reader.Get(ctx, client.ObjectKeyFromObject(job), existing); err != nil {
+			return fmt.Errorf("get Job %s: %w", job.Name, err)
+		}
+		if metav1.IsControlledBy(existing, tm) {
+			return nil
+		}
 		return stalledf(ReasonObjectConflict, "a Job named %s already exists in %s and does not belong to this TrainingModel: delete it or rename the TrainingModel", job.Name, tm.Namespace)
 	}
 	if err != nil {

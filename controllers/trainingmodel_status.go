@@ -24,7 +24,9 @@ func (r *TrainingModelReconciler) patchStatus(ctx context.Context, s *trainingSc
 	if equality.Semantic.DeepEqual(s.before.Status, *st) {
 		return nil
 	}
-	if err := r.Status().Patch(ctx, s.tm, client.MergeFrom(s.before)); client.IgnoreNotFound(err) != nil {
+	// Optimistic: a status written since this pass read the object is never
+	// overwritten; the conflict brings a new pass.
+	if err := r.Status().Patch(ctx, s.tm, client.MergeFromWithOptions(s.before, client.MergeFromWithOptimisticLock{})); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("patch status of TrainingModel %s/%s: %w", s.tm.Namespace, s.tm.Name, err)
 	}
 	return nil
