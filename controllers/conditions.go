@@ -97,8 +97,10 @@ type outcome struct {
 	// rollout, a Deployment becoming available, a deletion.
 	progressReason  string
 	progressMessage string
-	// readyMessage says what is in place when all is done.
+	// readyMessage says what is in place when all is done; readyReason,
+	// when set, replaces Succeeded as its reason.
 	readyMessage string
+	readyReason  string
 }
 
 // setConditions writes o as kstatus-compatible conditions: Ready always,
@@ -121,7 +123,11 @@ func setConditions(conds *[]metav1.Condition, generation int64, o outcome) {
 		set(bargev1alpha1.ReconcilingCondition, metav1.ConditionTrue, o.progressReason, o.progressMessage)
 		apimeta.RemoveStatusCondition(conds, bargev1alpha1.StalledCondition)
 	default:
-		set(bargev1alpha1.ReadyCondition, metav1.ConditionTrue, ReasonSucceeded, o.readyMessage)
+		reason := ReasonSucceeded
+		if o.readyReason != "" {
+			reason = o.readyReason
+		}
+		set(bargev1alpha1.ReadyCondition, metav1.ConditionTrue, reason, o.readyMessage)
 		apimeta.RemoveStatusCondition(conds, bargev1alpha1.ReconcilingCondition)
 		apimeta.RemoveStatusCondition(conds, bargev1alpha1.StalledCondition)
 	}

@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"errors"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -11,7 +10,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
@@ -85,35 +83,11 @@ func (r *DatasetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (re
 // reconcileDelete removes the dataset from every node and lets the object
 // go once every puller has removed its files.
 func (r *DatasetReconciler) reconcileDelete(ctx context.Context, ds *v1alpha1.Dataset) (ctrl.Result, error) {
-	if !controllerutil.ContainsFinalizer(ds, CleanupFinalizer) {
-		return ctrl.Result{}, nil
-	}
-	waiting, err := r.placer.remove(ctx, ds, kindDataset)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if len(waiting) > 0 {
-		st, err := r.placer.settleDeletion(ctx, ds, kindDataset, r.opts.DeletionGracePeriod, time.Now())
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		if len(st.waiting) == 0 {
-			// All released: the NodeArtifacts' deletion wakes the next pass.
-			return ctrl.Result{RequeueAfter: deletionWait}, nil
-		}
-		before := ds.DeepCopy()
+	grace := r.opts.DeletionGracePeriod
+	return finishDeletion(ctx, r.Client, r.placer, ds, kindDataset, grace, nil, func(st deletionState) {
 		ds.Status.Nodes.Desired = 0
-		deletionConditions(&ds.Status.Conditions, ds.Generation, kindDataset, ds.Name, st, r.opts.DeletionGracePeriod)
-		if err := r.Status().Patch(ctx, ds, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
-			return ctrl.Result{}, err
-		}
-		wait := deletionWait
-		if st.next > 0 {
-			wait = min(wait, st.next)
-		}
-		return ctrl.Result{RequeueAfter: wait}, nil
-	}
-	return ctrl.Result{}, removeFinalizer(ctx, r.Client, ds)
+		deletionConditions(&ds.Status.Conditions, ds.Generation, kindDataset, ds.Name, st, grace)
+	})
 }
 
 // SetupWithManager watches Datasets, the NodeArtifacts they own, and Node

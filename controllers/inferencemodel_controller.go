@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -14,7 +13,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
@@ -114,41 +112,17 @@ func (r *InferenceModelReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 // reconcileDelete removes everything the model put on nodes and in the
 // cloud, and lets the object go once every puller has removed its files.
 func (r *InferenceModelReconciler) reconcileDelete(ctx context.Context, model *v1alpha1.InferenceModel) (ctrl.Result, error) {
-	if !controllerutil.ContainsFinalizer(model, CleanupFinalizer) {
-		return ctrl.Result{}, nil
-	}
-	waiting, err := r.placer.remove(ctx, model, kindInferenceModel)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if err := r.deleteCloud(ctx, model); err != nil {
-		return ctrl.Result{}, err
-	}
-	if err := r.deleteServing(ctx, model); err != nil {
-		return ctrl.Result{}, err
-	}
-	if len(waiting) > 0 {
-		st, err := r.placer.settleDeletion(ctx, model, kindInferenceModel, r.opts.DeletionGracePeriod, time.Now())
-		if err != nil {
-			return ctrl.Result{}, err
+	grace := r.opts.DeletionGracePeriod
+	also := func(ctx context.Context) error {
+		if err := r.deleteCloud(ctx, model); err != nil {
+			return err
 		}
-		if len(st.waiting) == 0 {
-			// All released: the NodeArtifacts' deletion wakes the next pass.
-			return ctrl.Result{RequeueAfter: deletionWait}, nil
-		}
-		before := model.DeepCopy()
+		return r.deleteServing(ctx, model)
+	}
+	return finishDeletion(ctx, r.Client, r.placer, model, kindInferenceModel, grace, also, func(st deletionState) {
 		model.Status.Nodes.Desired = 0
-		deletionConditions(&model.Status.Conditions, model.Generation, kindInferenceModel, model.Name, st, r.opts.DeletionGracePeriod)
-		if err := r.Status().Patch(ctx, model, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
-			return ctrl.Result{}, err
-		}
-		wait := deletionWait
-		if st.next > 0 {
-			wait = min(wait, st.next)
-		}
-		return ctrl.Result{RequeueAfter: wait}, nil
-	}
-	return ctrl.Result{}, removeFinalizer(ctx, r.Client, model)
+		deletionConditions(&model.Status.Conditions, model.Generation, kindInferenceModel, model.Name, st, grace)
+	})
 }
 
 // deleteCloud deletes the model's Deployment and Service, and the ConfigMap

@@ -156,6 +156,47 @@ func statusContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), statusPatchTimeout)
 }
 
+// finishDeletion is the deletion of every owner of NodeArtifacts: it deletes
+// them (and, with also, whatever else the owner made), and lets the owner go
+// once every puller has removed its files. While it waits, report writes
+// what it waits for into the owner's status, which is patched.
+func finishDeletion(ctx context.Context, c client.Client, pl *placer, owner client.Object, kind string, grace time.Duration,
+	also func(context.Context) error, report func(deletionState)) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(owner, CleanupFinalizer) {
+		return ctrl.Result{}, nil
+	}
+	waiting, err := pl.remove(ctx, owner, kind)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if also != nil {
+		if err := also(ctx); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	if len(waiting) == 0 {
+		return ctrl.Result{}, removeFinalizer(ctx, c, owner)
+	}
+	st, err := pl.settleDeletion(ctx, owner, kind, grace, time.Now())
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if len(st.waiting) == 0 {
+		// All released: the NodeArtifacts' deletion wakes the next pass.
+		return ctrl.Result{RequeueAfter: deletionWait}, nil
+	}
+	before := owner.DeepCopyObject().(client.Object)
+	report(st)
+	if err := c.Status().Patch(ctx, owner, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, err
+	}
+	wait := deletionWait
+	if st.next > 0 {
+		wait = min(wait, st.next)
+	}
+	return ctrl.Result{RequeueAfter: wait}, nil
+}
+
 // deletionWait is how often a deletion looks again for NodeArtifacts that
 // pullers have not yet released, besides the watch events that wake it.
 const deletionWait = 10 * time.Second

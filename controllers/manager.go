@@ -5,6 +5,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"oras.land/oras-go/v2/registry/remote/credentials"
@@ -21,14 +22,16 @@ import (
 // Services, the edge serving DaemonSets and the ConfigMap that gives a joint
 // model's edge part its cloud part's address, written by patch and
 // server-side apply; it lists the DaemonSets' pods and deletes one to restart
-// it on a new version; it reads Node labels events; a Lease for
+// it on a new version; it reads Node labels events; it creates and deletes
+// a TrainingModel's Jobs (a trainer pinned to each participant, an
+// aggregation in the cloud), never patches them; a Lease for
 // --leader-elect. The pull Secrets the objects name are
 // read one by one, with the rule of the marker in resolve.go, which the
 // chart grants per namespace.
 //
-// +kubebuilder:rbac:groups=barge.dev,resources=inferencemodels;datasets,verbs=get;list;watch;patch
-// +kubebuilder:rbac:groups=barge.dev,resources=inferencemodels/status;datasets/status,verbs=patch
-// +kubebuilder:rbac:groups=barge.dev,resources=inferencemodels/finalizers;datasets/finalizers,verbs=update
+// +kubebuilder:rbac:groups=barge.dev,resources=inferencemodels;datasets;trainingmodels,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=barge.dev,resources=inferencemodels/status;datasets/status;trainingmodels/status,verbs=patch
+// +kubebuilder:rbac:groups=barge.dev,resources=inferencemodels/finalizers;datasets/finalizers;trainingmodels/finalizers,verbs=update
 // +kubebuilder:rbac:groups=barge.dev,resources=nodeartifacts,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;patch;delete
@@ -36,6 +39,7 @@ import (
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=apps,resources=daemonsets,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch;delete
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=list;watch;create;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update
@@ -46,12 +50,16 @@ const DefaultBargeImage = "ghcr.io/bargeml/barge"
 
 // Options configures the controllers. The zero value works.
 type Options struct {
-	// BargeImage runs `barge pull` in the init container of cloud models;
-	// if empty, DefaultBargeImage:latest.
+	// BargeImage runs `barge pull` in the init container of cloud models,
+	// and `barge aggregate` in a TrainingModel's aggregation Jobs; if
+	// empty, DefaultBargeImage:latest.
 	BargeImage string
 	// ServingImages chooses the serving container of cloud models by
 	// frameworkType; if nil, DefaultServingImages().
 	ServingImages ServingImages
+	// TrainerImages chooses a TrainingModel's trainer by frameworkType
+	// when it names no image; if nil, DefaultTrainerImages().
+	TrainerImages TrainerImages
 	// RetryInterval is how soon a pass that failed on something that may
 	// heal (a registry that is down) is tried again; if <= 0, 30 s. It is
 	// never longer than the object's spec.interval.
@@ -96,6 +104,9 @@ func (o Options) withDefaults() Options {
 	if o.ServingImages == nil {
 		o.ServingImages = DefaultServingImages()
 	}
+	if o.TrainerImages == nil {
+		o.TrainerImages = DefaultTrainerImages()
+	}
 	if o.RetryInterval <= 0 {
 		o.RetryInterval = 30 * time.Second
 	}
@@ -114,9 +125,9 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Setup adds the InferenceModel and Dataset controllers to mgr. Build mgr
-// with CacheOptions, so that it caches only the Deployments, Services and
-// ConfigMaps Barge manages.
+// Setup adds the InferenceModel, Dataset and TrainingModel controllers to
+// mgr. Build mgr with CacheOptions, so that it caches only the Deployments,
+// Services, ConfigMaps and Jobs Barge manages.
 func Setup(mgr ctrl.Manager, opts Options) error {
 	opts = opts.withDefaults()
 	resolver := &Resolver{Secrets: mgr.GetAPIReader(), HTTPClient: opts.HTTPClient, RequestTimeout: opts.RequestTimeout,
@@ -140,11 +151,22 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		placer:   pl,
 		opts:     opts,
 	}
-	return datasets.SetupWithManager(mgr)
+	if err := datasets.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	trainings := &TrainingModelReconciler{
+		Client:   mgr.GetClient(),
+		reader:   mgr.GetAPIReader(),
+		recorder: mgr.GetEventRecorder("barge-controller"),
+		resolver: resolver,
+		placer:   pl,
+		opts:     opts,
+	}
+	return trainings.SetupWithManager(mgr)
 }
 
 // CacheOptions restricts the manager's cache of Deployments, Services,
-// ConfigMaps, DaemonSets and Pods to those Barge manages, so a large
+// ConfigMaps, DaemonSets, Jobs and Pods to those Barge manages, so a large
 // cluster's workloads and configuration are not all held in the controller's
 // memory. Pods are watched as metadata only, and only to wake their model.
 // (The ConfigMaps spec.verify names are read uncached, one by one.)
@@ -156,5 +178,6 @@ func CacheOptions() cache.Options {
 		&corev1.ConfigMap{}:  {Label: managed},
 		&appsv1.DaemonSet{}:  {Label: managed},
 		&corev1.Pod{}:        {Label: managed},
+		&batchv1.Job{}:       {Label: managed},
 	}}
 }

@@ -32,10 +32,11 @@ const (
 
 	kindInferenceModel = "InferenceModel"
 	kindDataset        = "Dataset"
+	kindTrainingModel  = "TrainingModel"
 )
 
 // namePrefix shortens a kind in NodeArtifact names.
-var namePrefix = map[string]string{kindInferenceModel: "model", kindDataset: "dataset"}
+var namePrefix = map[string]string{kindInferenceModel: "model", kindDataset: "dataset", kindTrainingModel: "train"}
 
 // nodeArtifactName is the NodeArtifact of one object on one node:
 // model-<name>-<node>-<hash> or dataset-<name>-<node>-<hash>, cut to fit an
@@ -99,6 +100,9 @@ type placement struct {
 	// maxConcurrent, decides whether the rollout goes on. Without it a
 	// failed node holds the rollout.
 	failedSettled bool
+	// upload is a TrainingModel's round: the update each node's puller
+	// uploads once its trainer is done. Nil for other owners.
+	upload *v1alpha1.UploadSpec
 }
 
 // moveBounds limit which NodeArtifacts one pass moves.
@@ -118,6 +122,8 @@ type nodeProblem struct{ node, message string }
 // placeResult is what a placement pass found and did.
 type placeResult struct {
 	counts v1alpha1.NodeCounts
+	// desired are the nodes the selector matches, sorted.
+	desired []string
 	// pending are the matching nodes that do not hold the digest yet.
 	pending []string
 	failed  []nodeProblem
@@ -353,6 +359,7 @@ func (pl *placer) apply(ctx context.Context, p placement, v nodeView) (placeResu
 		want[n] = true
 	}
 	res.counts.Desired = int32(len(desired))
+	res.desired = desired
 	ready := map[string]bool{}
 	for _, na := range existing {
 		if na.DeletionTimestamp != nil || !want[na.Spec.NodeName] {
@@ -528,6 +535,9 @@ func (p placement) repair(na *v1alpha1.NodeArtifact) bool {
 	set(&na.Spec.Reference, p.repository+"@"+na.Spec.Digest)
 	if na.Spec.Insecure != p.insecure {
 		na.Spec.Insecure, changed = p.insecure, true
+	}
+	if !equality.Semantic.DeepEqual(na.Spec.Upload, p.upload) {
+		na.Spec.Upload, changed = p.upload.DeepCopy(), true
 	}
 	// The verify policy goes with the digest it was checked for: a node
 	// still on an older digest keeps the policy that admitted it.

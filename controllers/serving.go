@@ -356,17 +356,23 @@ func (r *InferenceModelReconciler) edgeServer(ctx context.Context, s *modelScope
 }
 
 // checkServerImage refuses a spec.server.image that is not an image
-// reference, or whose registry --allowed-registries leaves out: the
-// allow-list holds for every image an object names, not only for what the
-// controller fetches. The runtime table's images are the operator's own.
+// reference, or whose registry --allowed-registries leaves out.
 func (r *InferenceModelReconciler) checkServerImage(image string) error {
+	return checkImage(r.opts.AllowedRegistries, "spec.server.image", image)
+}
+
+// checkImage refuses an image an object names (field) that is not an image
+// reference, or whose registry the allow-list leaves out: the allow-list
+// holds for every image an object names, not only for what the controller
+// fetches. The runtime tables' images are the operator's own.
+func checkImage(allowed []string, field, image string) error {
 	src, err := imageSource("", image, false, nil)
 	if err != nil {
-		return stalledf(ReasonInvalidReference, "spec.server.image %q is not an image reference: write it as [HOST/]REPOSITORY[:TAG|@DIGEST]", image)
+		return stalledf(ReasonInvalidReference, "%s %q is not an image reference: write it as [HOST/]REPOSITORY[:TAG|@DIGEST]", field, image)
 	}
-	if allowed := r.opts.AllowedRegistries; len(allowed) > 0 && !slices.Contains(allowed, src.host()) {
-		return stalledf(ReasonRegistryNotAllowed, "spec.server.image %s is on registry %s, which is not allowed: this controller runs images only from %s (--allowed-registries)",
-			image, src.host(), strings.Join(allowed, ", "))
+	if len(allowed) > 0 && !slices.Contains(allowed, src.host()) {
+		return stalledf(ReasonRegistryNotAllowed, "%s %s is on registry %s, which is not allowed: this controller runs images only from %s (--allowed-registries)",
+			field, image, src.host(), strings.Join(allowed, ", "))
 	}
 	return nil
 }

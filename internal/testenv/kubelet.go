@@ -183,6 +183,11 @@ func (k *Kubelet) sync(ctx context.Context) error {
 		}
 		byOwner[string(ref.UID)] = append(byOwner[string(ref.UID)], p)
 	}
+	if k.procs != nil {
+		if err := k.syncJobs(ctx); err != nil {
+			return err
+		}
+	}
 	owners := map[string]bool{}
 	for i := range sets.Items {
 		ds := &sets.Items[i]

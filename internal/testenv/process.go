@@ -38,10 +38,12 @@ import (
 // rewritten: pass it as its own argument or through the environment.
 //
 //   - hostPath: the same path under NodeRoot(node), for a path under
-//     EdgeRoot (the controller's --edge-root); any other host path is
-//     refused. Type Directory holds the pod in ContainerCreating until the
-//     directory exists, as a kubelet does; DirectoryOrCreate creates it.
-//   - configMap and downwardAPI: files written from the API objects into
+//     EdgeRoot (the controller's --edge-root); any other host path under
+//     HostRoot(node), when HostRoot is set, else it is refused. A pod of no
+//     node (a cloud Job's) has CloudRoot for NodeRoot. Type Directory holds
+//     the pod in ContainerCreating until the directory exists, as a kubelet
+//     does; DirectoryOrCreate creates it.
+//   - configMap, secret and downwardAPI: files written from the API objects into
 //     a directory of the pod when its container starts (not updated while
 //     it runs, as a kubelet would within a minute).
 //   - emptyDir: an empty directory of the pod.
@@ -59,6 +61,13 @@ type ProcessConfig struct {
 	// NodeRoot is the directory that holds node's EdgeRoot on this machine:
 	// its puller's --root.
 	NodeRoot func(node string) string
+	// HostRoot, if set, is the directory that stands in for the root of
+	// node's file system, for host paths outside EdgeRoot (a
+	// TrainingModel's spec.localDataset); if nil, those are refused.
+	HostRoot func(node string) string
+	// CloudRoot stands in for NodeRoot for pods of no node (cloud Jobs);
+	// if empty, a directory of the test.
+	CloudRoot string
 	// Backoff is the delay before the second restart of a process that
 	// exited, doubling with each further exit up to 8 times it (a kubelet:
 	// 10 s up to 5 min); the first restart is at once. If <= 0, 500 ms.
@@ -82,7 +91,8 @@ const (
 
 // StartProcessKubelet runs the stand-in of StartKubelet in process mode
 // until the test ends: each pod it keeps runs its single container as a
-// local process (see ProcessConfig for the mapping). State hooks
+// local process (see ProcessConfig for the mapping), and each Job of its
+// nodes, or of no node, runs as processes (jobs.go). State hooks
 // (SetState) are not asked: a pod's status is what its process does. c
 // must be an uncached cluster-admin client.
 //
@@ -100,12 +110,17 @@ func StartProcessKubelet(t testing.TB, c client.Client, namespace string, cfg Pr
 	if cfg.Backoff <= 0 {
 		cfg.Backoff = 500 * time.Millisecond
 	}
+	dir := t.TempDir()
+	if cfg.CloudRoot == "" {
+		cfg.CloudRoot = filepath.Join(dir, "cloud")
+	}
 	k := newKubelet(c, namespace, nodes)
-	k.procs = &processes{cfg: cfg, c: c, dir: t.TempDir(), byUID: map[types.UID]*podProcess{}}
+	k.procs = &processes{cfg: cfg, c: c, dir: dir, byUID: map[types.UID]*podProcess{}, jobs: map[types.UID]*jobRun{}}
 	k.start(t)
 	t.Cleanup(func() {
 		if t.Failed() {
 			k.procs.logTails(t)
+			k.procs.jobLogTails(t.Logf)
 		}
 	})
 	return k
@@ -132,6 +147,7 @@ type processes struct {
 
 	mu    sync.Mutex
 	byUID map[types.UID]*podProcess
+	jobs  map[types.UID]*jobRun
 }
 
 // status runs p's process, if it does not run yet, and is the status a
@@ -195,6 +211,7 @@ func (ps *processes) forget(uid types.UID) {
 
 // stopAll stops every process and waits for them: the test is over.
 func (ps *processes) stopAll() {
+	ps.stopJobs()
 	ps.mu.Lock()
 	all := slices.Collect(maps.Values(ps.byUID))
 	ps.mu.Unlock()
@@ -496,6 +513,30 @@ func (pp *podProcess) volume(ctx context.Context, v *corev1.Volume) (string, err
 			}
 		}
 		return dir, writeFiles(dir, files)
+	case v.Secret != nil:
+		var secret corev1.Secret
+		err := pp.c.Get(ctx, client.ObjectKey{Namespace: pp.pod.Namespace, Name: v.Secret.SecretName}, &secret)
+		switch {
+		case client.IgnoreNotFound(err) != nil:
+			return "", creating("MountVolume.SetUp failed for volume %q: %v", v.Name, err)
+		case err != nil && (v.Secret.Optional == nil || !*v.Secret.Optional):
+			return "", creating("MountVolume.SetUp failed for volume %q: secret %q not found", v.Name, v.Secret.SecretName)
+		}
+		files := map[string]string{}
+		for k, val := range secret.Data {
+			files[k] = string(val)
+		}
+		if len(v.Secret.Items) > 0 {
+			files = map[string]string{}
+			for _, it := range v.Secret.Items {
+				val, ok := secret.Data[it.Key]
+				if !ok {
+					return "", creating("MountVolume.SetUp failed for volume %q: secret %q has no key %q", v.Name, secret.Name, it.Key)
+				}
+				files[it.Path] = string(val)
+			}
+		}
+		return dir, writeFiles(dir, files)
 	case v.DownwardAPI != nil:
 		files := map[string]string{}
 		for _, it := range v.DownwardAPI.Items {
@@ -512,7 +553,7 @@ func (pp *podProcess) volume(ctx context.Context, v *corev1.Volume) (string, err
 	case v.EmptyDir != nil:
 		return dir, os.MkdirAll(dir, 0o755)
 	}
-	return "", configError("volume %s: the process stand-in maps hostPath, configMap, downwardAPI and emptyDir volumes only", v.Name)
+	return "", configError("volume %s: the process stand-in maps hostPath, configMap, secret, downwardAPI and emptyDir volumes only", v.Name)
 }
 
 // hostPath maps a hostPath volume under EdgeRoot to the node's root.
@@ -520,10 +561,20 @@ func (pp *podProcess) hostPath(v *corev1.Volume) (string, error) {
 	hp := v.HostPath
 	root := strings.TrimSuffix(pp.cfg.EdgeRoot, "/")
 	p := filepath.Clean(hp.Path)
-	if root == "" || (p != root && !strings.HasPrefix(p, root+"/")) {
+	node := pp.pod.Spec.NodeName
+	var dir string
+	switch {
+	case root != "" && (p == root || strings.HasPrefix(p, root+"/")):
+		nodeRoot := pp.cfg.CloudRoot
+		if node != "" {
+			nodeRoot = pp.cfg.NodeRoot(node)
+		}
+		dir = filepath.Join(nodeRoot, filepath.FromSlash(strings.TrimPrefix(p, root)))
+	case pp.cfg.HostRoot != nil && node != "":
+		dir = filepath.Join(pp.cfg.HostRoot(node), filepath.FromSlash(p))
+	default:
 		return "", configError("volume %s: hostPath %s is outside the edge root %s, the only host directory the process stand-in maps", v.Name, hp.Path, root)
 	}
-	dir := filepath.Join(pp.cfg.NodeRoot(pp.pod.Spec.NodeName), filepath.FromSlash(strings.TrimPrefix(p, root)))
 	typ := corev1.HostPathUnset
 	if hp.Type != nil {
 		typ = *hp.Type
