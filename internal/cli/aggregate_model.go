@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -31,6 +32,12 @@ const (
 	AnnotationAggregateRound  = "dev.barge.aggregate.round"
 	AnnotationAggregateRun    = "dev.barge.aggregate.run"
 	AnnotationAggregateMethod = "dev.barge.aggregate.method"
+	// AnnotationAggregateUpdates lists the digests of the updates averaged,
+	// sorted, comma-separated: the model names its inputs, which a
+	// registry's referrers listing cannot be trusted to (without the
+	// referrers API, two nodes pushing at once can drop each other from
+	// the referrers tag).
+	AnnotationAggregateUpdates = "dev.barge.aggregate.updates"
 )
 
 // aggregate downloads the base and the updates, averages the base's
@@ -290,6 +297,12 @@ func (ag *aggregation) publish(ctx context.Context, base *artifact.Artifact, dir
 	if ag.f.run != "" {
 		opts.Annotations[AnnotationAggregateRun] = ag.f.run
 	}
+	inputs := make([]string, len(ag.updates))
+	for i, u := range ag.updates {
+		inputs[i] = string(u.Desc.Digest)
+	}
+	slices.Sort(inputs)
+	opts.Annotations[AnnotationAggregateUpdates] = strings.Join(inputs, ",")
 	p := newProgress(ag.s, false)
 	desc, err := artifact.Pack(ctx, progressStorage{Storage: ag.pushRepo, p: p}, dir, opts)
 	p.wait()

@@ -43,12 +43,15 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(work)
 	bins = filepath.Join(work, "bin")
-	build := exec.Command("go", "build", "-o", bins+"/", "github.com/bargeml/barge/cmd/...", "github.com/bargeml/barge/internal/testenv/modelserver")
+	build := exec.Command("go", "build", "-o", bins+"/", "github.com/bargeml/barge/cmd/...", "github.com/bargeml/barge/internal/testenv/modelserver",
+		"github.com/bargeml/barge/examples/trainer/logreg")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build:", err)
 		return 1
 	}
+	// A cloud Job's command is "barge", found on PATH as in the barge image.
+	os.Setenv("PATH", bins+string(os.PathListSeparator)+os.Getenv("PATH"))
 	if env, err = testenv.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
