@@ -380,7 +380,10 @@ func TestRegistryRestartWithNewSecretKeepsTheSession(t *testing.T) {
 	if rec.count(upload.Restarted) != 0 || rec.count(upload.Started) != 1 {
 		t.Errorf("want one session across the registry's restart; events: %s", kinds(&rec))
 	}
-	if sent := proxy.Sent(); float64(sent) > 1.05*(32<<20) {
-		t.Errorf("sent %.3fx the blob", float64(sent)/(32<<20))
+	// The first PATCH after the restart carries the old _state and part of
+	// its chunk may go out before the refusal comes back: at most one chunk
+	// is sent twice.
+	if sent := proxy.Sent(); float64(sent) > 1.05*(32<<20)+4<<20 {
+		t.Errorf("sent %.3fx the blob; want at most 1.05x plus one 4 MiB chunk", float64(sent)/(32<<20))
 	}
 }
