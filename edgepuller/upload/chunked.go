@@ -19,7 +19,8 @@ package upload
 //     continues with the Location that GET returned.
 //   - A _state signed by another secret (a registry restarted without a
 //     fixed http.secret) is refused with 404 BLOB_UPLOAD_INVALID on PATCH,
-//     but GET still works for the same reason.
+//     but GET still works for the same reason: that answer, like a 416,
+//     is followed by a GET, not by a new session.
 //   - An upload the registry no longer has (purged after uploadpurging's
 //     age, 168h by default, or cancelled) answers 404 BLOB_UPLOAD_UNKNOWN:
 //     start again with a new POST.
@@ -490,10 +491,12 @@ func classify(resp *http.Response) error {
 	switch {
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
 		return failed(outOfSync, err)
+	case hasCode(err, errcode.ErrorCodeBlobUploadInvalid):
+		// A _state the registry cannot use (another secret, after a
+		// restart): GET still finds the session by its UUID.
+		return failed(outOfSync, err)
 	case resp.StatusCode == http.StatusNotFound &&
-		(hasCode(err, errcode.ErrorCodeBlobUploadUnknown) || hasCode(err, errcode.ErrorCodeBlobUploadInvalid) || len(err.(*errcode.ErrorResponse).Errors) == 0):
-		return failed(gone, err)
-	case resp.StatusCode == http.StatusBadRequest && hasCode(err, errcode.ErrorCodeBlobUploadInvalid):
+		(hasCode(err, errcode.ErrorCodeBlobUploadUnknown) || len(err.(*errcode.ErrorResponse).Errors) == 0):
 		return failed(gone, err)
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout || resp.StatusCode/100 == 5:
 		return failed(transient, err)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/bargeml/barge/artifact"
 	"github.com/bargeml/barge/edgepuller/upload"
+	"github.com/bargeml/barge/registry"
 )
 
 const faultSize = 64 << 20
@@ -341,4 +342,48 @@ func TestStateOfCompletedUploadSendsNothing(t *testing.T) {
 		t.Errorf("sent %d bytes for a blob the registry had", again)
 	}
 	sameBlob(t, reg.Host(), "models/done", desc, path)
+}
+
+// A registry restarted mid-upload with a new secret (barge serve makes one
+// per start) refuses the Location it signed before; the upload asks for a
+// fresh one and goes on in the same session.
+func TestRegistryRestartWithNewSecretKeepsTheSession(t *testing.T) {
+	root := t.TempDir()
+	reg, err := registry.Start(context.Background(), registry.Options{Addr: "127.0.0.1:0", Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := reg.Host()
+	t.Cleanup(func() { reg.Close(context.Background()) })
+	path, desc := writeRandom(t, 32<<20, 12)
+	proxy := startCutProxy(t, addr)
+	var once sync.Once
+	var rec recorder
+	restart := func(e upload.Event) {
+		rec.record(e)
+		if e.Kind == upload.Progress && e.Offset >= 16<<20 {
+			once.Do(func() {
+				if err := reg.Close(context.Background()); err != nil {
+					t.Error(err)
+				}
+				if reg, err = registry.Start(context.Background(), registry.Options{Addr: addr, Root: root}); err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
+	}
+	repo := repository(t, proxy.Host(), "models/restart", upload.Options{StateDir: t.TempDir(), Backoff: fastBackoff, Progress: restart})
+	if err := repo.PushFile(context.Background(), desc, path); err != nil {
+		t.Fatal(err)
+	}
+	sameBlob(t, addr, "models/restart", desc, path)
+	if rec.count(upload.Restarted) != 0 || rec.count(upload.Started) != 1 {
+		t.Errorf("want one session across the registry's restart; events: %s", kinds(&rec))
+	}
+	// The first PATCH after the restart carries the old _state and part of
+	// its chunk may go out before the refusal comes back: at most one chunk
+	// is sent twice.
+	if sent := proxy.Sent(); float64(sent) > 1.05*(32<<20)+4<<20 {
+		t.Errorf("sent %.3fx the blob; want at most 1.05x plus one 4 MiB chunk", float64(sent)/(32<<20))
+	}
 }

@@ -99,13 +99,13 @@ func run(ctx context.Context, bin, doc string, size int64, runs int, workdir str
 	results := map[string][]float64{}
 	for i := range runs {
 		for _, tool := range []string{"barge", "oras"} {
-			for _, sc := range []string{"cut", "kill"} {
+			for _, sc := range scenarios {
 				sent, err := b.scenario(ctx, tool, sc)
 				if err != nil {
-					return fmt.Errorf("%s, %s: %w", tool, sc, err)
+					return fmt.Errorf("%s, %s: %w", tool, sc.name(), err)
 				}
-				results[tool+"/"+sc] = append(results[tool+"/"+sc], float64(sent)/float64(size))
-				logf("run %d: %s after a %s at 50%%: %.4fx", i+1, tool, sc, float64(sent)/float64(size))
+				results[tool+"/"+sc.name()] = append(results[tool+"/"+sc.name()], float64(sent)/float64(size))
+				logf("run %d: %s after a %s: %.4fx", i+1, tool, sc.name(), float64(sent)/float64(size))
 			}
 		}
 	}
@@ -124,8 +124,10 @@ func run(ctx context.Context, bin, doc string, size int64, runs int, workdir str
 		}
 		fmt.Fprintf(&out, "| %s | %.4fx (%s) | %.4fx (%s) | %s | %s |\n", label, bm, spread(results["barge/"+key]), om, spread(results["oras/"+key]), limitText, met)
 	}
-	row("connection cut at 50%, same command continues (barge) or is run again (oras)", "cut", 1.05, "≤ 1.05x")
-	row("SIGKILL at 50%, then the same command again", "kill", 1.05+float64(4<<20)/float64(size), "≤ 1.05x + one 4 MiB chunk")
+	row("connection cut at 50%, same command continues (barge) or is run again (oras)", scenarios[0].name(), 1.05, "≤ 1.05x")
+	row("connection cut at 50% + 2 MiB (inside a chunk)", scenarios[1].name(), 1.05, "≤ 1.05x")
+	row("SIGKILL at 50%, then the same command again", scenarios[2].name(), 1.05+float64(4<<20)/float64(size), "≤ 1.05x + one 4 MiB chunk")
+	row("SIGKILL at 50% + 2 MiB", scenarios[3].name(), 1.05+float64(4<<20)/float64(size), "≤ 1.05x + one 4 MiB chunk")
 	fmt.Print("\n" + out.String())
 	if doc != "" {
 		return writeSection(doc, out.String())
@@ -133,11 +135,29 @@ func run(ctx context.Context, bin, doc string, size int64, runs int, workdir str
 	return nil
 }
 
-// scenario pushes the file to a new repository with tool, faulting it at
-// 50%, runs it again if it failed, checks the blob arrived, and returns the
+// fault is a cut or a SIGKILL once half the file plus extra bytes have
+// gone up. 50% of 256 MiB is a 4 MiB chunk boundary; 2 MiB more lands
+// inside a chunk.
+type fault struct {
+	kind  string // cut or kill
+	extra int64
+}
+
+func (f fault) name() string {
+	if f.extra == 0 {
+		return f.kind
+	}
+	return fmt.Sprintf("%s+%dMiB", f.kind, f.extra>>20)
+}
+
+var scenarios = []fault{{"cut", 0}, {"cut", 2 << 20}, {"kill", 0}, {"kill", 2 << 20}}
+
+// scenario pushes the file to a new repository with tool, faulting it,
+// runs it again if it failed, checks the blob arrived, and returns the
 // upload bytes of both runs.
-func (b *bench) scenario(ctx context.Context, tool, fault string) (int64, error) {
+func (b *bench) scenario(ctx context.Context, tool string, f fault) (int64, error) {
 	b.round++
+	fault := f.kind
 	ref := fmt.Sprintf("%s/bench/upload-%s-%s-%d:1", b.proxy.host, tool, fault, b.round)
 	cache := filepath.Join(b.work, fmt.Sprintf("cache-%d", b.round)) // barge's upload state: one per scenario, kept across its two runs
 	args := []string{b.barge, "push", filepath.Dir(b.file), ref}
@@ -151,9 +171,9 @@ func (b *bench) scenario(ctx context.Context, tool, fault string) (int64, error)
 	cmd.Dir, cmd.Env = dir, append(os.Environ(), "XDG_CACHE_HOME="+cache, "HOME="+b.work)
 	switch fault {
 	case "cut":
-		b.proxy.cutAt(b.size / 2)
+		b.proxy.cutAt(b.size/2 + f.extra)
 	case "kill":
-		b.proxy.tripAt(b.size/2, func() { cmd.Process.Signal(syscall.SIGKILL) })
+		b.proxy.tripAt(b.size/2+f.extra, func() { cmd.Process.Signal(syscall.SIGKILL) })
 	}
 	out, firstErr := cmd.CombinedOutput()
 	if !b.proxy.fired.Load() {
