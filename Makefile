@@ -68,8 +68,9 @@ verify: lint-chart ## Check formatting, vet, go.mod tidiness, generated files an
 .PHONY: quickstart
 # The registry and CLI part runs at once; the script builds the control plane in the
 # background meanwhile (`make controlplane`), which takes minutes on a fresh machine.
-quickstart: build ## Run the registry, push and pull the examples, then a local cluster: controller, two edge pullers, a metric-gated choice and a rollback.
+quickstart: build ## Run the registry, push and pull the examples, then a local cluster: controller, two edge pullers, a metric-gated choice, a rollback, and federated training promoted to serving.
 	$(GO) build -o $(BIN)/localcluster ./hack/localcluster
+	$(GO) build -o $(BIN)/logreg ./examples/trainer/logreg
 	./hack/quickstart.sh
 
 .PHONY: controlplane

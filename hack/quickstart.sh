@@ -99,7 +99,10 @@ stop_all() {
   stop
 }
 trap stop_all EXIT
-start localcluster bin/localcluster --out "$work/kubeconfig" --nodes edge-1,edge-2
+# --run-pods: a stand-in for the kubelet runs the training Jobs as local
+# processes (PATH gives them bin/barge, as the barge image would).
+start localcluster env PATH="$PWD/bin:$PATH" bin/localcluster --out "$work/kubeconfig" --nodes edge-1,edge-2 \
+  --run-pods default --nodes-dir "$work/nodes" --hosts-dir "$work/hosts"
 for _ in $(seq 1 600); do [ -f "$work/kubeconfig" ] && break; sleep 0.1; done
 [ -f "$work/kubeconfig" ] || { echo "the control plane did not start:"; cat "$work/localcluster.log"; exit 1; }
 kubectl get nodes
@@ -161,6 +164,33 @@ kubectl get events --field-selector involvedObject.name=detector --sort-by=.last
 for n in edge-1 edge-2; do
   echo "$n serves: $(cat "$work/nodes/$n/artifacts/default/model-detector/current/weights.bin")"
 done
+
+step "Federated training: each node trains on its own data, the cloud averages the updates"
+bin/logreg gen --seed 3 --samples 2000 --nodes 2 --out "$work/fl-data" # a synthetic 3-class dataset, one skewed shard per node
+for k in 1 2; do # each node's shard is on the node only (the TrainingModel's localDataset)
+  mkdir -p "$work/hosts/edge-$k/var/lib/sensors"
+  cp "$work/fl-data/node-$k/train.csv" "$work/hosts/edge-$k/var/lib/sensors/"
+done
+bin/logreg init --features 4 --classes 3 --out "$work/classifier" # zero weights and train/config.json
+"$barge" push --name classifier "$work/classifier" "$addr/models/classifier:1.0.0" >/dev/null
+sed -e "s|REGISTRY|$addr|" -e "s|LOGREG|$PWD/bin/logreg|" examples/k8s/trainingmodel.yaml | kubectl apply -f -
+kubectl wait --for=jsonpath='{.status.phase}'=Completed --timeout=180s trainingmodel/classifier
+kubectl get trainingmodel classifier
+echo "rounds (base -> aggregated, updates, sample-weighted validation accuracy), and held-out accuracy:"
+for r in 0 1; do
+  agg=$(kubectl get trainingmodel classifier -o jsonpath="{.status.rounds[$r].aggregated}")
+  "$barge" pull --cache "$work/cache" "$addr/models/classifier@$agg" "$work/pulled/classifier-$r" >/dev/null
+  printf '  round %s: %s, %s updates, accuracy %s; held out: %s\n' "$((r + 1))" "${agg:7:12}" \
+    "$(kubectl get trainingmodel classifier -o jsonpath="{.status.rounds[$r].updates}")" \
+    "$(kubectl get trainingmodel classifier -o jsonpath="{.status.rounds[$r].metrics.accuracy}")" \
+    "$(bin/logreg eval --model "$work/pulled/classifier-$r" --data "$work/fl-data/test.csv")"
+done
+echo "promoted: $(kubectl get trainingmodel classifier -o jsonpath='{.status.promoted.version} {.status.promoted.digest}')"
+"$barge" versions "$addr/models/classifier"
+echo "the InferenceModel following >=1.0 rolls 1.1.0 out to the nodes:"
+kubectl wait --for=jsonpath='{.status.resolved.version}'=1.1.0 --timeout=120s inferencemodel/classifier
+kubectl wait --for=condition=Ready --timeout=120s inferencemodel/classifier
+kubectl get inferencemodel classifier
 
 step "Stop everything"
 stop_all

@@ -93,9 +93,19 @@ func newKubelet(c client.Client, namespace string, nodes []string) *Kubelet {
 	return &Kubelet{c: c, namespace: namespace, nodes: slices.Clone(nodes)}
 }
 
+// TB is what the stand-in needs of a test: testing.TB has it, and so can a
+// program that runs the stand-in outside a test (hack/localcluster).
+type TB interface {
+	Helper()
+	Logf(format string, args ...any)
+	Cleanup(func())
+	TempDir() string
+	Failed() bool
+}
+
 // start runs the stand-in's loop until the test ends, and then stops the
 // pods' processes, if it runs any.
-func (k *Kubelet) start(t testing.TB) {
+func (k *Kubelet) start(t TB) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -105,7 +104,7 @@ const (
 // pod being deleted gets SIGTERM, then SIGKILL after its grace period (at
 // most 5 s), and is removed once its process is gone. The pod's IP is
 // 127.0.0.1.
-func StartProcessKubelet(t testing.TB, c client.Client, namespace string, cfg ProcessConfig, nodes ...string) *Kubelet {
+func StartProcessKubelet(t TB, c client.Client, namespace string, cfg ProcessConfig, nodes ...string) *Kubelet {
 	t.Helper()
 	if cfg.Backoff <= 0 {
 		cfg.Backoff = 500 * time.Millisecond
@@ -237,7 +236,7 @@ func (ps *processes) live(daemonSet, node string) *podProcess {
 }
 
 // logTails logs the end of every pod's output, for a failed test.
-func (ps *processes) logTails(t testing.TB) {
+func (ps *processes) logTails(t TB) {
 	ps.mu.Lock()
 	all := slices.Collect(maps.Values(ps.byUID))
 	ps.mu.Unlock()
