@@ -419,7 +419,8 @@ func TestAggregateRefusesMalformedUpdates(t *testing.T) {
 
 // TestAggregateNeverMixesInStaleUpdates: an --update of another round, run
 // or base is refused by node and digest; without --update, a round with
-// no updates of its own is an error, not an average of old ones.
+// no updates of its own is an error, not an average of old ones; and a
+// node with two updates in a round is refused rather than weighed twice.
 func TestAggregateNeverMixesInStaleUpdates(t *testing.T) {
 	e := newFedEnv(t)
 	r1 := e.goodUpdate("edge-1", 1, "run-a", 100, 0.5)
@@ -455,6 +456,14 @@ func TestAggregateNeverMixesInStaleUpdates(t *testing.T) {
 	}
 	if len(res.Updates) != 1 || res.Updates[0].Digest != string(fresh.desc.Digest) {
 		t.Errorf("round 2 averaged %+v, want only edge-4's update", res.Updates)
+	}
+
+	// A node that uploads a second, different update in the same round
+	// must not weigh twice.
+	again := e.goodUpdate("edge-4", 2, "run-a", 100, 0.6)
+	_, _, err = e.aggregate("--round", "2", "--run", "run-a", "--push", e.reg.Host()+"/models/m:r2")
+	if err == nil || !strings.Contains(err.Error(), "node edge-4 has two updates in round 2") || !strings.Contains(err.Error(), string(again.desc.Digest)) {
+		t.Errorf("two updates from edge-4: err = %v", err)
 	}
 }
 
