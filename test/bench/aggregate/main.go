@@ -203,7 +203,7 @@ func run(ctx context.Context, c config) error {
 		cpu.Round(time.Millisecond), float64(updateBytes)/1e6/cpu.Seconds(), m.rss>>20)
 	fmt.Fprintf(&b, "| same files on disk | averaging alone (`fedavg.Average`, 1 MiB chunks, in-process) | %s | %.0f MB/s | %s | %.0f MB/s | — |\n",
 		avg.Round(time.Millisecond), float64(updateBytes)/1e6/avg.Seconds(), avgCPU.Round(time.Millisecond), float64(updateBytes)/1e6/avgCPU.Seconds())
-	fmt.Fprintf(&b, "\nWithin the command's %s (from its stderr lines, as they arrive): listing and downloading the base and the updates %s; averaging, packing and pushing the new model %s; attaching the metrics and exiting %s.\n",
+	fmt.Fprintf(&b, "\nWithin the command's %s (from its stderr lines, as they arrive): listing and downloading the base and the updates %s; averaging, packing and pushing the new model %s; attaching the metrics, removing the work directory and exiting %s.\n",
 		m.wall.Round(time.Millisecond), m.download.Round(time.Millisecond), m.average.Round(time.Millisecond), (m.wall - m.download - m.average).Round(time.Millisecond))
 	fmt.Print("\n" + b.String())
 	if c.doc != "" {
