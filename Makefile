@@ -85,6 +85,7 @@ bench: build $(ORAS) $(CRANE) ## Benchmark barge pull against oras and crane, da
 	$(GO) run ./test/bench/dataset -bin $(BIN) -doc docs/benchmarks.md
 	$(GO) run ./test/bench/controller -bin $(BIN) -doc docs/benchmarks.md
 	$(GO) run ./test/bench/upload -bin $(BIN) -doc docs/benchmarks.md
+	$(GO) run ./test/bench/aggregate -bin $(BIN) -doc docs/benchmarks.md
 
 $(CRANE): $(CURDIR)/hack/tools/crane/go.mod
 	cd hack/tools/crane && $(GO) build -o $@ github.com/google/go-containerregistry/cmd/crane

@@ -146,6 +146,8 @@ type fedEnv struct {
 	t    *testing.T
 	reg  *registry.Registry
 	repo *remote.Repository
+	// out is where the nodes push their updates: repo unless a test moves it.
+	out  *remote.Repository
 	base ocispec.Descriptor
 	rng  *rand.Rand
 }
@@ -157,7 +159,7 @@ func newFedEnv(t *testing.T) *fedEnv {
 		t.Fatal(err)
 	}
 	repo.PlainHTTP = true
-	e := &fedEnv{t: t, reg: reg, repo: repo, rng: rand.New(rand.NewPCG(10, 20))}
+	e := &fedEnv{t: t, reg: reg, repo: repo, out: repo, rng: rand.New(rand.NewPCG(10, 20))}
 	dir := writeFiles(t, map[string][]byte{
 		"model.safetensors":   safetensorsBytes(t, fedModel, fedValues(e.rng, fedModel)),
 		"config.json":         []byte(`{"classes": 10}`),
@@ -204,7 +206,7 @@ func (e *fedEnv) push(u *update) {
 		base = e.base
 	}
 	var err error
-	u.desc, err = artifact.PackUpdate(context.Background(), e.repo, writeFiles(e.t, files), artifact.Update{Node: u.node, Round: u.round, Run: u.run, Base: base})
+	u.desc, err = artifact.PackUpdate(context.Background(), e.out, writeFiles(e.t, files), artifact.Update{Node: u.node, Round: u.round, Run: u.run, Base: base})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -419,7 +421,8 @@ func TestAggregateRefusesMalformedUpdates(t *testing.T) {
 
 // TestAggregateNeverMixesInStaleUpdates: an --update of another round, run
 // or base is refused by node and digest; without --update, a round with
-// no updates of its own is an error, not an average of old ones.
+// no updates of its own is an error, not an average of old ones; and a
+// node with two updates in a round is refused rather than weighed twice.
 func TestAggregateNeverMixesInStaleUpdates(t *testing.T) {
 	e := newFedEnv(t)
 	r1 := e.goodUpdate("edge-1", 1, "run-a", 100, 0.5)
@@ -455,6 +458,14 @@ func TestAggregateNeverMixesInStaleUpdates(t *testing.T) {
 	}
 	if len(res.Updates) != 1 || res.Updates[0].Digest != string(fresh.desc.Digest) {
 		t.Errorf("round 2 averaged %+v, want only edge-4's update", res.Updates)
+	}
+
+	// A node that uploads a second, different update in the same round
+	// must not weigh twice.
+	again := e.goodUpdate("edge-4", 2, "run-a", 100, 0.6)
+	_, _, err = e.aggregate("--round", "2", "--run", "run-a", "--push", e.reg.Host()+"/models/m:r2")
+	if err == nil || !strings.Contains(err.Error(), "node edge-4 has two updates in round 2") || !strings.Contains(err.Error(), string(again.desc.Digest)) {
+		t.Errorf("two updates from edge-4: err = %v", err)
 	}
 }
 
@@ -493,5 +504,36 @@ func TestAggregatePromotion(t *testing.T) {
 
 	if _, _, err := e.aggregate("--round", "1", "--push", e.reg.Host()+"/models/m:r1", "--promote", "1.1.0", "--require", "metrics.accuracy >"); err == nil {
 		t.Error("a --require that does not compile was accepted")
+	}
+}
+
+// TestAggregateOutputInAnotherRepository: as in a TrainingModel's first
+// round, the base is in the artifact's repository while the nodes upload
+// their updates to the output repository, where the new model goes.
+func TestAggregateOutputInAnotherRepository(t *testing.T) {
+	e := newFedEnv(t)
+	out, err := remote.NewRepository(e.reg.Host() + "/models/out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.PlainHTTP, out.SkipReferrersGC = true, true
+	e.out = out
+	u1 := e.goodUpdate("edge-1", 1, "run-a", 100, 0.5)
+	u2 := e.goodUpdate("edge-2", 1, "run-a", 300, 0.7)
+
+	for _, args := range [][]string{
+		{"--round", "1", "--run", "run-a", "--push", e.reg.Host() + "/models/out:r1"},
+		{"--round", "1", "--run", "run-a", "--update", string(u1.desc.Digest), "--update", e.reg.Host() + "/models/out@" + string(u2.desc.Digest), "--push", e.reg.Host() + "/models/out:r1b"},
+	} {
+		res, stderr, err := e.aggregate(args...)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, stderr)
+		}
+		if len(res.Updates) != 2 || res.Samples != 400 {
+			t.Errorf("averaged %+v, want both updates", res.Updates)
+		}
+		if _, err := out.Resolve(context.Background(), res.Tag); err != nil {
+			t.Errorf("%s is not in models/out: %v", res.Tag, err)
+		}
 	}
 }

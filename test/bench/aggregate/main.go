@@ -1,3 +1,5 @@
+//go:build unix
+
 // Command aggregate benchmarks `barge aggregate fedavg`: a round of 3
 // updates of a 1 GiB float32 model, pushed to the embedded registry on
 // loopback, averaged by the real barge binary (download, average, pack,
@@ -24,6 +26,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"oras.land/oras-go/v2/registry/remote"
@@ -66,6 +69,10 @@ func main() {
 type measure struct {
 	wall     time.Duration
 	rss, cpu int64
+	// download is the time to the "Averaging" line (listing, fetching the
+	// base and the updates); average to the "Pushed" line (averaging,
+	// packing, uploading); the rest is metrics and promotion.
+	download, average time.Duration
 }
 
 // layer is one 128 MiB weight matrix of the model.
@@ -169,7 +176,8 @@ func run(ctx context.Context, c config) error {
 		}
 		ms = append(ms, m)
 		digests = append(digests, d)
-		log("run %d: %s, %.0f MB/s of updates, peak RSS %d MiB, CPU %s", i+1, m.wall.Round(time.Millisecond),
+		log("run %d: %s (download %s, average and push %s), %.0f MB/s of updates, peak RSS %d MiB, CPU %s", i+1, m.wall.Round(time.Millisecond),
+			m.download.Round(time.Millisecond), m.average.Round(time.Millisecond),
 			float64(updateBytes)/1e6/m.wall.Seconds(), m.rss>>20, time.Duration(m.cpu).Round(time.Millisecond))
 	}
 	for _, d := range digests[1:] {
@@ -178,21 +186,25 @@ func run(ctx context.Context, c config) error {
 		}
 	}
 
-	avg, err := averageInProcess(ctx, work, baseDir, updateDirs, samples)
+	avg, avgCPU, err := averageInProcess(ctx, work, baseDir, updateDirs, samples)
 	if err != nil {
 		return err
 	}
-	log("averaging alone: %s, %.0f MB/s of updates", avg.Round(time.Millisecond), float64(updateBytes)/1e6/avg.Seconds())
+	log("averaging alone: %s, %.0f MB/s of updates, CPU %s", avg.Round(time.Millisecond), float64(updateBytes)/1e6/avg.Seconds(), avgCPU.Round(time.Millisecond))
 
 	m := median(ms)
 	var b strings.Builder
 	fmt.Fprintf(&b, "Measured %s on %d CPUs; load average %s; %d run(s) of barge aggregate, median.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), loadavg(), c.runs)
-	fmt.Fprintln(&b, "| round | step | wall | updates read | peak RSS | CPU |")
-	fmt.Fprintln(&b, "|---|---|---|---|---|---|")
-	fmt.Fprintf(&b, "| %d updates of a %d MiB F32 model (%d tensors) | `barge aggregate fedavg`: download, average, pack, push, metrics | %s | %.0f MB/s | %d MiB | %s |\n",
-		c.updates, c.modelMiB, len(tensors), m.wall.Round(time.Millisecond), float64(updateBytes)/1e6/m.wall.Seconds(), m.rss>>20, time.Duration(m.cpu).Round(time.Millisecond))
-	fmt.Fprintf(&b, "| same files on disk | averaging alone (`fedavg.Average`, 1 MiB chunks, in-process) | %s | %.0f MB/s | — | — |\n",
-		avg.Round(time.Millisecond), float64(updateBytes)/1e6/avg.Seconds())
+	fmt.Fprintln(&b, "| round | step | wall | updates read (per wall second) | CPU | updates read per CPU second | peak RSS |")
+	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|")
+	cpu := time.Duration(m.cpu)
+	fmt.Fprintf(&b, "| %d updates of a %d MiB F32 model (%d tensors) | `barge aggregate fedavg`: download, average, pack, push, metrics | %s | %.0f MB/s | %s | %.0f MB/s | %d MiB |\n",
+		c.updates, c.modelMiB, len(tensors), m.wall.Round(time.Millisecond), float64(updateBytes)/1e6/m.wall.Seconds(),
+		cpu.Round(time.Millisecond), float64(updateBytes)/1e6/cpu.Seconds(), m.rss>>20)
+	fmt.Fprintf(&b, "| same files on disk | averaging alone (`fedavg.Average`, 1 MiB chunks, in-process) | %s | %.0f MB/s | %s | %.0f MB/s | — |\n",
+		avg.Round(time.Millisecond), float64(updateBytes)/1e6/avg.Seconds(), avgCPU.Round(time.Millisecond), float64(updateBytes)/1e6/avgCPU.Seconds())
+	fmt.Fprintf(&b, "\nWithin the command's %s (from its stderr lines, as they arrive): listing and downloading the base and the updates %s; averaging, packing and pushing the new model %s; attaching the metrics, removing the work directory and exiting %s.\n",
+		m.wall.Round(time.Millisecond), m.download.Round(time.Millisecond), m.average.Round(time.Millisecond), (m.wall - m.download - m.average).Round(time.Millisecond))
 	fmt.Print("\n" + b.String())
 	if c.doc != "" {
 		return writeSection(c.doc, b.String())
@@ -253,8 +265,9 @@ func writeUpdate(dir string, tensors []safetensors.Tensor, seed uint64, samples 
 	return os.WriteFile(filepath.Join(dir, artifact.UpdateDoneFile), nil, 0o644)
 }
 
-// averageInProcess times fedavg.Average over the files on disk.
-func averageInProcess(ctx context.Context, work, baseDir string, updateDirs []string, samples []int64) (time.Duration, error) {
+// averageInProcess times fedavg.Average over the files on disk: wall time,
+// and the process's CPU time (the registry in it is idle meanwhile).
+func averageInProcess(ctx context.Context, work, baseDir string, updateDirs []string, samples []int64) (wall, cpu time.Duration, err error) {
 	open := func(dir string) (*safetensors.File, *os.File, error) {
 		f, err := os.Open(filepath.Join(dir, "model.safetensors"))
 		if err != nil {
@@ -269,32 +282,41 @@ func averageInProcess(ctx context.Context, work, baseDir string, updateDirs []st
 	}
 	base, bf, err := open(baseDir)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer bf.Close()
 	var updates []fedavg.Update
 	for i, d := range updateDirs {
 		sf, f, err := open(d)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		defer f.Close()
 		updates = append(updates, fedavg.Update{Node: fmt.Sprintf("edge-%d", i+1), Samples: samples[i], File: sf})
 	}
 	out, err := os.Create(filepath.Join(work, "averaged.safetensors"))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer out.Close()
 	w := bufio.NewWriterSize(out, 1<<20)
-	start := time.Now()
+	start, cpu0 := time.Now(), processCPU()
 	if err := fedavg.Average(ctx, w, base, updates, fedavg.Options{}); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := w.Flush(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return time.Since(start), out.Close()
+	return time.Since(start), processCPU() - cpu0, out.Close()
+}
+
+// processCPU is this process's user and system time.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func checkResult(out []byte, updates int) (string, error) {
@@ -326,15 +348,16 @@ func timed(launcher string, env []string, args ...string) (measure, []byte, erro
 		return measure{}, nil, err
 	}
 	defer r.Close()
-	var out, errb bytes.Buffer
+	var out bytes.Buffer
+	errb := &phaseWriter{start: time.Now()}
 	cmd := exec.Command(launcher, args...)
 	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Stdout, cmd.Stderr = &out, errb
 	cmd.ExtraFiles = []*os.File{w}
 	err = cmd.Run()
 	w.Close()
 	if err != nil {
-		return measure{}, nil, fmt.Errorf("%s: %v\n%s", strings.Join(args, " "), err, errb.String())
+		return measure{}, nil, fmt.Errorf("%s: %v\n%s", strings.Join(args, " "), err, errb.buf.String())
 	}
 	var m measure
 	var wall int64
@@ -342,7 +365,41 @@ func timed(launcher string, env []string, args ...string) (measure, []byte, erro
 		return measure{}, nil, fmt.Errorf("read the launcher's report: %w", err)
 	}
 	m.wall = time.Duration(wall)
+	m.download = errb.at["Averaging"]
+	m.average = errb.at["Pushed"] - m.download
 	return m, out.Bytes(), nil
+}
+
+// phaseWriter keeps a command's stderr and notes when the first line
+// starting with each word arrived.
+type phaseWriter struct {
+	// buf is a field, not embedded: an embedded Buffer's ReadFrom would let
+	// io.Copy bypass Write.
+	buf     bytes.Buffer
+	start   time.Time
+	at      map[string]time.Duration
+	partial []byte
+}
+
+func (p *phaseWriter) Write(b []byte) (int, error) {
+	now := time.Since(p.start)
+	if p.at == nil {
+		p.at = map[string]time.Duration{}
+	}
+	p.partial = append(p.partial, b...)
+	for {
+		i := bytes.IndexByte(p.partial, '\n')
+		if i < 0 {
+			break
+		}
+		if f := strings.Fields(string(p.partial[:i])); len(f) > 0 {
+			if _, ok := p.at[f[0]]; !ok {
+				p.at[f[0]] = now
+			}
+		}
+		p.partial = p.partial[i+1:]
+	}
+	return p.buf.Write(b)
 }
 
 func loadavg() string {
