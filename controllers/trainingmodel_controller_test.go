@@ -555,6 +555,8 @@ func TestTrainingModelBadInput(t *testing.T) {
 		{name: "reserved-env", edit: func(tm *v1alpha1.TrainingModel) {
 			tm.Spec.Trainer = &v1alpha1.TrainerSpec{Image: "example.com/trainer:1", Env: []corev1.EnvVar{{Name: "BARGE_ROUND", Value: "9"}}}
 		}, reason: ReasonInvalidSpec, message: "spec.trainer.env BARGE_ROUND: the BARGE_ prefix is Barge's own"},
+		{name: "edge-root-as-data", edit: func(tm *v1alpha1.TrainingModel) { tm.Spec.LocalDataset = "/var/lib/barge/artifacts/other-ns" },
+			reason: ReasonInvalidSpec, message: "spec.localDataset /var/lib/barge/artifacts/other-ns holds the edge pullers' directory /var/lib/barge"},
 		{name: "bad-require", edit: func(tm *v1alpha1.TrainingModel) {
 			tm.Spec.Promote = &v1alpha1.PromoteSpec{Version: "1.1.0", Require: []string{"metrics.accuracy >="}}
 		}, reason: ReasonInvalidSpec, message: "spec.promote.require: require"},
@@ -590,5 +592,32 @@ func TestTrainingModelBadInput(t *testing.T) {
 				t.Errorf("Jobs %v", jobs)
 			}
 		})
+	}
+}
+
+// TestCheckLocalDataset: a trainer never reads the edge pullers' directory
+// (every namespace's models and updates), and, with --local-dataset-roots,
+// only under those roots.
+func TestCheckLocalDataset(t *testing.T) {
+	for _, tc := range []struct {
+		dir   string
+		roots []string
+		ok    bool
+	}{
+		{"/data/shard", nil, true},
+		{"/var/lib/barge", nil, false},
+		{"/var/lib/barge/uploads/ns", nil, false},
+		{"/var/lib", nil, false},
+		{"/", nil, false},
+		{"/var/lib/bargeX", nil, true},
+		{"/data/shard", []string{"/data"}, true},
+		{"/data", []string{"/data"}, true},
+		{"/database", []string{"/data"}, false},
+		{"/etc", []string{"/data", "/srv"}, false},
+	} {
+		err := checkLocalDataset(tc.dir, "/var/lib/barge", tc.roots)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s with roots %v: %v, want ok=%v", tc.dir, tc.roots, err, tc.ok)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -93,6 +94,9 @@ func (r *TrainingModelReconciler) checkSpec(ctx context.Context, s *trainingScop
 	if err := r.chooseTrainer(s); err != nil {
 		return ctrl.Result{}, err
 	}
+	if err := checkLocalDataset(spec.LocalDataset, r.opts.EdgeRoot, r.opts.LocalDatasetRoots); err != nil {
+		return ctrl.Result{}, err
+	}
 	if p := spec.Promote; p != nil {
 		if _, err := selection.Compile(p.Require, nil); err != nil {
 			return ctrl.Result{}, stalledf(ReasonInvalidSpec, "spec.promote.require: %s", oneLine(err))
@@ -110,6 +114,29 @@ func (r *TrainingModelReconciler) checkSpec(ctx context.Context, s *trainingScop
 		s.dataset = ds
 	}
 	return ctrl.Result{}, nil
+}
+
+// checkLocalDataset refuses a spec.localDataset the trainer must not read:
+// anything under the edge root (every namespace's models and updates), or
+// outside the operator's --local-dataset-roots when there are some. The
+// trainer is the user's own code, run on the node with that directory
+// mounted.
+func checkLocalDataset(dir, edgeRoot string, roots []string) error {
+	if dir == "" {
+		return nil
+	}
+	clean := path.Clean(dir)
+	under := func(root string) bool {
+		root = path.Clean(root)
+		return root == "/" || clean == root || strings.HasPrefix(clean, root+"/")
+	}
+	if under(edgeRoot) || strings.HasPrefix(edgeRoot, clean+"/") || clean == "/" {
+		return stalledf(ReasonInvalidSpec, "spec.localDataset %s holds the edge pullers' directory %s, which has every namespace's models: name the directory of this training's data", dir, edgeRoot)
+	}
+	if len(roots) > 0 && !slices.ContainsFunc(roots, under) {
+		return stalledf(ReasonInvalidSpec, "spec.localDataset %s is outside the directories this controller lets trainers read (%s, --local-dataset-roots): move the data there, or ask the cluster's operator", dir, strings.Join(roots, ", "))
+	}
+	return nil
 }
 
 // chooseTrainer takes spec.trainer.image, or the runtime table's trainer
