@@ -360,6 +360,18 @@ func (t roundTally) has(node string) bool {
 	return slices.ContainsFunc(t.in, func(u roundUpdate) bool { return u.node == node })
 }
 
+// staleText names the updates that do not count, a few of them.
+func (t roundTally) staleText() string {
+	if len(t.stale) == 0 {
+		return ""
+	}
+	text := "; not counted: " + strings.Join(t.stale[:min(len(t.stale), 3)], ", ")
+	if len(t.stale) > 3 {
+		text += fmt.Sprintf(" and %d more", len(t.stale)-3)
+	}
+	return text
+}
+
 func (t roundTally) samples() int64 {
 	var n int64
 	for _, u := range t.in {
@@ -578,11 +590,8 @@ func waitingText(s *trainingScope, rd *v1alpha1.RoundStatus, t roundTally, w tra
 	if len(w.failed) > 0 {
 		parts = append(parts, fmt.Sprintf("trainer failed on %s: %s", w.failed[0].node, w.failed[0].message))
 	}
-	if len(t.stale) > 0 {
-		parts = append(parts, "not counted: "+strings.Join(t.stale[:min(len(t.stale), 3)], ", "))
-	}
 	parts = append(parts, "timeout "+deadline.UTC().Format(time.RFC3339))
-	return strings.Join(parts, "; ")
+	return strings.Join(parts, "; ") + t.staleText()
 }
 
 // failRound ends the training: the round failed.
@@ -610,9 +619,9 @@ func (r *TrainingModelReconciler) startAggregation(ctx context.Context, s *train
 		return err
 	}
 	tm.Status.Phase = v1alpha1.TrainingAggregating
-	rd.Message = fmt.Sprintf("round %d of %d: aggregating %d of %d updates (%d samples) with Job %s", rd.Round, rounds(tm), len(t.in), rd.Participants, t.samples(), job.Name)
+	rd.Message = fmt.Sprintf("round %d of %d: aggregating %d of %d updates (%d samples) with Job %s%s", rd.Round, rounds(tm), len(t.in), rd.Participants, t.samples(), job.Name, t.staleText())
 	s.outcome = outcome{progressReason: ReasonAggregating, progressMessage: rd.Message}
-	s.event(corev1.EventTypeNormal, ReasonUpdatesIn, "round %d: %d of %d updates in (%d samples); aggregating with Job %s", rd.Round, len(t.in), rd.Participants, t.samples(), job.Name)
+	s.event(corev1.EventTypeNormal, ReasonUpdatesIn, "round %d: %d of %d updates in (%d samples); aggregating with Job %s%s", rd.Round, len(t.in), rd.Participants, t.samples(), job.Name, t.staleText())
 	return nil
 }
 
