@@ -91,6 +91,10 @@ type Options struct {
 	// Credentials are the controller's own registry credentials, for
 	// objects without spec.pullSecretRef; anonymous when nil.
 	Credentials credentials.Store
+	// LocalDatasetRoots, when not empty, are the only host directories
+	// (and their subdirectories) a TrainingModel's spec.localDataset may
+	// name; any absolute path outside EdgeRoot when empty.
+	LocalDatasetRoots []string
 	// EdgeRoot is the edge pullers' --root on the nodes: an edge server
 	// mounts <EdgeRoot>/artifacts/<namespace>/<name>/versions/<digest>;
 	// if empty, v1alpha1.DefaultEdgeRoot.

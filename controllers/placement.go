@@ -21,7 +21,7 @@ import (
 )
 
 const (
-	// CleanupFinalizer is on every InferenceModel and Dataset: deleting one
+	// CleanupFinalizer is on every InferenceModel, Dataset and TrainingModel: deleting one
 	// deletes its NodeArtifacts and waits until they are gone.
 	CleanupFinalizer = "barge.dev/cleanup"
 
@@ -39,7 +39,7 @@ const (
 var namePrefix = map[string]string{kindInferenceModel: "model", kindDataset: "dataset", kindTrainingModel: "train"}
 
 // nodeArtifactName is the NodeArtifact of one object on one node:
-// model-<name>-<node>-<hash> or dataset-<name>-<node>-<hash>, cut to fit an
+// model-<name>-<node>-<hash>, dataset-<...> or train-<...>, cut to fit an
 // object name. The hash is of kind, name and node joined by '/', which no
 // name holds, so model a-b on node c and model a on node b-c differ.
 func nodeArtifactName(kind, name, node string) string {
@@ -53,7 +53,7 @@ func nodeArtifactName(kind, name, node string) string {
 }
 
 // artifactName is the directory of an object's files on every node:
-// model-<name> or dataset-<name>, shortened to v1alpha1.MaxArtifactName so
+// model-<name>, dataset-<name> or train-<name>, shortened to v1alpha1.MaxArtifactName so
 // that namespace/artifactName fits what a puller accepts.
 func artifactName(kind, name string) string {
 	return shorten(namePrefix[kind]+"-"+name, v1alpha1.MaxArtifactName)

@@ -364,7 +364,8 @@ func checkAggregateJob(t *testing.T, j *batchv1.Job) {
 // wait until roundTimeout, then aggregate without it, as minParticipants
 // allows; stale updates (another round's, another base's) never count.
 func TestTrainingModelRoundTimeout(t *testing.T) {
-	const timeout = 4 * time.Second
+	// Long enough for the test to upload before it on a busy machine.
+	const timeout = 8 * time.Second
 	f := newTrainFixture(t, 4, func(tm *v1alpha1.TrainingModel) {
 		tm.Spec.RoundTimeout = &metav1.Duration{Duration: timeout}
 		tm.Spec.MinParticipants = new(int32(2))
@@ -379,12 +380,12 @@ func TestTrainingModelRoundTimeout(t *testing.T) {
 	b := f.upload(t, f.nodes[1], 1, f.update(f.nodes[1], 1, f.initial, 100))
 	f.upload(t, f.nodes[2], 1, f.update(f.nodes[2], 2, f.initial, 100)) // says round 2
 	f.upload(t, f.nodes[3], 1, f.update(f.nodes[3], 1, other, 100))     // trained from another model
-	f.waitStatus(t, "the stale updates named", func(st *v1alpha1.TrainingModelStatus) error {
-		return conditionIs(st.Conditions, v1alpha1.ReadyCondition, metav1.ConditionFalse, ReasonTraining,
-			fmt.Sprintf("2 of 4 updates in; not counted: %s's (round 2), %s's (trained from %s)", f.nodes[2], f.nodes[3], shortText(other.Digest.String())))
-	})
-
 	agg := f.job(t, aggregateJobName("fl", 1))
+	f.waitStatus(t, "aggregating 2 of 4, the stale updates named", func(st *v1alpha1.TrainingModelStatus) error {
+		return conditionIs(st.Conditions, v1alpha1.ReadyCondition, metav1.ConditionFalse, ReasonAggregating,
+			fmt.Sprintf("aggregating 2 of 4 updates (200 samples) with Job fl-r1-aggregate; not counted: %s's (round 2), %s's (trained from %s)",
+				f.nodes[2], f.nodes[3], shortText(other.Digest.String())))
+	})
 	get(t, f.tm)
 	deadline := f.tm.Status.Rounds[0].StartedAt.Add(timeout)
 	if agg.CreationTimestamp.Time.Before(deadline) {
@@ -412,7 +413,7 @@ func TestTrainingModelRoundTimeout(t *testing.T) {
 // timeout fail the round, and the training, with a condition that says so.
 func TestTrainingModelTooFewUpdates(t *testing.T) {
 	f := newTrainFixture(t, 2, func(tm *v1alpha1.TrainingModel) {
-		tm.Spec.RoundTimeout = &metav1.Duration{Duration: 3 * time.Second}
+		tm.Spec.RoundTimeout = &metav1.Duration{Duration: 6 * time.Second}
 	})
 	d0 := f.initial.Digest.String()
 	f.waitPlaced(t, d0, 1)
@@ -422,7 +423,7 @@ func TestTrainingModelTooFewUpdates(t *testing.T) {
 		if st.Phase != v1alpha1.TrainingFailed {
 			return fmt.Errorf("phase %s", st.Phase)
 		}
-		msg := "round 1: 1 of 2 updates by the 3s timeout; minParticipants is 2"
+		msg := "round 1: 1 of 2 updates by the 6s timeout; minParticipants is 2"
 		if st.Rounds[0].Message != msg {
 			return fmt.Errorf("round message %q", st.Rounds[0].Message)
 		}
@@ -555,6 +556,8 @@ func TestTrainingModelBadInput(t *testing.T) {
 		{name: "reserved-env", edit: func(tm *v1alpha1.TrainingModel) {
 			tm.Spec.Trainer = &v1alpha1.TrainerSpec{Image: "example.com/trainer:1", Env: []corev1.EnvVar{{Name: "BARGE_ROUND", Value: "9"}}}
 		}, reason: ReasonInvalidSpec, message: "spec.trainer.env BARGE_ROUND: the BARGE_ prefix is Barge's own"},
+		{name: "edge-root-as-data", edit: func(tm *v1alpha1.TrainingModel) { tm.Spec.LocalDataset = "/var/lib/barge/artifacts/other-ns" },
+			reason: ReasonInvalidSpec, message: "spec.localDataset /var/lib/barge/artifacts/other-ns holds the edge pullers' directory /var/lib/barge"},
 		{name: "bad-require", edit: func(tm *v1alpha1.TrainingModel) {
 			tm.Spec.Promote = &v1alpha1.PromoteSpec{Version: "1.1.0", Require: []string{"metrics.accuracy >="}}
 		}, reason: ReasonInvalidSpec, message: "spec.promote.require: require"},
@@ -590,5 +593,32 @@ func TestTrainingModelBadInput(t *testing.T) {
 				t.Errorf("Jobs %v", jobs)
 			}
 		})
+	}
+}
+
+// TestCheckLocalDataset: a trainer never reads the edge pullers' directory
+// (every namespace's models and updates), and, with --local-dataset-roots,
+// only under those roots.
+func TestCheckLocalDataset(t *testing.T) {
+	for _, tc := range []struct {
+		dir   string
+		roots []string
+		ok    bool
+	}{
+		{"/data/shard", nil, true},
+		{"/var/lib/barge", nil, false},
+		{"/var/lib/barge/uploads/ns", nil, false},
+		{"/var/lib", nil, false},
+		{"/", nil, false},
+		{"/var/lib/bargeX", nil, true},
+		{"/data/shard", []string{"/data"}, true},
+		{"/data", []string{"/data"}, true},
+		{"/database", []string{"/data"}, false},
+		{"/etc", []string{"/data", "/srv"}, false},
+	} {
+		err := checkLocalDataset(tc.dir, "/var/lib/barge", tc.roots)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s with roots %v: %v, want ok=%v", tc.dir, tc.roots, err, tc.ok)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -93,6 +94,9 @@ func (r *TrainingModelReconciler) checkSpec(ctx context.Context, s *trainingScop
 	if err := r.chooseTrainer(s); err != nil {
 		return ctrl.Result{}, err
 	}
+	if err := checkLocalDataset(spec.LocalDataset, r.opts.EdgeRoot, r.opts.LocalDatasetRoots); err != nil {
+		return ctrl.Result{}, err
+	}
 	if p := spec.Promote; p != nil {
 		if _, err := selection.Compile(p.Require, nil); err != nil {
 			return ctrl.Result{}, stalledf(ReasonInvalidSpec, "spec.promote.require: %s", oneLine(err))
@@ -110,6 +114,29 @@ func (r *TrainingModelReconciler) checkSpec(ctx context.Context, s *trainingScop
 		s.dataset = ds
 	}
 	return ctrl.Result{}, nil
+}
+
+// checkLocalDataset refuses a spec.localDataset the trainer must not read:
+// anything under the edge root (every namespace's models and updates), or
+// outside the operator's --local-dataset-roots when there are some. The
+// trainer is the user's own code, run on the node with that directory
+// mounted.
+func checkLocalDataset(dir, edgeRoot string, roots []string) error {
+	if dir == "" {
+		return nil
+	}
+	clean := path.Clean(dir)
+	under := func(root string) bool {
+		root = path.Clean(root)
+		return root == "/" || clean == root || strings.HasPrefix(clean, root+"/")
+	}
+	if under(edgeRoot) || strings.HasPrefix(edgeRoot, clean+"/") || clean == "/" {
+		return stalledf(ReasonInvalidSpec, "spec.localDataset %s holds the edge pullers' directory %s, which has every namespace's models: name the directory of this training's data", dir, edgeRoot)
+	}
+	if len(roots) > 0 && !slices.ContainsFunc(roots, under) {
+		return stalledf(ReasonInvalidSpec, "spec.localDataset %s is outside the directories this controller lets trainers read (%s, --local-dataset-roots): move the data there, or ask the cluster's operator", dir, strings.Join(roots, ", "))
+	}
+	return nil
 }
 
 // chooseTrainer takes spec.trainer.image, or the runtime table's trainer
@@ -333,6 +360,18 @@ func (t roundTally) has(node string) bool {
 	return slices.ContainsFunc(t.in, func(u roundUpdate) bool { return u.node == node })
 }
 
+// staleText names the updates that do not count, a few of them.
+func (t roundTally) staleText() string {
+	if len(t.stale) == 0 {
+		return ""
+	}
+	text := "; not counted: " + strings.Join(t.stale[:min(len(t.stale), 3)], ", ")
+	if len(t.stale) > 3 {
+		text += fmt.Sprintf(" and %d more", len(t.stale)-3)
+	}
+	return text
+}
+
 func (t roundTally) samples() int64 {
 	var n int64
 	for _, u := range t.in {
@@ -551,11 +590,8 @@ func waitingText(s *trainingScope, rd *v1alpha1.RoundStatus, t roundTally, w tra
 	if len(w.failed) > 0 {
 		parts = append(parts, fmt.Sprintf("trainer failed on %s: %s", w.failed[0].node, w.failed[0].message))
 	}
-	if len(t.stale) > 0 {
-		parts = append(parts, "not counted: "+strings.Join(t.stale[:min(len(t.stale), 3)], ", "))
-	}
 	parts = append(parts, "timeout "+deadline.UTC().Format(time.RFC3339))
-	return strings.Join(parts, "; ")
+	return strings.Join(parts, "; ") + t.staleText()
 }
 
 // failRound ends the training: the round failed.
@@ -583,9 +619,9 @@ func (r *TrainingModelReconciler) startAggregation(ctx context.Context, s *train
 		return err
 	}
 	tm.Status.Phase = v1alpha1.TrainingAggregating
-	rd.Message = fmt.Sprintf("round %d of %d: aggregating %d of %d updates (%d samples) with Job %s", rd.Round, rounds(tm), len(t.in), rd.Participants, t.samples(), job.Name)
+	rd.Message = fmt.Sprintf("round %d of %d: aggregating %d of %d updates (%d samples) with Job %s%s", rd.Round, rounds(tm), len(t.in), rd.Participants, t.samples(), job.Name, t.staleText())
 	s.outcome = outcome{progressReason: ReasonAggregating, progressMessage: rd.Message}
-	s.event(corev1.EventTypeNormal, ReasonUpdatesIn, "round %d: %d of %d updates in (%d samples); aggregating with Job %s", rd.Round, len(t.in), rd.Participants, t.samples(), job.Name)
+	s.event(corev1.EventTypeNormal, ReasonUpdatesIn, "round %d: %d of %d updates in (%d samples); aggregating with Job %s%s", rd.Round, len(t.in), rd.Participants, t.samples(), job.Name, t.staleText())
 	return nil
 }
 

@@ -1,7 +1,9 @@
 // Command barge-controller runs Barge's controllers: InferenceModels and
 // Datasets become digests, NodeArtifacts for the edge pullers, and cloud
-// Deployments and Services. The flags are controller-runtime's usual ones
-// plus the images cloud models run with.
+// Deployments and Services; TrainingModels become rounds of NodeArtifacts,
+// trainer Jobs on the nodes and aggregation Jobs in the cloud. The flags
+// are controller-runtime's usual ones plus the images cloud models and
+// aggregations run with.
 package main
 
 import (
@@ -51,7 +53,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		metricsAddr = fs.String("metrics-bind-address", ":8080", `address of the Prometheus /metrics endpoint; "0" disables it`)
 		probeAddr   = fs.String("health-probe-bind-address", ":8081", "address of the /healthz and /readyz endpoints")
 		leaderElect = fs.Bool("leader-elect", false, "elect a leader, so that only one of several replicas reconciles")
-		bargeImage  = fs.String("barge-image", defaultBargeImage(), "image whose `barge pull` init container fetches a cloud model's files")
+		bargeImage  = fs.String("barge-image", defaultBargeImage(), "image whose `barge pull` init container fetches a cloud model's files, and whose `barge aggregate fedavg` a TrainingModel's aggregation Jobs run")
 		serving     = fs.String("serving-images", "", servingHelp())
 		regTimeout  = fs.Duration("registry-timeout", 30*time.Second, "bound on each registry request (manifest, token, a page of tags or referrers), body included")
 		passTimeout = fs.Duration("reconcile-timeout", 2*time.Minute, "bound on one reconcile pass of one object")
@@ -59,7 +61,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		grace       = fs.Duration("deletion-grace-period", 10*time.Minute, "how long a deletion waits for a node's puller before the object's status names the node; a NotReady node's files finalizer is then released")
 		account     = fs.String("service-account", "", "the controller's own `namespace/name`, named in messages that say what RBAC to grant it")
 		regConfig   = fs.String("registry-config", "", "registry credentials in Docker config format (a mounted kubernetes.io/dockerconfigjson Secret) for objects without spec.pullSecretRef; anonymous when empty")
-		edgeRoot    = fs.String("edge-root", v1alpha1.DefaultEdgeRoot, "the edge pullers' --root on the nodes: an edge server mounts its model from `DIR`/artifacts/NAMESPACE/NAME/versions/DIGEST")
+		dataRoots   = fs.String("local-dataset-roots", "", "comma-separated absolute `dirs` on the nodes, the only ones a TrainingModel's spec.localDataset may name; any directory outside --edge-root when empty")
+		edgeRoot    = fs.String("edge-root", v1alpha1.DefaultEdgeRoot, "the edge pullers' --root on the nodes: an edge server or a trainer mounts its model from `DIR`/artifacts/NAMESPACE/NAME/versions/DIGEST, a trainer writes its update under DIR/uploads")
 	)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -86,6 +89,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if !strings.HasPrefix(*edgeRoot, "/") {
 		return fmt.Errorf("--edge-root %q: must be an absolute path on the nodes, the edge pullers' --root", *edgeRoot)
+	}
+	roots, err := parseRoots(*dataRoots)
+	if err != nil {
+		return fmt.Errorf("--local-dataset-roots: %w", err)
 	}
 	var creds credentials.Store
 	if *regConfig != "" {
@@ -125,6 +132,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		ServiceAccount:      *account,
 		Credentials:         creds,
 		EdgeRoot:            path.Clean(*edgeRoot),
+		LocalDatasetRoots:   roots,
 	}); err != nil {
 		return err
 	}
@@ -136,6 +144,22 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	ctrl.Log.WithName("barge-controller").Info("starting", "version", version, "bargeImage", *bargeImage, "allowedRegistries", registries)
 	return mgr.Start(ctx)
+}
+
+// parseRoots reads a comma-separated list of absolute directories.
+func parseRoots(s string) ([]string, error) {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if !strings.HasPrefix(item, "/") || path.Clean(item) == "/" {
+			return nil, fmt.Errorf("%q: give absolute directories other than /", item)
+		}
+		out = append(out, path.Clean(item))
+	}
+	return out, nil
 }
 
 func defaultBargeImage() string {

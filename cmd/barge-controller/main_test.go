@@ -92,6 +92,7 @@ func TestFlags(t *testing.T) {
 		{[]string{"--registry-timeout", "0s"}, "--registry-timeout 0s: must be positive"},
 		{[]string{"--deletion-grace-period", "-1m"}, "--deletion-grace-period -1m0s: must be positive"},
 		{[]string{"--edge-root", "var/lib/barge"}, `--edge-root "var/lib/barge": must be an absolute path`},
+		{[]string{"--local-dataset-roots", "/data,srv"}, `--local-dataset-roots: "srv": give absolute directories other than /`},
 	} {
 		err := run(context.Background(), tt.args, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {

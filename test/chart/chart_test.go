@@ -1304,6 +1304,13 @@ func TestControllerFlags(t *testing.T) {
 	if v, _ := flag(container(t, &d.Spec.Template, "controller").Args, "allowed-registries"); v != "registry.example.com,10.0.0.5:5000" {
 		t.Errorf("--allowed-registries=%q, want registry.example.com,10.0.0.5:5000", v)
 	}
+	if v, ok := flag(c.Args, "local-dataset-roots"); ok {
+		t.Errorf("--local-dataset-roots=%q by default; want any directory outside the edge root", v)
+	}
+	d = decode[appsv1.Deployment](t, render(t, "--set", "controller.localDatasetRoots={/data,/srv/sensors}").one(t, "Deployment", "controller"))
+	if v, _ := flag(container(t, &d.Spec.Template, "controller").Args, "local-dataset-roots"); v != "/data,/srv/sensors" {
+		t.Errorf("--local-dataset-roots=%q, want /data,/srv/sensors", v)
+	}
 }
 
 // secretRules are the rules of the pull secrets marker in controllers/resolve.go.
