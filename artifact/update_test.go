@@ -63,10 +63,10 @@ func TestPackUpdateIsAReferrerOfItsBase(t *testing.T) {
 func TestParseUpdateInfo(t *testing.T) {
 	for in, want := range map[string]string{
 		`{"samples": 10, "metrics": {"loss": 0.2}}`: "",
-		`{"samples": 0}`:                           "samples is 0",
-		`{"metrics": {"loss": 1}}`:                 "samples is 0",
-		`[1]`:                                      "not valid",
-		`{"samples": 3, "metrics": {"": 1}}`:       "empty name",
+		`{"samples": 0}`:                     "samples is 0",
+		`{"metrics": {"loss": 1}}`:           "samples is 0",
+		`[1]`:                                "not valid",
+		`{"samples": 3, "metrics": {"": 1}}`: "empty name",
 	} {
 		_, err := artifact.ParseUpdateInfo([]byte(in))
 		if (want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), want)) {
