@@ -156,7 +156,8 @@ func (a *averager) tensor(ctx context.Context, w io.Writer, t safetensors.Tensor
 		clear(acc)
 		for i, u := range a.updates {
 			ut, _ := u.File.Tensor(t.Name)
-			if _, err := u.File.Data(ut).ReadAt(raw, first*int64(c.size)); err != nil {
+			// A ReaderAt may return io.EOF along with the last bytes.
+			if n, err := u.File.Data(ut).ReadAt(raw, first*int64(c.size)); n < len(raw) {
 				return fmt.Errorf("%s: tensor %s: read: %w", u.name(), t.Name, err)
 			}
 			if j := c.add(acc, raw, a.weights[i]); j >= 0 {

@@ -67,18 +67,21 @@ func Open(r io.ReaderAt, size int64) (*File, error) {
 		return nil, invalidf("%d bytes, shorter than the 8-byte header length", size)
 	}
 	var lenBuf [8]byte
-	if _, err := r.ReadAt(lenBuf[:], 0); err != nil {
+	if err := readFull(r, lenBuf[:], 0); err != nil {
 		return nil, fmt.Errorf("read safetensors header length: %w", err)
 	}
 	n := binary.LittleEndian.Uint64(lenBuf[:])
 	if n > MaxHeaderSize {
 		return nil, invalidf("header is %d bytes, more than the %d limit", n, MaxHeaderSize)
 	}
+	if n == 0 {
+		return nil, invalidf("header is empty")
+	}
 	if n > uint64(size-8) {
 		return nil, invalidf("header is %d bytes but the file has only %d after the length: truncated?", n, size-8)
 	}
 	header := make([]byte, n)
-	if _, err := r.ReadAt(header, 8); err != nil {
+	if err := readFull(r, header, 8); err != nil {
 		return nil, fmt.Errorf("read safetensors header: %w", err)
 	}
 	f, err := parseHeader(header)
@@ -90,6 +93,19 @@ func Open(r io.ReaderAt, size int64) (*File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// readFull reads len(p) bytes at off. A ReaderAt may return io.EOF with
+// all the bytes when they end the input.
+func readFull(r io.ReaderAt, p []byte, off int64) error {
+	n, err := r.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // Tensor finds a tensor by name.

@@ -104,6 +104,7 @@ func TestOpenRefuses(t *testing.T) {
 	}{
 		{"too short", []byte{1, 2, 3}, "shorter than"},
 		{"header beyond file", binary.LittleEndian.AppendUint64(nil, 100), "truncated"},
+		{"empty header", binary.LittleEndian.AppendUint64(nil, 0), "header is empty"},
 		{"header too large", append(huge, make([]byte, 16)...), "more than the"},
 		{"not an object", raw(`[1]`, 0), "does not start with '{'"},
 		{"bad json", raw(`{"a":`, 0), "header"},
