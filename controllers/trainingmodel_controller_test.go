@@ -301,6 +301,14 @@ func TestTrainingModelRounds(t *testing.T) {
 		return conds{ready: metav1.ConditionTrue, reason: ReasonSucceeded,
 			message: "trained 2 rounds: " + f.out + ":train-fl-r2 (" + shortText(d2.Digest.String()) + "); promoted to 1.1.0"}.check(f.tm.Generation, st.ObservedGeneration, st.Conditions)
 	})
+	eventually(t, "the NodeArtifacts deleted once trained", func() error {
+		for node, na := range f.trainingNodeArtifacts(t) {
+			if na.DeletionTimestamp == nil {
+				return fmt.Errorf("node %s keeps %s", node, na.Name)
+			}
+		}
+		return nil
+	})
 	for _, reason := range []string{ReasonRoundStarted, ReasonUpdatesIn, ReasonAggregated, ReasonPromoted} {
 		eventually(t, reason+" event", func() error { return findEvent(f.ns, "fl", reason) })
 	}
@@ -410,7 +418,8 @@ func TestTrainingModelRoundTimeout(t *testing.T) {
 }
 
 // TestTrainingModelTooFewUpdates: fewer than minParticipants updates at the
-// timeout fail the round, and the training, with a condition that says so.
+// timeout fail the round, and the training, with a condition that says so
+// and names the node whose upload failed.
 func TestTrainingModelTooFewUpdates(t *testing.T) {
 	f := newTrainFixture(t, 2, func(tm *v1alpha1.TrainingModel) {
 		tm.Spec.RoundTimeout = &metav1.Duration{Duration: 6 * time.Second}
@@ -419,11 +428,18 @@ func TestTrainingModelTooFewUpdates(t *testing.T) {
 	f.waitPlaced(t, d0, 1)
 	f.pulled(t, d0, f.nodes...)
 	f.upload(t, f.nodes[0], 1, f.update(f.nodes[0], 1, f.initial, 100))
+	// The other node's puller refused its trainer's update.
+	na := f.trainingNodeArtifacts(t)[f.nodes[1]]
+	before := na.DeepCopy()
+	na.Status.Upload = &v1alpha1.UploadStatus{Round: 1, Phase: v1alpha1.UploadFailed, Message: "update.json: samples is 0"}
+	if err := k8s.Status().Patch(context.Background(), na, client.MergeFrom(before)); err != nil {
+		t.Fatal(err)
+	}
 	f.waitStatus(t, "Failed", func(st *v1alpha1.TrainingModelStatus) error {
 		if st.Phase != v1alpha1.TrainingFailed {
 			return fmt.Errorf("phase %s", st.Phase)
 		}
-		msg := "round 1: 1 of 2 updates by the 6s timeout; minParticipants is 2"
+		msg := "round 1: 1 of 2 updates by the 6s timeout; minParticipants is 2; upload failed on 1 node(s), " + f.nodes[1] + ": update.json: samples is 0"
 		if st.Rounds[0].Message != msg {
 			return fmt.Errorf("round message %q", st.Rounds[0].Message)
 		}

@@ -211,7 +211,10 @@ func (r *TrainingModelReconciler) train(ctx context.Context, s *trainingScope) (
 	switch st.Phase {
 	case v1alpha1.TrainingCompleted:
 		s.outcome = completedOutcome(s)
-		return ctrl.Result{}, nil
+		// The nodes need the model no more: the final one is in
+		// spec.output, for an InferenceModel to serve.
+		_, err := r.placer.remove(ctx, s.tm, kindTrainingModel)
+		return ctrl.Result{}, err
 	case v1alpha1.TrainingFailed:
 		return ctrl.Result{}, stalledf(ReasonRoundFailed, "%s", failedMessage(st))
 	}
@@ -354,6 +357,9 @@ type roundTally struct {
 	in []roundUpdate
 	// stale are updates a node reported that do not count, and why.
 	stale []string
+	// refused are uploads a node's puller refused (a malformed update)
+	// or could not push.
+	refused []nodeProblem
 }
 
 func (t roundTally) has(node string) bool {
@@ -394,6 +400,9 @@ func (r *TrainingModelReconciler) countUpdates(ctx context.Context, s *trainingS
 			continue
 		}
 		u := na.Status.Upload
+		if u != nil && u.Round == rd.Round && u.Phase == v1alpha1.UploadFailed {
+			t.refused = append(t.refused, nodeProblem{node: node, message: u.Message})
+		}
 		if u == nil || u.Round != rd.Round || u.Phase != v1alpha1.UploadUploaded || u.Digest == "" {
 			continue
 		}
@@ -454,7 +463,9 @@ func (r *TrainingModelReconciler) readUpdate(ctx context.Context, s *trainingSco
 // trainerWait is what a round waits for besides updates.
 type trainerWait struct {
 	pulling, noData []string
-	failed          []nodeProblem
+	// pullFailed are nodes whose puller failed to pull the base; failed,
+	// those whose trainer Job failed.
+	pullFailed, failed []nodeProblem
 }
 
 // runTrainers creates the trainer Job of each participant that holds the
@@ -462,11 +473,16 @@ type trainerWait struct {
 func (r *TrainingModelReconciler) runTrainers(ctx context.Context, s *trainingScope, rd *v1alpha1.RoundStatus, desired []string,
 	byNode map[string]*v1alpha1.NodeArtifact, jobs map[string]*batchv1.Job, tally roundTally) (trainerWait, error) {
 	var w trainerWait
+	left := time.Until(rd.StartedAt.Add(s.roundTimeout))
 	for _, node := range desired {
 		if tally.has(node) {
 			continue
 		}
 		na := byNode[node]
+		if na != nil && na.Spec.Digest == rd.Base && failedNow(na) {
+			w.pullFailed = append(w.pullFailed, nodeProblem{node: node, message: na.Status.Message})
+			continue
+		}
 		if na == nil || na.Spec.Digest != rd.Base || !holds(na, rd.Base) {
 			w.pulling = append(w.pulling, node)
 			continue
@@ -485,7 +501,9 @@ func (r *TrainingModelReconciler) runTrainers(ctx context.Context, s *trainingSc
 			w.noData = append(w.noData, node)
 			continue
 		}
-		left := time.Until(rd.StartedAt.Add(s.roundTimeout))
+		if left <= time.Second {
+			continue // too late to train for this round
+		}
 		job, err := trainerJob{tm: s.tm, round: rd.Round, node: node, base: rd.Base, edge: r.opts.EdgeRoot,
 			runtime: s.trainer, dataDir: dir, deadline: int64(left.Seconds())}.job()
 		if err != nil {
@@ -564,10 +582,7 @@ func (r *TrainingModelReconciler) decide(ctx context.Context, s *trainingScope, 
 		return ctrl.Result{}, r.startAggregation(ctx, s, rd, t)
 	case left <= 0:
 		msg := fmt.Sprintf("round %d: %d of %d updates by the %s timeout; minParticipants is %d", rd.Round, in, rd.Participants, s.roundTimeout, need)
-		if len(w.failed) > 0 {
-			msg += fmt.Sprintf("; trainer failed on %s: %s", w.failed[0].node, w.failed[0].message)
-		}
-		return ctrl.Result{}, r.failRound(s, rd, msg)
+		return ctrl.Result{}, r.failRound(s, rd, msg+problemsText(t, w))
 	}
 	tm.Status.Phase = v1alpha1.TrainingTraining
 	rd.Message = waitingText(s, rd, t, w, deadline)
@@ -587,11 +602,23 @@ func waitingText(s *trainingScope, rd *v1alpha1.RoundStatus, t roundTally, w tra
 	if len(w.noData) > 0 {
 		parts = append(parts, fmt.Sprintf("waiting for Dataset %s on %s", s.tm.Spec.Dataset.Name, listNodes(w.noData)))
 	}
-	if len(w.failed) > 0 {
-		parts = append(parts, fmt.Sprintf("trainer failed on %s: %s", w.failed[0].node, w.failed[0].message))
-	}
 	parts = append(parts, "timeout "+deadline.UTC().Format(time.RFC3339))
-	return strings.Join(parts, "; ") + t.staleText()
+	return strings.Join(parts, "; ") + problemsText(t, w) + t.staleText()
+}
+
+// problemsText names the first node of each kind of failure a round saw:
+// a pull, a trainer, an upload that failed.
+func problemsText(t roundTally, w trainerWait) string {
+	var b strings.Builder
+	for _, p := range []struct {
+		what  string
+		probs []nodeProblem
+	}{{"pull failed", w.pullFailed}, {"trainer failed", w.failed}, {"upload failed", t.refused}} {
+		if len(p.probs) > 0 {
+			fmt.Fprintf(&b, "; %s on %d node(s), %s: %s", p.what, len(p.probs), p.probs[0].node, clipTo(p.probs[0].message, 120))
+		}
+	}
+	return b.String()
 }
 
 // failRound ends the training: the round failed.
@@ -745,7 +772,8 @@ func (r *TrainingModelReconciler) complete(ctx context.Context, s *trainingScope
 	}
 	st.Phase = v1alpha1.TrainingCompleted
 	s.outcome = completedOutcome(s)
-	return nil
+	_, err := r.placer.remove(ctx, tm, kindTrainingModel)
+	return err
 }
 
 // completedOutcome says what the training produced, and whether it was
