@@ -560,6 +560,7 @@ func TestTrainingModelBadInput(t *testing.T) {
 		name    string
 		files   map[string]string
 		edit    func(*v1alpha1.TrainingModel)
+		secret  bool // an Opaque Secret "push" exists
 		reason  string
 		message string
 	}{
@@ -574,6 +575,9 @@ func TestTrainingModelBadInput(t *testing.T) {
 		}, reason: ReasonInvalidSpec, message: "spec.trainer.env BARGE_ROUND: the BARGE_ prefix is Barge's own"},
 		{name: "edge-root-as-data", edit: func(tm *v1alpha1.TrainingModel) { tm.Spec.LocalDataset = "/var/lib/barge/artifacts/other-ns" },
 			reason: ReasonInvalidSpec, message: "spec.localDataset /var/lib/barge/artifacts/other-ns holds the edge pullers' directory /var/lib/barge"},
+		{name: "push-secret-not-docker-config", secret: true, edit: func(tm *v1alpha1.TrainingModel) {
+			tm.Spec.PushSecretRef = &v1alpha1.LocalObjectReference{Name: "push"}
+		}, reason: ReasonPushSecret, message: `spec.pushSecretRef has type "Opaque"; it must be kubernetes.io/dockerconfigjson`},
 		{name: "bad-require", edit: func(tm *v1alpha1.TrainingModel) {
 			tm.Spec.Promote = &v1alpha1.PromoteSpec{Version: "1.1.0", Require: []string{"metrics.accuracy >="}}
 		}, reason: ReasonInvalidSpec, message: "spec.promote.require: require"},
@@ -587,6 +591,9 @@ func TestTrainingModelBadInput(t *testing.T) {
 			}
 			pushModel(t, openRepo(t, ref), "1.0.0", files, artifact.Metadata{})
 			nodes(t, ns, nil, 1)
+			if tc.secret {
+				create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "push"}, StringData: map[string]string{"password": "x"}})
+			}
 			tm := &v1alpha1.TrainingModel{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "fl"},
 				Spec: v1alpha1.TrainingModelSpec{FrameworkType: "pytorch", NodeSelector: map[string]string{"barge-test": ns},
 					Artifact: ref, TargetVersion: "1.0.0", Insecure: true, LocalDataset: "/data/local"}}

@@ -97,6 +97,9 @@ func (r *TrainingModelReconciler) checkSpec(ctx context.Context, s *trainingScop
 	if err := checkLocalDataset(spec.LocalDataset, r.opts.EdgeRoot, r.opts.LocalDatasetRoots); err != nil {
 		return ctrl.Result{}, err
 	}
+	if err := r.checkPushSecret(ctx, tm); err != nil {
+		return ctrl.Result{}, err
+	}
 	if p := spec.Promote; p != nil {
 		if _, err := selection.Compile(p.Require, nil); err != nil {
 			return ctrl.Result{}, stalledf(ReasonInvalidSpec, "spec.promote.require: %s", oneLine(err))
@@ -632,9 +635,6 @@ func (r *TrainingModelReconciler) failRound(s *trainingScope, rd *v1alpha1.Round
 // startAggregation runs the aggregation Job over the updates that are in.
 func (r *TrainingModelReconciler) startAggregation(ctx context.Context, s *trainingScope, rd *v1alpha1.RoundStatus, t roundTally) error {
 	tm := s.tm
-	if err := r.checkPushSecret(ctx, tm); err != nil {
-		return err
-	}
 	var updates []string
 	for _, u := range t.in {
 		updates = append(updates, u.digest)
@@ -653,7 +653,8 @@ func (r *TrainingModelReconciler) startAggregation(ctx context.Context, s *train
 }
 
 // checkPushSecret refuses a spec.pushSecretRef that the aggregation Job
-// could not use, rather than leave its pod waiting for a volume.
+// could not use, before anything starts, rather than leave the Job's pod
+// waiting for a volume rounds later.
 func (r *TrainingModelReconciler) checkPushSecret(ctx context.Context, tm *v1alpha1.TrainingModel) error {
 	ref := tm.Spec.PushSecretRef
 	if ref == nil || r.resolver.Secrets == nil {
