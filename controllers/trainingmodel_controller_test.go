@@ -645,3 +645,82 @@ func TestCheckLocalDataset(t *testing.T) {
 		}
 	}
 }
+
+// TestTrainingModelTrainerRuns runs the controller's trainer Job as a
+// process (testenv's stand-in for the kubelet): through the trainer
+// contract it finds the round's model and training code where the node's
+// puller put them, the node's local data, and writes its update into the
+// round's upload directory on the node, which the puller uploads; the
+// round then aggregates it.
+func TestTrainingModelTrainerRuns(t *testing.T) {
+	script := `set -e
+test -f "$BARGE_TRAIN_DIR/train.py"
+n=$(wc -l < "$BARGE_DATA_DIR/shard.csv")
+{ cat "$BARGE_MODEL_DIR/model.safetensors"; echo " + $BARGE_NODE_NAME r$BARGE_ROUND"; } > "$BARGE_OUTPUT_DIR/model.safetensors"
+printf '{"samples": %d, "metrics": {"accuracy": 0.75}}' $n > "$BARGE_OUTPUT_DIR/update.json"
+touch "$BARGE_OUTPUT_DIR/DONE"`
+	f := newTrainFixture(t, 1, func(tm *v1alpha1.TrainingModel) {
+		tm.Spec.Trainer = &v1alpha1.TrainerSpec{Image: "example.com/trainer:1", Command: []string{"sh", "-c", script}}
+	})
+	node := f.nodes[0]
+	nodeRoot, hostRoot := t.TempDir(), t.TempDir()
+	testenv.StartProcessKubelet(t, k8s, f.ns, testenv.ProcessConfig{EdgeRoot: v1alpha1.DefaultEdgeRoot,
+		NodeRoot: func(string) string { return nodeRoot }, HostRoot: func(string) string { return hostRoot }}, node)
+	d0 := f.initial.Digest.String()
+	f.waitPlaced(t, d0, 1)
+
+	// What the node's puller and the node's owner put there.
+	version := filepath.Join(nodeRoot, "artifacts", f.ns, "train-fl", "versions", "sha256-"+strings.TrimPrefix(d0, "sha256:"))
+	for dir, files := range map[string]map[string]string{version: trainModelFiles, filepath.Join(hostRoot, "data", "local"): {"shard.csv": "1,0\n2,1\n3,0\n"}} {
+		for name, data := range files {
+			p := filepath.Join(dir, name)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	f.pulled(t, d0, node)
+	j := f.job(t, trainerJobName("fl", 1, node))
+	eventually(t, "the trainer Job Complete", func() error {
+		get(t, j)
+		if done, failed, why := jobFinished(j); !done || failed {
+			return fmt.Errorf("done %v, failed %v (%s), status %+v", done, failed, why, j.Status)
+		}
+		return nil
+	})
+	out := filepath.Join(nodeRoot, "uploads", f.ns, "train-fl", "round-1")
+	got, err := os.ReadFile(filepath.Join(out, "model.safetensors"))
+	if want := "weights r0 + " + node + " r1\n"; err != nil || string(got) != want {
+		t.Errorf("the trainer wrote %q (%v), want %q", got, err, want)
+	}
+	info, err := artifact.ReadUpdateDir(out)
+	if err != nil || info.Samples != 3 {
+		t.Fatalf("the trainer's update: %+v, %v; want 3 samples", info, err)
+	}
+
+	// The puller uploads the directory the trainer wrote.
+	u := f.update(node, 1, f.initial, 0)
+	desc, err := artifact.PackUpdate(context.Background(), f.outRepo, out, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	na := f.trainingNodeArtifacts(t)[node]
+	before := na.DeepCopy()
+	na.Status.Upload = &v1alpha1.UploadStatus{Round: 1, Phase: v1alpha1.UploadUploaded, Digest: desc.Digest.String(), Samples: 3}
+	if err := k8s.Status().Patch(context.Background(), na, client.MergeFrom(before)); err != nil {
+		t.Fatal(err)
+	}
+	agg := f.job(t, aggregateJobName("fl", 1))
+	if args := strings.Join(agg.Spec.Template.Spec.Containers[0].Args, " "); !strings.Contains(args, "--update "+desc.Digest.String()+" --push") {
+		t.Errorf("aggregation: barge %s; want the trainer's update", args)
+	}
+	f.waitStatus(t, "1 update of 3 samples", func(st *v1alpha1.TrainingModelStatus) error {
+		if r := st.Rounds[0]; r.Updates != 1 || r.Samples != 3 {
+			return fmt.Errorf("round %+v", r)
+		}
+		return nil
+	})
+}
