@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"errors"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -39,7 +38,7 @@ type datasetScope struct {
 }
 
 // Reconcile runs one pass; the deferred patchStatus writes its outcome.
-func (r *DatasetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+func (r *DatasetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, r.opts.ReconcileTimeout)
 	defer cancel()
@@ -64,21 +63,10 @@ func (r *DatasetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (re
 		Insecure:   ds.Spec.Insecure,
 		PullSecret: ds.Spec.PullSecretRef,
 	}
-	defer func() {
-		// The pass may have used up its deadline; reporting why must not.
-		ctx, cancel := statusContext(parent)
-		defer cancel()
-		if err := r.patchStatus(ctx, s); err != nil {
-			retErr = errors.Join(retErr, err)
-		}
-	}()
-	result, err := runPhases(ctx, s, []phase[*datasetScope]{r.resolve, r.inspect, r.place})
-	if err != nil {
-		s.outcome.failure = asFailure(err)
-		return afterFailure(s.outcome.failure, result, s.interval, r.opts.RetryInterval)
-	}
-	return result, nil
+	return runPass(parent, ctx, s, []phase[*datasetScope]{r.resolve, r.inspect, r.place}, r.patchStatus, s.interval, r.opts.RetryInterval)
 }
+
+func (s *datasetScope) result() *outcome { return &s.outcome }
 
 // reconcileDelete removes the dataset from every node and lets the object
 // go once every puller has removed its files.

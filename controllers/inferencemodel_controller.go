@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"sync"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -69,7 +68,7 @@ type nodeServing struct {
 }
 
 // Reconcile runs one pass; the deferred patchStatus writes its outcome.
-func (r *InferenceModelReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+func (r *InferenceModelReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, r.opts.ReconcileTimeout)
 	defer cancel()
@@ -93,21 +92,10 @@ func (r *InferenceModelReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	s.verify = model.Spec.Verify
 	s.selection = model.Spec.Selection
 	s.rejected = rejectedDigests(model.Status.History, model.Generation)
-	defer func() {
-		// The pass may have used up its deadline; reporting why must not.
-		ctx, cancel := statusContext(parent)
-		defer cancel()
-		if err := r.patchStatus(ctx, s); err != nil {
-			retErr = errors.Join(retErr, err)
-		}
-	}()
-	result, err := runPhases(ctx, s, []phase[*modelScope]{r.checkSpec, r.resolve, r.inspect, r.deploy})
-	if err != nil {
-		s.outcome.failure = asFailure(err)
-		return afterFailure(s.outcome.failure, result, s.interval, r.opts.RetryInterval)
-	}
-	return result, nil
+	return runPass(parent, ctx, s, []phase[*modelScope]{r.checkSpec, r.resolve, r.inspect, r.deploy}, r.patchStatus, s.interval, r.opts.RetryInterval)
 }
+
+func (s *modelScope) result() *outcome { return &s.outcome }
 
 // reconcileDelete removes everything the model put on nodes and in the
 // cloud, and lets the object go once every puller has removed its files.

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -39,6 +40,32 @@ func runPhases[S any](ctx context.Context, s S, phases []phase[S]) (ctrl.Result,
 		if err != nil {
 			return result, err
 		}
+	}
+	return result, nil
+}
+
+// passScope is the scope of one reconcile pass of any kind: its outcome
+// is what the status patch reports.
+type passScope interface{ result() *outcome }
+
+// runPass runs the phases of one pass in ctx, then patch, once, in a
+// context of its own derived from parent: the pass may have used up its
+// deadline, and reporting why must not. A failed phase becomes the
+// outcome's failure, retried or rechecked after interval as afterFailure
+// says.
+func runPass[S passScope](parent, ctx context.Context, s S, phases []phase[S], patch func(context.Context, S) error, interval, retry time.Duration) (result ctrl.Result, retErr error) {
+	defer func() {
+		ctx, cancel := statusContext(parent)
+		defer cancel()
+		if err := patch(ctx, s); err != nil {
+			retErr = errors.Join(retErr, err)
+		}
+	}()
+	result, err := runPhases(ctx, s, phases)
+	if err != nil {
+		f := asFailure(err)
+		s.result().failure = f
+		return afterFailure(f, result, interval, retry)
 	}
 	return result, nil
 }

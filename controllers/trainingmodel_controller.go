@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -71,7 +70,7 @@ func (s *trainingScope) event(eventType, reason, format string, args ...any) {
 const trainingRecheck = 5 * time.Minute
 
 // Reconcile runs one pass; the deferred patchStatus writes its outcome.
-func (r *TrainingModelReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+func (r *TrainingModelReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, r.opts.ReconcileTimeout)
 	defer cancel()
@@ -87,21 +86,10 @@ func (r *TrainingModelReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 
 	s := &trainingScope{tm: tm, before: tm.DeepCopy()}
-	defer func() {
-		// The pass may have used up its deadline; reporting why must not.
-		ctx, cancel := statusContext(parent)
-		defer cancel()
-		if err := r.patchStatus(ctx, s); err != nil {
-			retErr = errors.Join(retErr, err)
-		}
-	}()
-	result, err := runPhases(ctx, s, []phase[*trainingScope]{r.checkSpec, r.resolveInitial, r.train})
-	if err != nil {
-		s.outcome.failure = asFailure(err)
-		return afterFailure(s.outcome.failure, result, trainingRecheck, r.opts.RetryInterval)
-	}
-	return result, nil
+	return runPass(parent, ctx, s, []phase[*trainingScope]{r.checkSpec, r.resolveInitial, r.train}, r.patchStatus, trainingRecheck, r.opts.RetryInterval)
 }
+
+func (s *trainingScope) result() *outcome { return &s.outcome }
 
 // reconcileDelete deletes the TrainingModel's Jobs and NodeArtifacts, and
 // lets the object go once every puller has removed its files.

@@ -301,6 +301,14 @@ func TestTrainingModelRounds(t *testing.T) {
 		return conds{ready: metav1.ConditionTrue, reason: ReasonSucceeded,
 			message: "trained 2 rounds: " + f.out + ":train-fl-r2 (" + shortText(d2.Digest.String()) + "); promoted to 1.1.0"}.check(f.tm.Generation, st.ObservedGeneration, st.Conditions)
 	})
+	eventually(t, "the NodeArtifacts deleted once trained", func() error {
+		for node, na := range f.trainingNodeArtifacts(t) {
+			if na.DeletionTimestamp == nil {
+				return fmt.Errorf("node %s keeps %s", node, na.Name)
+			}
+		}
+		return nil
+	})
 	for _, reason := range []string{ReasonRoundStarted, ReasonUpdatesIn, ReasonAggregated, ReasonPromoted} {
 		eventually(t, reason+" event", func() error { return findEvent(f.ns, "fl", reason) })
 	}
@@ -410,7 +418,8 @@ func TestTrainingModelRoundTimeout(t *testing.T) {
 }
 
 // TestTrainingModelTooFewUpdates: fewer than minParticipants updates at the
-// timeout fail the round, and the training, with a condition that says so.
+// timeout fail the round, and the training, with a condition that says so
+// and names the node whose upload failed.
 func TestTrainingModelTooFewUpdates(t *testing.T) {
 	f := newTrainFixture(t, 2, func(tm *v1alpha1.TrainingModel) {
 		tm.Spec.RoundTimeout = &metav1.Duration{Duration: 6 * time.Second}
@@ -419,11 +428,18 @@ func TestTrainingModelTooFewUpdates(t *testing.T) {
 	f.waitPlaced(t, d0, 1)
 	f.pulled(t, d0, f.nodes...)
 	f.upload(t, f.nodes[0], 1, f.update(f.nodes[0], 1, f.initial, 100))
+	// The other node's puller refused its trainer's update.
+	na := f.trainingNodeArtifacts(t)[f.nodes[1]]
+	before := na.DeepCopy()
+	na.Status.Upload = &v1alpha1.UploadStatus{Round: 1, Phase: v1alpha1.UploadFailed, Message: "update.json: samples is 0"}
+	if err := k8s.Status().Patch(context.Background(), na, client.MergeFrom(before)); err != nil {
+		t.Fatal(err)
+	}
 	f.waitStatus(t, "Failed", func(st *v1alpha1.TrainingModelStatus) error {
 		if st.Phase != v1alpha1.TrainingFailed {
 			return fmt.Errorf("phase %s", st.Phase)
 		}
-		msg := "round 1: 1 of 2 updates by the 6s timeout; minParticipants is 2"
+		msg := "round 1: 1 of 2 updates by the 6s timeout; minParticipants is 2; upload failed on 1 node(s), " + f.nodes[1] + ": update.json: samples is 0"
 		if st.Rounds[0].Message != msg {
 			return fmt.Errorf("round message %q", st.Rounds[0].Message)
 		}
@@ -544,6 +560,7 @@ func TestTrainingModelBadInput(t *testing.T) {
 		name    string
 		files   map[string]string
 		edit    func(*v1alpha1.TrainingModel)
+		secret  bool // an Opaque Secret "push" exists
 		reason  string
 		message string
 	}{
@@ -558,6 +575,9 @@ func TestTrainingModelBadInput(t *testing.T) {
 		}, reason: ReasonInvalidSpec, message: "spec.trainer.env BARGE_ROUND: the BARGE_ prefix is Barge's own"},
 		{name: "edge-root-as-data", edit: func(tm *v1alpha1.TrainingModel) { tm.Spec.LocalDataset = "/var/lib/barge/artifacts/other-ns" },
 			reason: ReasonInvalidSpec, message: "spec.localDataset /var/lib/barge/artifacts/other-ns holds the edge pullers' directory /var/lib/barge"},
+		{name: "push-secret-not-docker-config", secret: true, edit: func(tm *v1alpha1.TrainingModel) {
+			tm.Spec.PushSecretRef = &v1alpha1.LocalObjectReference{Name: "push"}
+		}, reason: ReasonPushSecret, message: `spec.pushSecretRef has type "Opaque"; it must be kubernetes.io/dockerconfigjson`},
 		{name: "bad-require", edit: func(tm *v1alpha1.TrainingModel) {
 			tm.Spec.Promote = &v1alpha1.PromoteSpec{Version: "1.1.0", Require: []string{"metrics.accuracy >="}}
 		}, reason: ReasonInvalidSpec, message: "spec.promote.require: require"},
@@ -571,6 +591,9 @@ func TestTrainingModelBadInput(t *testing.T) {
 			}
 			pushModel(t, openRepo(t, ref), "1.0.0", files, artifact.Metadata{})
 			nodes(t, ns, nil, 1)
+			if tc.secret {
+				create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "push"}, StringData: map[string]string{"password": "x"}})
+			}
 			tm := &v1alpha1.TrainingModel{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "fl"},
 				Spec: v1alpha1.TrainingModelSpec{FrameworkType: "pytorch", NodeSelector: map[string]string{"barge-test": ns},
 					Artifact: ref, TargetVersion: "1.0.0", Insecure: true, LocalDataset: "/data/local"}}
@@ -621,4 +644,83 @@ func TestCheckLocalDataset(t *testing.T) {
 			t.Errorf("%s with roots %v: %v, want ok=%v", tc.dir, tc.roots, err, tc.ok)
 		}
 	}
+}
+
+// TestTrainingModelTrainerRuns runs the controller's trainer Job as a
+// process (testenv's stand-in for the kubelet): through the trainer
+// contract it finds the round's model and training code where the node's
+// puller put them, the node's local data, and writes its update into the
+// round's upload directory on the node, which the puller uploads; the
+// round then aggregates it.
+func TestTrainingModelTrainerRuns(t *testing.T) {
+	script := `set -e
+test -f "$BARGE_TRAIN_DIR/train.py"
+n=$(wc -l < "$BARGE_DATA_DIR/shard.csv")
+{ cat "$BARGE_MODEL_DIR/model.safetensors"; echo " + $BARGE_NODE_NAME r$BARGE_ROUND"; } > "$BARGE_OUTPUT_DIR/model.safetensors"
+printf '{"samples": %d, "metrics": {"accuracy": 0.75}}' $n > "$BARGE_OUTPUT_DIR/update.json"
+touch "$BARGE_OUTPUT_DIR/DONE"`
+	f := newTrainFixture(t, 1, func(tm *v1alpha1.TrainingModel) {
+		tm.Spec.Trainer = &v1alpha1.TrainerSpec{Image: "example.com/trainer:1", Command: []string{"sh", "-c", script}}
+	})
+	node := f.nodes[0]
+	nodeRoot, hostRoot := t.TempDir(), t.TempDir()
+	testenv.StartProcessKubelet(t, k8s, f.ns, testenv.ProcessConfig{EdgeRoot: v1alpha1.DefaultEdgeRoot,
+		NodeRoot: func(string) string { return nodeRoot }, HostRoot: func(string) string { return hostRoot }}, node)
+	d0 := f.initial.Digest.String()
+	f.waitPlaced(t, d0, 1)
+
+	// What the node's puller and the node's owner put there.
+	version := filepath.Join(nodeRoot, "artifacts", f.ns, "train-fl", "versions", "sha256-"+strings.TrimPrefix(d0, "sha256:"))
+	for dir, files := range map[string]map[string]string{version: trainModelFiles, filepath.Join(hostRoot, "data", "local"): {"shard.csv": "1,0\n2,1\n3,0\n"}} {
+		for name, data := range files {
+			p := filepath.Join(dir, name)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	f.pulled(t, d0, node)
+	j := f.job(t, trainerJobName("fl", 1, node))
+	eventually(t, "the trainer Job Complete", func() error {
+		get(t, j)
+		if done, failed, why := jobFinished(j); !done || failed {
+			return fmt.Errorf("done %v, failed %v (%s), status %+v", done, failed, why, j.Status)
+		}
+		return nil
+	})
+	out := filepath.Join(nodeRoot, "uploads", f.ns, "train-fl", "round-1")
+	got, err := os.ReadFile(filepath.Join(out, "model.safetensors"))
+	if want := "weights r0 + " + node + " r1\n"; err != nil || string(got) != want {
+		t.Errorf("the trainer wrote %q (%v), want %q", got, err, want)
+	}
+	info, err := artifact.ReadUpdateDir(out)
+	if err != nil || info.Samples != 3 {
+		t.Fatalf("the trainer's update: %+v, %v; want 3 samples", info, err)
+	}
+
+	// The puller uploads the directory the trainer wrote.
+	u := f.update(node, 1, f.initial, 0)
+	desc, err := artifact.PackUpdate(context.Background(), f.outRepo, out, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	na := f.trainingNodeArtifacts(t)[node]
+	before := na.DeepCopy()
+	na.Status.Upload = &v1alpha1.UploadStatus{Round: 1, Phase: v1alpha1.UploadUploaded, Digest: desc.Digest.String(), Samples: 3}
+	if err := k8s.Status().Patch(context.Background(), na, client.MergeFrom(before)); err != nil {
+		t.Fatal(err)
+	}
+	agg := f.job(t, aggregateJobName("fl", 1))
+	if args := strings.Join(agg.Spec.Template.Spec.Containers[0].Args, " "); !strings.Contains(args, "--update "+desc.Digest.String()+" --push") {
+		t.Errorf("aggregation: barge %s; want the trainer's update", args)
+	}
+	f.waitStatus(t, "1 update of 3 samples", func(st *v1alpha1.TrainingModelStatus) error {
+		if r := st.Rounds[0]; r.Updates != 1 || r.Samples != 3 {
+			return fmt.Errorf("round %+v", r)
+		}
+		return nil
+	})
 }

@@ -97,6 +97,9 @@ func (r *TrainingModelReconciler) checkSpec(ctx context.Context, s *trainingScop
 	if err := checkLocalDataset(spec.LocalDataset, r.opts.EdgeRoot, r.opts.LocalDatasetRoots); err != nil {
 		return ctrl.Result{}, err
 	}
+	if err := r.checkPushSecret(ctx, tm); err != nil {
+		return ctrl.Result{}, err
+	}
 	if p := spec.Promote; p != nil {
 		if _, err := selection.Compile(p.Require, nil); err != nil {
 			return ctrl.Result{}, stalledf(ReasonInvalidSpec, "spec.promote.require: %s", oneLine(err))
@@ -211,7 +214,10 @@ func (r *TrainingModelReconciler) train(ctx context.Context, s *trainingScope) (
 	switch st.Phase {
 	case v1alpha1.TrainingCompleted:
 		s.outcome = completedOutcome(s)
-		return ctrl.Result{}, nil
+		// The nodes need the model no more: the final one is in
+		// spec.output, for an InferenceModel to serve.
+		_, err := r.placer.remove(ctx, s.tm, kindTrainingModel)
+		return ctrl.Result{}, err
 	case v1alpha1.TrainingFailed:
 		return ctrl.Result{}, stalledf(ReasonRoundFailed, "%s", failedMessage(st))
 	}
@@ -354,6 +360,9 @@ type roundTally struct {
 	in []roundUpdate
 	// stale are updates a node reported that do not count, and why.
 	stale []string
+	// refused are uploads a node's puller refused (a malformed update)
+	// or could not push.
+	refused []nodeProblem
 }
 
 func (t roundTally) has(node string) bool {
@@ -394,6 +403,9 @@ func (r *TrainingModelReconciler) countUpdates(ctx context.Context, s *trainingS
 			continue
 		}
 		u := na.Status.Upload
+		if u != nil && u.Round == rd.Round && u.Phase == v1alpha1.UploadFailed {
+			t.refused = append(t.refused, nodeProblem{node: node, message: u.Message})
+		}
 		if u == nil || u.Round != rd.Round || u.Phase != v1alpha1.UploadUploaded || u.Digest == "" {
 			continue
 		}
@@ -454,7 +466,9 @@ func (r *TrainingModelReconciler) readUpdate(ctx context.Context, s *trainingSco
 // trainerWait is what a round waits for besides updates.
 type trainerWait struct {
 	pulling, noData []string
-	failed          []nodeProblem
+	// pullFailed are nodes whose puller failed to pull the base; failed,
+	// those whose trainer Job failed.
+	pullFailed, failed []nodeProblem
 }
 
 // runTrainers creates the trainer Job of each participant that holds the
@@ -462,11 +476,16 @@ type trainerWait struct {
 func (r *TrainingModelReconciler) runTrainers(ctx context.Context, s *trainingScope, rd *v1alpha1.RoundStatus, desired []string,
 	byNode map[string]*v1alpha1.NodeArtifact, jobs map[string]*batchv1.Job, tally roundTally) (trainerWait, error) {
 	var w trainerWait
+	left := time.Until(rd.StartedAt.Add(s.roundTimeout))
 	for _, node := range desired {
 		if tally.has(node) {
 			continue
 		}
 		na := byNode[node]
+		if na != nil && na.Spec.Digest == rd.Base && failedNow(na) {
+			w.pullFailed = append(w.pullFailed, nodeProblem{node: node, message: na.Status.Message})
+			continue
+		}
 		if na == nil || na.Spec.Digest != rd.Base || !holds(na, rd.Base) {
 			w.pulling = append(w.pulling, node)
 			continue
@@ -485,7 +504,9 @@ func (r *TrainingModelReconciler) runTrainers(ctx context.Context, s *trainingSc
 			w.noData = append(w.noData, node)
 			continue
 		}
-		left := time.Until(rd.StartedAt.Add(s.roundTimeout))
+		if left <= time.Second {
+			continue // too late to train for this round
+		}
 		job, err := trainerJob{tm: s.tm, round: rd.Round, node: node, base: rd.Base, edge: r.opts.EdgeRoot,
 			runtime: s.trainer, dataDir: dir, deadline: int64(left.Seconds())}.job()
 		if err != nil {
@@ -564,10 +585,7 @@ func (r *TrainingModelReconciler) decide(ctx context.Context, s *trainingScope, 
 		return ctrl.Result{}, r.startAggregation(ctx, s, rd, t)
 	case left <= 0:
 		msg := fmt.Sprintf("round %d: %d of %d updates by the %s timeout; minParticipants is %d", rd.Round, in, rd.Participants, s.roundTimeout, need)
-		if len(w.failed) > 0 {
-			msg += fmt.Sprintf("; trainer failed on %s: %s", w.failed[0].node, w.failed[0].message)
-		}
-		return ctrl.Result{}, r.failRound(s, rd, msg)
+		return ctrl.Result{}, r.failRound(s, rd, msg+problemsText(t, w))
 	}
 	tm.Status.Phase = v1alpha1.TrainingTraining
 	rd.Message = waitingText(s, rd, t, w, deadline)
@@ -587,11 +605,23 @@ func waitingText(s *trainingScope, rd *v1alpha1.RoundStatus, t roundTally, w tra
 	if len(w.noData) > 0 {
 		parts = append(parts, fmt.Sprintf("waiting for Dataset %s on %s", s.tm.Spec.Dataset.Name, listNodes(w.noData)))
 	}
-	if len(w.failed) > 0 {
-		parts = append(parts, fmt.Sprintf("trainer failed on %s: %s", w.failed[0].node, w.failed[0].message))
-	}
 	parts = append(parts, "timeout "+deadline.UTC().Format(time.RFC3339))
-	return strings.Join(parts, "; ") + t.staleText()
+	return strings.Join(parts, "; ") + problemsText(t, w) + t.staleText()
+}
+
+// problemsText names the first node of each kind of failure a round saw:
+// a pull, a trainer, an upload that failed.
+func problemsText(t roundTally, w trainerWait) string {
+	var b strings.Builder
+	for _, p := range []struct {
+		what  string
+		probs []nodeProblem
+	}{{"pull failed", w.pullFailed}, {"trainer failed", w.failed}, {"upload failed", t.refused}} {
+		if len(p.probs) > 0 {
+			fmt.Fprintf(&b, "; %s on %d node(s), %s: %s", p.what, len(p.probs), p.probs[0].node, clipTo(p.probs[0].message, 120))
+		}
+	}
+	return b.String()
 }
 
 // failRound ends the training: the round failed.
@@ -605,9 +635,6 @@ func (r *TrainingModelReconciler) failRound(s *trainingScope, rd *v1alpha1.Round
 // startAggregation runs the aggregation Job over the updates that are in.
 func (r *TrainingModelReconciler) startAggregation(ctx context.Context, s *trainingScope, rd *v1alpha1.RoundStatus, t roundTally) error {
 	tm := s.tm
-	if err := r.checkPushSecret(ctx, tm); err != nil {
-		return err
-	}
 	var updates []string
 	for _, u := range t.in {
 		updates = append(updates, u.digest)
@@ -626,7 +653,8 @@ func (r *TrainingModelReconciler) startAggregation(ctx context.Context, s *train
 }
 
 // checkPushSecret refuses a spec.pushSecretRef that the aggregation Job
-// could not use, rather than leave its pod waiting for a volume.
+// could not use, before anything starts, rather than leave the Job's pod
+// waiting for a volume rounds later.
 func (r *TrainingModelReconciler) checkPushSecret(ctx context.Context, tm *v1alpha1.TrainingModel) error {
 	ref := tm.Spec.PushSecretRef
 	if ref == nil || r.resolver.Secrets == nil {
@@ -745,7 +773,8 @@ func (r *TrainingModelReconciler) complete(ctx context.Context, s *trainingScope
 	}
 	st.Phase = v1alpha1.TrainingCompleted
 	s.outcome = completedOutcome(s)
-	return nil
+	_, err := r.placer.remove(ctx, tm, kindTrainingModel)
+	return err
 }
 
 // completedOutcome says what the training produced, and whether it was
