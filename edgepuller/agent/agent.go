@@ -26,6 +26,7 @@ import (
 	"github.com/bargeml/barge/edgepuller/fetch"
 	"github.com/bargeml/barge/edgepuller/gc"
 	"github.com/bargeml/barge/edgepuller/store"
+	"github.com/bargeml/barge/edgepuller/upload"
 )
 
 // Options configures an Agent. Only Root is required.
@@ -78,9 +79,10 @@ type Options struct {
 	// repository; without it uploads are anonymous. Fetch's credentials
 	// are never used for uploads, nor this one for pulls.
 	PushCredential auth.CredentialFunc
-	// OpenUpload opens the repository an update is pushed to; if nil, a
-	// plain registry client.
-	OpenUpload OpenUpload
+	// Upload tunes the resumable uploads of updates. Its StateDir, where an
+	// unfinished upload is resumed from after a restart, is
+	// root/upload-state when empty; Progress is the agent's.
+	Upload upload.Options
 	// UploadPoll is how often the directory of an update to upload is
 	// checked for the trainer's DONE; if <= 0, 2 s.
 	UploadPoll time.Duration
@@ -140,8 +142,11 @@ func New(opts Options) (*Agent, error) {
 	if opts.NodeName == "" {
 		opts.NodeName, _ = os.Hostname()
 	}
-	if opts.OpenUpload == nil {
-		opts.OpenUpload = openRemote
+	if opts.Upload.StateDir == "" {
+		opts.Upload.StateDir = filepath.Join(opts.Root, "upload-state")
+	}
+	if opts.Upload.Log == nil {
+		opts.Upload.Log = opts.Log
 	}
 	if opts.UploadPoll <= 0 {
 		opts.UploadPoll = 2 * time.Second

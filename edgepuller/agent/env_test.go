@@ -52,6 +52,8 @@ type proxy struct {
 	heads   atomic.Int64
 	bodyOut atomic.Int64 // response body bytes of GETs
 	writes  atomic.Int64 // POST, PATCH and PUT: uploads
+	sent    atomic.Int64 // request body bytes of uploads that reached the registry
+	upRate  atomic.Int64 // if set, upload bodies pass at this many bytes per second
 }
 
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -78,12 +80,32 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.heads.Add(1)
 	case http.MethodPost, http.MethodPatch, http.MethodPut:
 		p.writes.Add(1)
+		r.Body = &uploadBody{ReadCloser: r.Body, p: p}
 	case http.MethodGet:
 		if strings.Contains(r.URL.Path, "/manifests/") || strings.Contains(r.URL.Path, "/blobs/") {
 			p.gets.Add(1)
 		}
 	}
 	p.rp.ServeHTTP(&countingWriter{ResponseWriter: w, n: &p.bodyOut}, r)
+}
+
+// uploadBody counts, and paces when upRate is set, what an upload sends.
+type uploadBody struct {
+	io.ReadCloser
+	p *proxy
+}
+
+func (b *uploadBody) Read(buf []byte) (int, error) {
+	if rate := b.p.upRate.Load(); rate > 0 {
+		const chunk = 32 << 10
+		if len(buf) > chunk {
+			buf = buf[:chunk]
+		}
+		time.Sleep(time.Duration(float64(len(buf)) / float64(rate) * float64(time.Second)))
+	}
+	n, err := b.ReadCloser.Read(buf)
+	b.p.sent.Add(int64(n))
+	return n, err
 }
 
 type countingWriter struct {

@@ -11,7 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -23,18 +23,8 @@ import (
 	"oras.land/oras-go/v2/registry/remote/retry"
 
 	"github.com/bargeml/barge/artifact"
-	"github.com/bargeml/barge/edgepuller/fetch"
+	"github.com/bargeml/barge/edgepuller/upload"
 )
-
-// OpenUpload opens the repository an update is pushed to, through client
-// (the push credential, scoped to repo's registry). The resumable uploader
-// of edgepuller/upload is one; openRemote, a plain registry client, is the
-// default.
-type OpenUpload func(ctx context.Context, repo registry.Reference, plainHTTP bool, client remote.Client) (artifact.Storage, error)
-
-func openRemote(_ context.Context, repo registry.Reference, plainHTTP bool, client remote.Client) (artifact.Storage, error) {
-	return &remote.Repository{Client: client, Reference: repo, PlainHTTP: plainHTTP}, nil
-}
 
 // UploadDir is where the trainer of round writes the update of the
 // artifact name: root/uploads/<name>/round-<round>. For a NodeArtifact
@@ -133,13 +123,12 @@ func (w *worker) push(ctx context.Context, dir string, base digest.Digest, info 
 		return fmt.Errorf("update %s: %w", dir, err)
 	}
 	repo, _ := registry.ParseReference(u.Repository) // Validate accepted it
-	dst, err := w.a.opts.OpenUpload(ctx, repo, w.d.Insecure, w.a.pushClient(repo.Registry))
-	if err != nil {
-		return fmt.Errorf("open %s for the update: %w", u.Repository, err)
-	}
-	counted := &countingStorage{Storage: dst}
+	counted := &countingStorage{done: map[digest.Digest]int64{}}
+	opts := w.a.opts.Upload
+	opts.Progress = counted.event
+	counted.Storage = upload.New(&remote.Repository{Client: w.a.pushClient(repo.Registry), Reference: repo, PlainHTTP: w.d.Insecure}, opts)
 	progress := func() {
-		w.setUpload(UploadStatus{Phase: UploadUploading, Samples: info.Samples, BytesDone: min(counted.n.Load(), total), BytesTotal: total})
+		w.setUpload(UploadStatus{Phase: UploadUploading, Samples: info.Samples, BytesDone: min(counted.bytes(), total), BytesTotal: total})
 		w.report(Ready, base, "")
 	}
 	progress()
@@ -173,7 +162,7 @@ func (w *worker) push(ctx context.Context, dir string, base digest.Digest, info 
 		}
 	}
 	w.a.log.Info("update uploaded", "artifact", w.d.Name, "round", u.Round, "repository", u.Repository, "digest", desc.Digest,
-		"samples", info.Samples, "bytes", total, "sent", counted.sent.Load(), "took", time.Since(start).Round(time.Millisecond))
+		"samples", info.Samples, "bytes", total, "took", time.Since(start).Round(time.Millisecond))
 	w.setUpload(UploadStatus{Phase: UploadUploaded, Digest: desc.Digest, Samples: info.Samples, BytesDone: total, BytesTotal: total})
 	w.report(Ready, base, "")
 	return nil
@@ -229,7 +218,9 @@ func (a *Agent) manifestDescriptor(d digest.Digest) (ocispec.Descriptor, error) 
 
 // pushClient reaches the upload repository's registry with the push
 // credential, and gives it to no other host (a token realm elsewhere, say).
-func (a *Agent) pushClient(host string) remote.Client {
+// It has no request timeout: a chunk on a slow link may take long, and the
+// uploader has its own bound on a stalled request.
+func (a *Agent) pushClient(host string) *auth.Client {
 	c := &auth.Client{
 		Client: retry.DefaultClient,
 		Header: http.Header{"User-Agent": {"barge-edgepuller"}},
@@ -243,7 +234,7 @@ func (a *Agent) pushClient(host string) remote.Client {
 			return cred(ctx, hostport)
 		}
 	}
-	return fetch.WithRequestTimeout(c, a.opts.Fetch.RequestTimeout)
+	return c
 }
 
 // credentialHint says what to do when the registry wants a credential the
@@ -277,35 +268,71 @@ func updateBytes(dir string) (int64, error) {
 	return total, err
 }
 
-// countingStorage counts the bytes of the update in the repository: those
-// pushed, and those it had already.
+// countingStorage counts, by blob, the bytes of the update the repository
+// has: blobs it had (Exists), bytes read by pushes, offsets the chunked
+// uploader's registry acknowledged.
 type countingStorage struct {
 	artifact.Storage
-	n    atomic.Int64 // in the repository
-	sent atomic.Int64 // read by pushes
+	mu   sync.Mutex
+	done map[digest.Digest]int64
 }
+
+func (c *countingStorage) set(d digest.Digest, n int64) {
+	c.mu.Lock()
+	c.done[d] = n
+	c.mu.Unlock()
+}
+
+func (c *countingStorage) bytes() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var n int64
+	for _, v := range c.done {
+		n += v
+	}
+	return n
+}
+
+// event takes the uploader's progress: where the registry stands.
+func (c *countingStorage) event(e upload.Event) { c.set(e.Digest, e.Offset) }
 
 func (c *countingStorage) Exists(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
 	ok, err := c.Storage.Exists(ctx, desc)
 	if ok && err == nil && desc.MediaType != ocispec.MediaTypeImageManifest {
-		c.n.Add(desc.Size)
+		c.set(desc.Digest, desc.Size)
 	}
 	return ok, err
 }
 
+// Push counts what is read; an io.Reader is all Push needs of it (a
+// chunked push of a stream resumes from the chunk in flight, not by seeking).
 func (c *countingStorage) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
-	return c.Storage.Push(ctx, desc, &countingReader{r: r, counts: []*atomic.Int64{&c.n, &c.sent}})
+	return c.Storage.Push(ctx, desc, &countingReader{r: r, set: func(n int64) { c.set(desc.Digest, n) }})
+}
+
+// PushFile keeps the uploader's resume from a file: artifact packing uses
+// it when the Storage has it.
+func (c *countingStorage) PushFile(ctx context.Context, desc ocispec.Descriptor, path string) error {
+	if fp, ok := c.Storage.(artifact.FilePusher); ok {
+		return fp.PushFile(ctx, desc, path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return c.Push(ctx, desc, f)
 }
 
 type countingReader struct {
-	r      io.Reader
-	counts []*atomic.Int64
+	r   io.Reader
+	n   int64
+	set func(int64)
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
-	for _, x := range c.counts {
-		x.Add(int64(n))
-	}
+	c.n += int64(n)
+	c.set(c.n)
 	return n, err
 }

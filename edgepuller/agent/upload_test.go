@@ -201,6 +201,46 @@ func TestRefusesMalformedUpdate(t *testing.T) {
 	}
 }
 
+// A puller stopped halfway through an update resumes it after a restart
+// from what the registry acknowledged: it sends the rest, and at most the
+// chunk that was in flight again.
+func TestUploadResumesAfterRestart(t *testing.T) {
+	const chunk = 1 << 20
+	tr := newTraining(t)
+	big := tr.e.push("models/base", "big", map[string]string{"model.safetensors": weights(1024, 2048, 0)})
+	tr.base, tr.entry.Reference = big, tr.e.ref("models/base@"+big.String())
+	start := func() *running {
+		return tr.e.start(func(o *agent.Options) {
+			o.NodeName, o.UploadPoll, o.Upload.ChunkSize = "edge-1", 20*time.Millisecond, chunk
+		})
+	}
+	r := start()
+	r.set(tr.entry)
+	r.waitReady(t, tr.entry.Name, tr.base)
+	update := weights(1024, 2048, 0.5) // 8 MiB
+	size := int64(len(update))
+	tr.e.proxy.upRate.Store(4 << 20)
+	tr.write(r, map[string]string{"model.safetensors": update, artifact.UpdateInfoFile: `{"samples": 9}`, artifact.UpdateDoneFile: ""})
+	waitFor(t, "half the update sent", func() bool { return tr.e.proxy.sent.Load() >= size/2 })
+	r.stop(t)
+	if tr.e.sawUpload(r, agent.UploadUploaded) {
+		t.Fatal("the update was uploaded before the stop: the test proves nothing")
+	}
+
+	tr.e.proxy.upRate.Store(0)
+	r = start()
+	r.set(tr.entry)
+	tr.waitUpload(t, r, "Uploaded after the restart", func(u agent.UploadStatus) bool { return u.Phase == agent.UploadUploaded })
+	sent := tr.e.proxy.sent.Load()
+	t.Logf("%d bytes sent for an update of %d, stopped halfway", sent, size)
+	if sent > size+chunk+64<<10 {
+		t.Errorf("%d bytes sent for an update of %d: the restart sent more than the rest and one chunk (%d)", sent, size, chunk)
+	}
+	if got := tr.e.updates(t, "models/base", tr.base); len(got) != 1 || got[0].files["model.safetensors"] != update {
+		t.Errorf("the registry holds %d updates of the base, or not the file written", len(got))
+	}
+}
+
 func (e *env) sawUpload(r *running, p agent.UploadPhase) bool {
 	r.rec.mu.Lock()
 	defer r.rec.mu.Unlock()
