@@ -10,6 +10,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,7 +61,9 @@ func testUploadFault(t *testing.T, kill bool) {
 	ctx := context.Background()
 	ns := env.Namespace(t)
 	const name = "edge-3"
-	n := startNode(t, name)
+	// Paced (about 4 s for the update), so that the upload's progress
+	// shows in its status.
+	n := startNode(t, name, "--limit-upload-rate", "16M")
 	host := filepath.Join(t.TempDir(), name+"-host")
 	if err := os.MkdirAll(filepath.Join(host, "var/lib/sensors"), 0o755); err != nil {
 		t.Fatal(err)
@@ -121,10 +126,13 @@ func testUploadFault(t *testing.T, kill bool) {
 		deleteAtEnd(t, ns, tm, "train-big")
 	}
 
-	var upload bargev1.UploadStatus
+	var upload, resumed bargev1.UploadStatus
 	waitUntil(t, "the round to complete", 90*time.Second, func() error {
 		if na, ok := artifactsNamed(t, ns, "train-big")[name]; ok && na.Status.Upload != nil {
 			upload = *na.Status.Upload
+			if upload.Phase == bargev1.UploadUploading && strings.Contains(upload.Message, "where the registry stopped") {
+				resumed = upload
+			}
 		}
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(tm), tm); err != nil {
 			return err
@@ -137,8 +145,28 @@ func testUploadFault(t *testing.T, kill bool) {
 		}
 		return fmt.Errorf("phase %s, round %d, %s's upload %+v", tm.Status.Phase, tm.Status.Round, name, upload)
 	})
-	if !kill && n.p.cmd.ProcessState != nil {
-		t.Errorf("the puller exited: %v", n.p.cmd.ProcessState)
+	// The operator can tell: the restarted puller says where it resumed,
+	// in its log and in status.upload; a cut is logged as such.
+	if kill {
+		m := regexp.MustCompile(`update upload resumed where the registry stopped.* offset=(\d+)`).FindStringSubmatch(n.p.logs.String())
+		var off int64
+		if m != nil {
+			off, _ = strconv.ParseInt(m[1], 10, 64)
+		}
+		if m == nil || off < half-4<<20 || off > half {
+			t.Errorf("the restarted puller did not log a resume at about %d bytes (%q):\n%s", half, m, n.p.logs.tail(30))
+		}
+		if resumed.Phase == "" || resumed.BytesDone < off || resumed.BytesTotal == 0 {
+			t.Errorf("status.upload never said where it resumed with its bytes (last %+v)", upload)
+		}
+		t.Logf("status.upload after the restart: %+v", resumed)
+	} else {
+		if n.p.cmd.ProcessState != nil {
+			t.Errorf("the puller exited: %v", n.p.cmd.ProcessState)
+		}
+		if !strings.Contains(n.p.logs.String(), "update upload interrupted; continuing at the registry's offset") {
+			t.Errorf("the puller did not log the cut:\n%s", n.p.logs.tail(30))
+		}
 	}
 
 	// What the trainer wrote on the node is what went up: the update
