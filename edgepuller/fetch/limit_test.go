@@ -63,7 +63,7 @@ func TestLimiterReader(t *testing.T) {
 	if got := none.Reader(context.Background(), r); got != io.Reader(r) {
 		t.Errorf("a nil Limiter wrapped the reader: %T", got)
 	}
-	paced := NewLimiter(1 << 20).Reader(context.Background(), r)
+	paced := NewLimiter(1<<20).Reader(context.Background(), r)
 	if _, ok := paced.(io.Seeker); !ok {
 		t.Errorf("the paced reader hides io.Seeker")
 	}
