@@ -91,6 +91,7 @@ func run(args []string, stderr io.Writer) int {
 		verifyDir   = fl.String("verify-dir", "", "key material for signature checks before activation, DIR/NAMESPACE/KEYS/ (mounted ConfigMaps); without it, an artifact that asks for verification fails")
 		mirrors     []string
 		limitRate   int64
+		limitUp     int64
 		quota       int64
 	)
 	fl.Func("mirror", "registry mirror tried before the origin, host[:port] or http://host[:port] (repeatable, tried in order)", func(s string) error {
@@ -99,6 +100,10 @@ func run(args []string, stderr io.Writer) int {
 	})
 	fl.Func("limit-rate", "cap on the node's download rate in bytes per second, with an optional K, M or G suffix (e.g. 2M)", func(s string) (err error) {
 		limitRate, err = fetch.ParseBytes(s)
+		return err
+	})
+	fl.Func("limit-upload-rate", "cap on the node's upload rate (training updates) in bytes per second, with an optional K, M or G suffix (e.g. 1M); apart from --limit-rate", func(s string) (err error) {
+		limitUp, err = fetch.ParseBytes(s)
 		return err
 	})
 	fl.Func("quota", "disk quota for the store and artifacts together, such as 10G; least recently used old versions go first", func(s string) (err error) {
@@ -143,6 +148,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	opts.Fetch.Mirrors = mirrors
 	opts.Fetch.LimitRate = limitRate
+	opts.UploadLimitRate = limitUp
 	opts.Fetch.Concurrency = *layers
 	opts.Fetch.RequestTimeout = *reqTimeout
 	opts.Fetch.Timeout = *pullTimeout

@@ -83,6 +83,11 @@ type Options struct {
 	// unfinished upload is resumed from after a restart, is
 	// root/upload-state when empty; Progress is the agent's.
 	Upload upload.Options
+	// UploadLimitRate caps the rate of the node's uploads together, in
+	// bytes per second, apart from the downloads' Fetch.LimitRate: an
+	// update going up a shared link leaves room for the workloads. If <=
+	// 0, uploads are not paced.
+	UploadLimitRate int64
 	// UploadPoll is how often the directory of an update to upload is
 	// checked for the trainer's DONE; if <= 0, 2 s.
 	UploadPoll time.Duration
@@ -99,6 +104,8 @@ type Agent struct {
 	// pushCache keeps the upload tokens, apart from the pull client's.
 	pushCache auth.Cache
 	slots     chan struct{} // one per pull allowed at once
+	// upLimit paces every upload of the node; nil for none.
+	upLimit *fetch.Limiter
 
 	// disk orders what changes artifact directories against garbage
 	// collection: activation, pinning and removal hold it for reading, a
@@ -182,6 +189,7 @@ func New(opts Options) (*Agent, error) {
 		metrics:   m,
 		client:    fetch.WithRequestTimeout(opts.Fetch.Client, opts.Fetch.RequestTimeout),
 		pushCache: auth.NewCache(),
+		upLimit:   fetch.NewLimiter(opts.UploadLimitRate),
 		slots:     make(chan struct{}, opts.Concurrency),
 		pins:      map[*pinOwner]digest.Digest{},
 		statuses:  map[string]Status{},

@@ -20,7 +20,6 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/errcode"
-	"oras.land/oras-go/v2/registry/remote/retry"
 
 	"github.com/bargeml/barge/artifact"
 	"github.com/bargeml/barge/edgepuller/upload"
@@ -124,13 +123,19 @@ func (w *worker) push(ctx context.Context, dir string, base digest.Digest, info 
 	}
 	repo, _ := registry.ParseReference(u.Repository) // Validate accepted it
 	counted := &countingStorage{done: map[digest.Digest]int64{}}
-	opts := w.a.opts.Upload
-	opts.Progress = counted.event
-	counted.Storage = upload.New(&remote.Repository{Client: w.a.pushClient(repo.Registry), Reference: repo, PlainHTTP: w.d.Insecure}, opts)
+	note := &uploadNote{}
 	progress := func() {
-		w.setUpload(UploadStatus{Phase: UploadUploading, Samples: info.Samples, BytesDone: min(counted.bytes(), total), BytesTotal: total})
+		w.setUpload(UploadStatus{Phase: UploadUploading, Samples: info.Samples, BytesDone: min(counted.bytes(), total), BytesTotal: total, Message: note.String()})
 		w.report(Ready, base, "")
 	}
+	opts := w.a.opts.Upload
+	opts.Progress = func(e upload.Event) {
+		counted.event(e)
+		if w.noteUploadEvent(note, e) {
+			progress()
+		}
+	}
+	counted.Storage = upload.New(&remote.Repository{Client: w.a.pushClient(repo.Registry), Reference: repo, PlainHTTP: w.d.Insecure}, opts)
 	progress()
 	pctx, stop := context.WithCancel(ctx)
 	ticking := make(chan struct{})
@@ -222,7 +227,7 @@ func (a *Agent) manifestDescriptor(d digest.Digest) (ocispec.Descriptor, error) 
 // uploader has its own bound on a stalled request.
 func (a *Agent) pushClient(host string) *auth.Client {
 	c := &auth.Client{
-		Client: retry.DefaultClient,
+		Client: uploadHTTPClient(a.upLimit),
 		Header: http.Header{"User-Agent": {"barge-edgepuller"}},
 		Cache:  a.pushCache,
 	}

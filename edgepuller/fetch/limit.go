@@ -32,6 +32,16 @@ func NewLimiter(bytesPerSecond int64) *Limiter {
 	return &Limiter{rate: float64(bytesPerSecond), burst: burst, tokens: float64(burst), last: time.Now()}
 }
 
+// Reader returns r paced by l: each read is cut to l's burst and paid for
+// after, shared with everything else l paces. It keeps io.Seeker and
+// io.ReaderAt when r has them. A nil l returns r.
+func (l *Limiter) Reader(ctx context.Context, r io.Reader) io.Reader {
+	if l == nil {
+		return r
+	}
+	return newMeter(ctx, r, l, nil)
+}
+
 // take accounts for n bytes received and sleeps until they are paid for.
 func (l *Limiter) take(ctx context.Context, n int) error {
 	if l == nil || n <= 0 {

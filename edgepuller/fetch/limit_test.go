@@ -54,3 +54,20 @@ func TestMeterKeepsInterfaces(t *testing.T) {
 		})
 	}
 }
+
+// TestLimiterReader: a nil Limiter leaves a reader as it is; a Limiter's
+// Reader passes every byte and keeps io.Seeker.
+func TestLimiterReader(t *testing.T) {
+	r := strings.NewReader("0123456789")
+	var none *Limiter
+	if got := none.Reader(context.Background(), r); got != io.Reader(r) {
+		t.Errorf("a nil Limiter wrapped the reader: %T", got)
+	}
+	paced := NewLimiter(1<<20).Reader(context.Background(), r)
+	if _, ok := paced.(io.Seeker); !ok {
+		t.Errorf("the paced reader hides io.Seeker")
+	}
+	if b, err := io.ReadAll(paced); err != nil || string(b) != "0123456789" {
+		t.Errorf("read %q, %v", b, err)
+	}
+}

@@ -44,6 +44,7 @@ var variants = map[string][]string{
 		"--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
 		"--set", "edgePuller.registryConfigSecret=regcred,registry.htpasswd.secretName=htpasswd",
 		"--set", "edgePuller.mirrors={cache.local:5000,http://spegel:5000},edgePuller.limitRate=2M,edgePuller.quota=20G",
+		"--set", "edgePuller.limitUploadRate=1M",
 		"--set", "edgePuller.pullTimeout=12h,edgePuller.requestTimeout=30s",
 		"--set", "registry.service.type=NodePort,registry.service.nodePort=30500",
 		"--set-json", `controller.servingImages={"onnx":{"image":"registry.example.com/onnx:1","args":["--port","8001"],"port":8001}}`,
@@ -481,7 +482,7 @@ func TestEdgePullerDaemonSet(t *testing.T) {
 	// Default: no optional flags. The credentials of the chart's registry
 	// are passed by default (TestRegistryPullCredentials), and --quota has a
 	// default (TestDefaultNodeQuota).
-	for _, f := range []string{"mirror", "limit-rate"} {
+	for _, f := range []string{"mirror", "limit-rate", "limit-upload-rate"} {
 		if _, ok := flag(c.Args, f); ok {
 			t.Errorf("--%s passed with default values", f)
 		}
@@ -515,6 +516,9 @@ func TestEdgePullerDaemonSet(t *testing.T) {
 	}
 	if v, _ := flag(c.Args, "limit-rate"); v != "2M" {
 		t.Errorf("--limit-rate=%q", v)
+	}
+	if v, _ := flag(c.Args, "limit-upload-rate"); v != "1M" {
+		t.Errorf("--limit-upload-rate=%q", v)
 	}
 	if v, _ := flag(c.Args, "quota"); v != "20G" {
 		t.Errorf("--quota=%q", v)

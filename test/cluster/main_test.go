@@ -32,7 +32,17 @@ var (
 	work       string
 )
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
+func TestMain(m *testing.M) {
+	if os.Getenv(trainerEnv) != "" {
+		// A trainer Job started this binary (see plusOneTrainer).
+		if err := plusOneTrainer(); err != nil {
+			fmt.Fprintln(os.Stderr, "plus-one trainer:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(run(m))
+}
 
 func run(m *testing.M) int {
 	var err error
