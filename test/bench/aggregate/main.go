@@ -15,7 +15,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"math"
@@ -35,6 +34,7 @@ import (
 	"github.com/bargeml/barge/fedavg"
 	"github.com/bargeml/barge/registry"
 	"github.com/bargeml/barge/safetensors"
+	"github.com/bargeml/barge/test/bench/benchdoc"
 )
 
 type config struct {
@@ -119,7 +119,7 @@ func run(ctx context.Context, c config) error {
 	repo.SkipReferrersGC = true
 
 	tensors := modelTensors(c.modelMiB)
-	log("writing and pushing a %d MiB float32 model and %d updates of it", c.modelMiB, c.updates)
+	benchdoc.Logf("writing and pushing a %d MiB float32 model and %d updates of it", c.modelMiB, c.updates)
 	baseDir := filepath.Join(work, "base")
 	if err := writeModel(filepath.Join(baseDir, "model.safetensors"), tensors, 0); err != nil {
 		return err
@@ -176,7 +176,7 @@ func run(ctx context.Context, c config) error {
 		}
 		ms = append(ms, m)
 		digests = append(digests, d)
-		log("run %d: %s (download %s, average and push %s), %.0f MB/s of updates, peak RSS %d MiB, CPU %s", i+1, m.wall.Round(time.Millisecond),
+		benchdoc.Logf("run %d: %s (download %s, average and push %s), %.0f MB/s of updates, peak RSS %d MiB, CPU %s", i+1, m.wall.Round(time.Millisecond),
 			m.download.Round(time.Millisecond), m.average.Round(time.Millisecond),
 			float64(updateBytes)/1e6/m.wall.Seconds(), m.rss>>20, time.Duration(m.cpu).Round(time.Millisecond))
 	}
@@ -190,11 +190,11 @@ func run(ctx context.Context, c config) error {
 	if err != nil {
 		return err
 	}
-	log("averaging alone: %s, %.0f MB/s of updates, CPU %s", avg.Round(time.Millisecond), float64(updateBytes)/1e6/avg.Seconds(), avgCPU.Round(time.Millisecond))
+	benchdoc.Logf("averaging alone: %s, %.0f MB/s of updates, CPU %s", avg.Round(time.Millisecond), float64(updateBytes)/1e6/avg.Seconds(), avgCPU.Round(time.Millisecond))
 
 	m := median(ms)
 	var b strings.Builder
-	fmt.Fprintf(&b, "Measured %s on %d CPUs; load average %s; %d run(s) of barge aggregate, median.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), loadavg(), c.runs)
+	fmt.Fprintf(&b, "Measured %s on %d CPUs; load average %s; %d run(s) of barge aggregate, median.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), benchdoc.LoadAvg(), c.runs)
 	fmt.Fprintln(&b, "| round | step | wall | updates read (per wall second) | CPU | updates read per CPU second | peak RSS |")
 	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|")
 	cpu := time.Duration(m.cpu)
@@ -207,7 +207,7 @@ func run(ctx context.Context, c config) error {
 		m.wall.Round(time.Millisecond), m.download.Round(time.Millisecond), m.average.Round(time.Millisecond), (m.wall - m.download - m.average).Round(time.Millisecond))
 	fmt.Print("\n" + b.String())
 	if c.doc != "" {
-		return writeSection(c.doc, b.String())
+		return benchdoc.WriteSection(c.doc, "aggregate", b.String())
 	}
 	return nil
 }
@@ -400,34 +400,4 @@ func (p *phaseWriter) Write(b []byte) (int, error) {
 		p.partial = p.partial[i+1:]
 	}
 	return p.buf.Write(b)
-}
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func log(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05")+" "+format+"\n", args...)
-}
-
-const begin, end = "<!-- bench:aggregate:begin (written by go run ./test/bench/aggregate -doc; edit outside these markers) -->", "<!-- bench:aggregate:end -->"
-
-// writeSection replaces the generated block of the aggregation section.
-func writeSection(doc, body string) error {
-	b, err := os.ReadFile(doc)
-	if err != nil {
-		return err
-	}
-	s := string(b)
-	i, j := strings.Index(s, begin), strings.Index(s, end)
-	if i < 0 || j < i {
-		return errors.New(doc + " has no " + begin + " ... " + end + " block")
-	}
-	s = s[:i+len(begin)] + "\n\n" + body + "\n" + s[j:]
-	return os.WriteFile(doc, []byte(s), 0o644)
 }

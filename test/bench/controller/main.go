@@ -42,6 +42,7 @@ import (
 	"github.com/bargeml/barge/artifact"
 	"github.com/bargeml/barge/internal/testenv"
 	"github.com/bargeml/barge/registry"
+	"github.com/bargeml/barge/test/bench/benchdoc"
 )
 
 type config struct {
@@ -233,7 +234,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	}
 	b.res.apiserverKiB = procStatus(childByName("kube-apiserver"), "VmHWM")
 	b.res.etcdKiB = procStatus(childByName("etcd"), "VmHWM")
-	b.res.machine.loadAfter = loadavg()
+	b.res.machine.loadAfter = benchdoc.LoadAvg()
 	b.res.took = time.Since(start)
 
 	report := b.report()

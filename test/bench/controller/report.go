@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/bargeml/barge/test/bench/benchdoc"
 )
 
 type machine struct {
@@ -21,7 +23,7 @@ type machine struct {
 }
 
 func describeMachine() machine {
-	m := machine{cpus: runtime.NumCPU(), date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), loadBefore: loadavg()}
+	m := machine{cpus: runtime.NumCPU(), date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), loadBefore: benchdoc.LoadAvg()}
 	m.cpuModel = procField("/proc/cpuinfo", "model name")
 	var kb int64
 	fmt.Sscanf(procField("/proc/meminfo", "MemTotal"), "%d", &kb)
@@ -46,14 +48,6 @@ func procField(path, key string) string {
 		}
 	}
 	return ""
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
-		return strings.Join(f[:3], " ")
-	}
-	return "?"
 }
 
 func mib(kib int64) string { return fmt.Sprintf("%d MiB", (kib+512)>>10) }

@@ -19,6 +19,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/bargeml/barge/test/bench/benchdoc"
 )
 
 func main() {
@@ -55,7 +57,7 @@ func run(bin, doc string, csvMiB, files, runs int, workdir string) error {
 		return fmt.Errorf("build the rusage launcher: %v\n%s", err, out)
 	}
 
-	log("generating a %d MiB CSV, %d-file image-list and VOC trees in %s", csvMiB, files, work)
+	benchdoc.Logf("generating a %d MiB CSV, %d-file image-list and VOC trees in %s", csvMiB, files, work)
 	csvDir := filepath.Join(work, "csv")
 	csvRows, err := writeCSV(csvDir, int64(csvMiB)<<20)
 	if err != nil {
@@ -87,7 +89,7 @@ func run(bin, doc string, csvMiB, files, runs int, workdir string) error {
 			return err
 		}
 		wc = append(wc, w)
-		log("csv run %d: barge %s (%d MiB RSS), wc -l %s", i+1, m.wall.Round(time.Millisecond), m.rss>>20, w.wall.Round(time.Millisecond))
+		benchdoc.Logf("csv run %d: barge %s (%d MiB RSS), wc -l %s", i+1, m.wall.Round(time.Millisecond), m.rss>>20, w.wall.Round(time.Millisecond))
 	}
 	trees := map[string][]measure{}
 	for _, tree := range []struct{ name, dir string }{{"imagelist", listDir}, {"voc", vocDir}} {
@@ -100,7 +102,7 @@ func run(bin, doc string, csvMiB, files, runs int, workdir string) error {
 				return fmt.Errorf("%s: %w", tree.name, err)
 			}
 			trees[tree.name] = append(trees[tree.name], m)
-			log("%s run %d: %s (%d MiB RSS)", tree.name, i+1, m.wall.Round(time.Millisecond), m.rss>>20)
+			benchdoc.Logf("%s run %d: %s (%d MiB RSS)", tree.name, i+1, m.wall.Round(time.Millisecond), m.rss>>20)
 		}
 	}
 
@@ -108,7 +110,7 @@ func run(bin, doc string, csvMiB, files, runs int, workdir string) error {
 	s, w := median(stats), median(wc)
 	li, vo := median(trees["imagelist"]), median(trees["voc"])
 	var b strings.Builder
-	fmt.Fprintf(&b, "Measured %s on %d CPUs; load average %s; %d runs each, medians.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), loadavg(), runs)
+	fmt.Fprintf(&b, "Measured %s on %d CPUs; load average %s; %d runs each, medians.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), benchdoc.LoadAvg(), runs)
 	fmt.Fprintln(&b, "| input | barge dataset stats | throughput | peak RSS | floor | barge ÷ floor | RSS target |")
 	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|")
 	fmt.Fprintf(&b, "| CSV, %d MiB, %d records | %s | %.0f MiB/s | %d MiB | `wc -l`: %s (%.0f MiB/s) | %.1f× | ≤ 64 MiB: %s |\n",
@@ -120,7 +122,7 @@ func run(bin, doc string, csvMiB, files, runs int, workdir string) error {
 		files, vo.wall.Round(time.Millisecond), float64(files)/vo.wall.Seconds(), vo.rss>>20, met(vo.rss))
 	fmt.Print("\n" + b.String())
 	if doc != "" {
-		return writeSection(doc, b.String())
+		return benchdoc.WriteSection(doc, "dataset", b.String())
 	}
 	return nil
 }
@@ -246,34 +248,4 @@ func writeVOC(dir string, n int) error {
 func dropCaches() {
 	exec.Command("sync").Run()
 	os.WriteFile("/proc/sys/vm/drop_caches", []byte("1"), 0o200)
-}
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func log(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05")+" "+format+"\n", args...)
-}
-
-const begin, end = "<!-- bench:dataset:begin (written by go run ./test/bench/dataset -doc; edit outside these markers) -->", "<!-- bench:dataset:end -->"
-
-// writeSection replaces the generated block of the dataset section.
-func writeSection(doc, body string) error {
-	b, err := os.ReadFile(doc)
-	if err != nil {
-		return err
-	}
-	s := string(b)
-	i, j := strings.Index(s, begin), strings.Index(s, end)
-	if i < 0 || j < i {
-		return fmt.Errorf("%s has no %q ... %q block", doc, begin, end)
-	}
-	s = s[:i+len(begin)] + "\n\n" + body + "\n" + s[j:]
-	return os.WriteFile(doc, []byte(s), 0o644)
 }

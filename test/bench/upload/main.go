@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/bargeml/barge/registry"
+	"github.com/bargeml/barge/test/bench/benchdoc"
 )
 
 func main() {
@@ -91,7 +92,7 @@ func run(ctx context.Context, bin, doc string, size int64, runs int, workdir str
 	src := filepath.Join(work, "src")
 	os.MkdirAll(src, 0o755)
 	b.file = filepath.Join(src, "update.safetensors")
-	logf("generating %d MiB of random bytes", size>>20)
+	benchdoc.Logf("generating %d MiB of random bytes", size>>20)
 	if err := writeRandom(b.file, size); err != nil {
 		return err
 	}
@@ -105,14 +106,14 @@ func run(ctx context.Context, bin, doc string, size int64, runs int, workdir str
 					return fmt.Errorf("%s, %s: %w", tool, sc.name(), err)
 				}
 				results[tool+"/"+sc.name()] = append(results[tool+"/"+sc.name()], float64(sent)/float64(size))
-				logf("run %d: %s after a %s: %.4fx", i+1, tool, sc.name(), float64(sent)/float64(size))
+				benchdoc.Logf("run %d: %s after a %s: %.4fx", i+1, tool, sc.name(), float64(sent)/float64(size))
 			}
 		}
 	}
 
 	var out strings.Builder
 	fmt.Fprintf(&out, "Measured %s on %d CPUs; load average %s; %d runs each, medians; took %s.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), loadavg(), runs, time.Since(began).Round(time.Second))
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), benchdoc.LoadAvg(), runs, time.Since(began).Round(time.Second))
 	fmt.Fprintf(&out, "Bytes uploaded (PATCH and PUT bodies) to push one %d MiB file, as a multiple of its size:\n\n", size>>20)
 	fmt.Fprintln(&out, "| fault | barge push | oras push | target (barge) | met? |")
 	fmt.Fprintln(&out, "|---|---|---|---|---|")
@@ -130,7 +131,7 @@ func run(ctx context.Context, bin, doc string, size int64, runs int, workdir str
 	row("SIGKILL at 50% + 2 MiB", scenarios[3].name(), 1.05+float64(4<<20)/float64(size), "≤ 1.05x + one 4 MiB chunk")
 	fmt.Print("\n" + out.String())
 	if doc != "" {
-		return writeSection(doc, out.String())
+		return benchdoc.WriteSection(doc, "upload", out.String())
 	}
 	return nil
 }
@@ -345,36 +346,6 @@ func writeRandom(path string, size int64) error {
 		return err
 	}
 	return f.Close()
-}
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05")+" "+format+"\n", args...)
-}
-
-const begin, end = "<!-- bench:upload:begin (written by go run ./test/bench/upload -doc; edit outside these markers) -->", "<!-- bench:upload:end -->"
-
-// writeSection replaces the generated block of the upload section.
-func writeSection(doc, body string) error {
-	b, err := os.ReadFile(doc)
-	if err != nil {
-		return err
-	}
-	s := string(b)
-	i, j := strings.Index(s, begin), strings.Index(s, end)
-	if i < 0 || j < i {
-		return fmt.Errorf("%s has no %q ... %q block", doc, begin, end)
-	}
-	s = s[:i+len(begin)] + "\n\n" + body + "\n" + s[j:]
-	return os.WriteFile(doc, []byte(s), 0o644)
 }
 
 func listen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
