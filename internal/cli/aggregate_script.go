@@ -29,10 +29,11 @@ import (
 const (
 	// scriptBaseDir holds the base's files (BARGE_BASE_DIR).
 	scriptBaseDir = "base"
-	// scriptUpdatesDir holds updates/<node>/, each update's files
-	// (BARGE_UPDATES_DIR).
+	// scriptUpdatesDir holds updates/<node>/, each update's files, and
+	// updates/updates.json (BARGE_UPDATES_DIR).
 	scriptUpdatesDir = "updates"
-	// scriptUpdatesFile lists the updates: [{node, digest, samples, metrics}].
+	// scriptUpdatesFile, in scriptUpdatesDir, lists the updates:
+	// [{node, digest, samples, metrics}].
 	scriptUpdatesFile = "updates.json"
 	// scriptOutDir is where the script writes the new model
 	// (BARGE_AGGREGATE_OUTPUT_DIR), unless publish is given --out.
@@ -74,7 +75,7 @@ func roundFlags(cmd *cobra.Command, f *aggregateFlags, updatesRepoHelp string) {
 	fl.IntVar(&f.round, "round", 0, "the round whose updates to aggregate")
 	fl.StringVar(&f.run, "run", "", "the training run (TrainingModel uid) the updates must belong to")
 	fl.StringVar(&f.updatesRepo, "updates-repo", "", updatesRepoHelp)
-	fl.StringVar(&f.dir, "dir", "", "the round's directory: base/, updates/<node>/, updates.json, out/")
+	fl.StringVar(&f.dir, "dir", "", "the round's directory: base/, updates/<node>/, updates/updates.json, out/")
 	f.chunk = "1M"
 	_ = cmd.MarkFlagRequired("base")
 	_ = cmd.MarkFlagRequired("round")
@@ -92,10 +93,10 @@ run; one per node; update.json agrees with the sample count; when the base
 has safetensors weights, each update has the same files, tensor names,
 shapes and dtypes). DIR must be empty or new. It then holds:
 
-  base/               the base's files (base/aggregate/aggregate made executable)
-  updates/<node>/     each update's files (*.safetensors, update.json)
-  updates.json        [{"node", "digest", "samples", "metrics"}], sorted by node
-  out/                empty: the script writes the new model here
+  base/                 the base's files (base/aggregate/aggregate made executable)
+  updates/<node>/       each update's files (*.safetensors, update.json)
+  updates/updates.json  [{"node", "digest", "samples", "metrics"}], sorted by node
+  out/                  empty: the script writes the new model here
 
 Then run the model's aggregate code, and 'barge aggregate publish'.`,
 		Example: `  barge aggregate fetch --base registry.example.com/models/mnist@sha256:… --round 3 --run 5f0c… \
@@ -160,7 +161,7 @@ func runFetch(ctx context.Context, s streams, f aggregateFlags) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(f.dir, scriptUpdatesFile), append(b, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(f.dir, scriptUpdatesDir, scriptUpdatesFile), append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("aggregate: %w", err)
 	}
 	fmt.Fprintf(s.err, "Fetched the base and %d updates into %s\n", len(ag.updates), f.dir)
@@ -177,15 +178,16 @@ func emptyDir(dir string) error {
 	case err != nil:
 		return fmt.Errorf("aggregate: --dir: %w", err)
 	case len(entries) > 0:
-		return fmt.Errorf("aggregate: --dir %s is not empty: give a new or empty directory (fetch writes base/, updates/, updates.json and out/ there)", dir)
+		return fmt.Errorf("aggregate: --dir %s is not empty: give a new or empty directory (fetch writes base/, updates/ and out/ there)", dir)
 	}
 	return nil
 }
 
 // checkNodeName refuses a node name (an update's annotation, set by the
-// node) that is not a plain directory name: it names updates/<node>/.
+// node) that is not a plain directory name: it names updates/<node>/,
+// beside updates/updates.json.
 func checkNodeName(node string) error {
-	ok := node != "" && len(node) <= 253 && isAlnum(node[0])
+	ok := node != "" && len(node) <= 253 && isAlnum(node[0]) && node != scriptUpdatesFile
 	for i := 0; ok && i < len(node); i++ {
 		c := node[i]
 		ok = isAlnum(c) || c == '-' || c == '.' || c == '_'
@@ -255,7 +257,7 @@ fetch') as the new global model, with the base's metadata and the
 provenance annotations fedavg writes (method "script"). Code directories
 (train/, aggregate/, ...) the script did not write are carried over from the
 base, checked against the base's digests. The updates named in
-DIR/updates.json are read again from the registry: each must still be an
+DIR/updates/updates.json are read again from the registry: each must still be an
 update of this base, round and run, of the node and sample count listed.
 Metrics: DIR/out/metrics.json when the script wrote one (not packed into
 the model), else the participants' sample-weighted means. --promote and
@@ -281,7 +283,7 @@ func runPublish(ctx context.Context, s streams, f aggregateFlags) error {
 	if f.out == "" {
 		f.out = filepath.Join(f.dir, scriptOutDir)
 	}
-	entries, err := readScriptUpdates(filepath.Join(f.dir, scriptUpdatesFile))
+	entries, err := readScriptUpdates(filepath.Join(f.dir, scriptUpdatesDir, scriptUpdatesFile))
 	if err != nil {
 		return err
 	}

@@ -72,7 +72,7 @@ func TestAggregateScriptFetchThenPublish(t *testing.T) {
 		t.Fatalf("fetch: %v\n%s", err, stderr)
 	}
 	var listed []scriptUpdate
-	if err := json.Unmarshal(readFile(t, filepath.Join(dir, "updates.json")), &listed); err != nil {
+	if err := json.Unmarshal(readFile(t, filepath.Join(dir, "updates", "updates.json")), &listed); err != nil {
 		t.Fatal(err)
 	}
 	if len(listed) != 3 || len(fr.Updates) != 3 {
@@ -88,8 +88,8 @@ func TestAggregateScriptFetchThenPublish(t *testing.T) {
 			t.Errorf("updates/%s/model.safetensors is not its update's", node)
 		}
 	}
-	if entries, _ := os.ReadDir(filepath.Join(dir, "updates")); len(entries) != 3 {
-		t.Errorf("updates/ has %d entries, want the 3 of run-a", len(entries))
+	if entries, _ := os.ReadDir(filepath.Join(dir, "updates")); len(entries) != 4 {
+		t.Errorf("updates/ has %d entries, want updates.json and the 3 of run-a", len(entries))
 	}
 	if fi, err := os.Stat(filepath.Join(dir, "base/aggregate/aggregate")); err != nil || fi.Mode().Perm()&0o111 == 0 {
 		t.Errorf("base/aggregate/aggregate is not executable: %v %v", fi, err)
@@ -208,9 +208,9 @@ func TestAggregateScriptRefuses(t *testing.T) {
 	editList := func(edit func([]scriptUpdate) []scriptUpdate) func(t *testing.T, dir string) {
 		return func(t *testing.T, dir string) {
 			var l []scriptUpdate
-			json.Unmarshal(readFile(t, filepath.Join(dir, "updates.json")), &l)
+			json.Unmarshal(readFile(t, filepath.Join(dir, "updates", "updates.json")), &l)
 			b, _ := json.Marshal(edit(l))
-			os.WriteFile(filepath.Join(dir, "updates.json"), b, 0o644)
+			os.WriteFile(filepath.Join(dir, "updates", "updates.json"), b, 0o644)
 		}
 	}
 	cases := []struct {
@@ -223,7 +223,7 @@ func TestAggregateScriptRefuses(t *testing.T) {
 		{"a stale update", editList(func(l []scriptUpdate) []scriptUpdate {
 			return append(l, scriptUpdate{Node: "edge-3", Digest: string(stale.desc.Digest), Samples: 100})
 		}), "it is of training run run-b, not run-a"},
-		{"not a list", func(t *testing.T, dir string) { os.WriteFile(filepath.Join(dir, "updates.json"), []byte(`{}`), 0o644) },
+		{"not a list", func(t *testing.T, dir string) { os.WriteFile(filepath.Join(dir, "updates", "updates.json"), []byte(`{}`), 0o644) },
 			"not a list of updates"},
 		{"changed train code", func(t *testing.T, dir string) {
 			p := filepath.Join(dir, "base/train/train.py")
@@ -260,7 +260,7 @@ func TestCheckNodeName(t *testing.T) {
 			t.Errorf("%q: %v", n, err)
 		}
 	}
-	for _, n := range []string{"", "..", ".store", "a/b", "../x", "-a", "a b", strings.Repeat("a", 254)} {
+	for _, n := range []string{"", "..", ".store", "a/b", "../x", "-a", "a b", "updates.json", strings.Repeat("a", 254)} {
 		if err := checkNodeName(n); err == nil {
 			t.Errorf("%q was accepted as a directory name", n)
 		}
