@@ -223,7 +223,9 @@ func TestAggregateScriptRefuses(t *testing.T) {
 		{"a stale update", editList(func(l []scriptUpdate) []scriptUpdate {
 			return append(l, scriptUpdate{Node: "edge-3", Digest: string(stale.desc.Digest), Samples: 100})
 		}), "it is of training run run-b, not run-a"},
-		{"not a list", func(t *testing.T, dir string) { os.WriteFile(filepath.Join(dir, "updates", "updates.json"), []byte(`{}`), 0o644) },
+		{"not a list", func(t *testing.T, dir string) {
+			os.WriteFile(filepath.Join(dir, "updates", "updates.json"), []byte(`{}`), 0o644)
+		},
 			"not a list of updates"},
 		{"changed train code", func(t *testing.T, dir string) {
 			p := filepath.Join(dir, "base/train/train.py")
