@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -578,6 +579,13 @@ func TestTrainingModelBadInput(t *testing.T) {
 		{name: "push-secret-not-docker-config", secret: true, edit: func(tm *v1alpha1.TrainingModel) {
 			tm.Spec.PushSecretRef = &v1alpha1.LocalObjectReference{Name: "push"}
 		}, reason: ReasonPushSecret, message: `spec.pushSecretRef has type "Opaque"; it must be kubernetes.io/dockerconfigjson`},
+		{name: "script-without-aggregate-code", edit: func(tm *v1alpha1.TrainingModel) { tm.Spec.Aggregation = v1alpha1.AggregationScript },
+			reason: ReasonNoAggregateCode, message: "has no aggregate code, which spec.aggregation Script runs (python $(BARGE_AGGREGATE_DIR)/aggregate.py): put an aggregate/ code layer in the model"},
+		{name: "script-without-aggregate-executable", files: map[string]string{"model.safetensors": "w", "train/train": "x", "aggregate/aggregate.py": "x"},
+			edit: func(tm *v1alpha1.TrainingModel) {
+				tm.Spec.Aggregation = v1alpha1.AggregationScript
+				tm.Spec.Trainer = &v1alpha1.TrainerSpec{Image: "example.com/trainer:1"}
+			}, reason: ReasonNoAggregateCode, message: "($(BARGE_AGGREGATE_DIR)/aggregate): put an executable aggregate/aggregate in the model and push it again, or use aggregation FedAvg"},
 		{name: "bad-require", edit: func(tm *v1alpha1.TrainingModel) {
 			tm.Spec.Promote = &v1alpha1.PromoteSpec{Version: "1.1.0", Require: []string{"metrics.accuracy >="}}
 		}, reason: ReasonInvalidSpec, message: "spec.promote.require: require"},
@@ -720,6 +728,114 @@ touch "$BARGE_OUTPUT_DIR/DONE"`
 	f.waitStatus(t, "1 update of 3 samples", func(st *v1alpha1.TrainingModelStatus) error {
 		if r := st.Rounds[0]; r.Updates != 1 || r.Samples != 3 {
 			return fmt.Errorf("round %+v", r)
+		}
+		return nil
+	})
+}
+
+// TestTrainingModelScriptAggregation: with spec.aggregation Script, the
+// round's aggregation Job fetches the round (barge), runs the model's
+// aggregate code in the trainer's image without the push credential, and
+// publishes (barge) with it; all three share the work directory.
+func TestTrainingModelScriptAggregation(t *testing.T) {
+	const image = "example.com/trainers/logreg:1"
+	f := newTrainFixture(t, 2, func(tm *v1alpha1.TrainingModel) {
+		files := maps.Clone(trainModelFiles)
+		files["aggregate/aggregate"] = "#!/bin/sh\nexec logreg aggregate\n"
+		pushModel(t, openRepo(t, tm.Spec.Artifact), "1.0.1", files, artifact.Metadata{})
+		tm.Spec.TargetVersion = "1.0.1"
+		tm.Spec.Aggregation = v1alpha1.AggregationScript
+		tm.Spec.Trainer = &v1alpha1.TrainerSpec{Image: image, Command: []string{"logreg", "train"}}
+		tm.Spec.PushSecretRef = &v1alpha1.LocalObjectReference{Name: "push"}
+		tm.Spec.Promote = &v1alpha1.PromoteSpec{Version: "1.1.0", Require: []string{"metrics.accuracy >= 0.8"}}
+	})
+	create(t, dockerConfigSecret(f.ns, "push", reg.Host(), "pusher", "secret"))
+	f.waitStatus(t, "the initial model resolved", func(st *v1alpha1.TrainingModelStatus) error {
+		if st.Initial == nil || st.Initial.Version != "1.0.1" {
+			return fmt.Errorf("initial %+v", st.Initial)
+		}
+		return nil
+	})
+	d0 := f.tm.Status.Initial.Digest
+	desc, err := f.repo.Resolve(context.Background(), "1.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.initial = desc
+	f.waitPlaced(t, d0, 1)
+	f.pulled(t, d0, f.nodes...)
+	a := f.upload(t, f.nodes[0], 1, f.update(f.nodes[0], 1, f.initial, 100))
+	b := f.upload(t, f.nodes[1], 1, f.update(f.nodes[1], 1, f.initial, 300))
+	agg := f.job(t, aggregateJobName("fl", 1))
+	get(t, f.tm)
+	uid := string(f.tm.UID)
+	pod := agg.Spec.Template.Spec
+	if len(pod.InitContainers) != 2 || len(pod.Containers) != 1 {
+		t.Fatalf("init containers %d, containers %d: want fetch and script, then publish", len(pod.InitContainers), len(pod.Containers))
+	}
+	fetch, script, publish := pod.InitContainers[0], pod.InitContainers[1], pod.Containers[0]
+	round := "--base " + f.ref + "@" + d0 + " --round 1 --run " + uid
+	for _, c := range []struct {
+		ctr  corev1.Container
+		args string
+	}{
+		{fetch, "aggregate fetch " + round + " --updates-repo " + f.out + " --dir /barge/work --plain-http"},
+		{publish, "aggregate publish --dir /barge/work " + round + " --push " + f.out + ":train-fl-r1 --promote 1.1.0 --require metrics.accuracy >= 0.8 --plain-http"},
+	} {
+		// The updates in any order (the controller's, by node), the rest as is.
+		var rest, updates []string
+		for i := 0; i < len(c.ctr.Args); i++ {
+			if c.ctr.Args[i] == "--update" && i+1 < len(c.ctr.Args) {
+				updates = append(updates, c.ctr.Args[i+1])
+				i++
+				continue
+			}
+			rest = append(rest, c.ctr.Args[i])
+		}
+		slices.Sort(updates)
+		wantUpdates := []string{}
+		if c.ctr.Name == "fetch" {
+			wantUpdates = []string{a, b}
+			slices.Sort(wantUpdates)
+		}
+		if !slices.Equal(updates, wantUpdates) && len(updates)+len(wantUpdates) > 0 {
+			t.Errorf("%s: updates %v, want %v", c.ctr.Name, updates, wantUpdates)
+		}
+		if got := strings.Join(rest, " "); c.ctr.Image != testBargeImage || !slices.Equal(c.ctr.Command, []string{"barge"}) || got != c.args {
+			t.Errorf("%s: %s %v %s\nwant barge %s", c.ctr.Name, c.ctr.Image, c.ctr.Command, got, c.args)
+		}
+		if !hasMount(c.ctr.VolumeMounts, "work", "/barge/work") || !hasMount(c.ctr.VolumeMounts, "push-credentials", "/barge/docker") || !hasEnv(c.ctr.Env, "DOCKER_CONFIG", "/barge/docker") {
+			t.Errorf("%s: mounts %v env %v: want the work directory and the push credential", c.ctr.Name, c.ctr.VolumeMounts, c.ctr.Env)
+		}
+	}
+	if script.Image != image || !slices.Equal(script.Command, []string{"$(BARGE_AGGREGATE_DIR)/aggregate"}) || len(script.Args) != 0 {
+		t.Errorf("script: %s %v %v, want the trainer's image running the model's aggregate/aggregate", script.Image, script.Command, script.Args)
+	}
+	want := map[string]string{"BARGE_BASE_DIR": "/barge/work/base", "BARGE_AGGREGATE_DIR": "/barge/work/base/aggregate", "BARGE_UPDATES_DIR": "/barge/work/updates",
+		"BARGE_AGGREGATE_OUTPUT_DIR": "/barge/work/out", "BARGE_ROUND": "1", "BARGE_MODEL_NAME": "fl", "BARGE_MODEL_DIGEST": d0}
+	for name, value := range want {
+		if !hasEnv(script.Env, name, value) {
+			t.Errorf("script env %s=%s missing from %v", name, value, script.Env)
+		}
+	}
+	for _, m := range script.VolumeMounts {
+		if m.Name != "work" && m.Name != "scratch" {
+			t.Errorf("the script mounts %s: it gets the work directory and its scratch only", m.Name)
+		}
+	}
+	for _, e := range script.Env {
+		if e.Name == "DOCKER_CONFIG" || e.ValueFrom != nil {
+			t.Errorf("the script's env has %s", e.Name)
+		}
+	}
+	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken || pod.NodeName != "" {
+		t.Errorf("token %v, node %q: the aggregation runs in the cloud without an API token", pod.AutomountServiceAccountToken, pod.NodeName)
+	}
+
+	d1 := f.aggregate(t, 1, map[string]float64{"accuracy": 0.9}, "1.1.0")
+	f.waitStatus(t, "Completed and promoted", func(st *v1alpha1.TrainingModelStatus) error {
+		if st.Phase != v1alpha1.TrainingCompleted || st.Promoted == nil || st.Promoted.Digest != d1.Digest.String() {
+			return fmt.Errorf("phase %s, promoted %+v", st.Phase, st.Promoted)
 		}
 		return nil
 	})

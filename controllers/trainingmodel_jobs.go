@@ -31,6 +31,22 @@ const (
 	EnvNodeName = "BARGE_NODE_NAME"
 )
 
+// The aggregate contract (spec.aggregation Script): the environment of the
+// model's aggregate code, run between `barge aggregate fetch` and `barge
+// aggregate publish` in the aggregation Job. The README's "Training at the
+// edge" section documents it for users.
+const (
+	// EnvBaseDir is the round's base model's files.
+	EnvBaseDir = "BARGE_BASE_DIR"
+	// EnvUpdatesDir holds <node>/ (each update's files) and updates.json.
+	EnvUpdatesDir = "BARGE_UPDATES_DIR"
+	// EnvAggregateDir is the model's aggregate/ code: $BARGE_BASE_DIR/aggregate.
+	EnvAggregateDir = "BARGE_AGGREGATE_DIR"
+	// EnvAggregateOutputDir is where the code writes the new model's files
+	// (and, optionally, metrics.json).
+	EnvAggregateOutputDir = "BARGE_AGGREGATE_OUTPUT_DIR"
+)
+
 // Where a trainer's volumes are mounted in its container.
 const (
 	trainModelDir  = "/barge/model"
@@ -38,6 +54,11 @@ const (
 	trainOutputDir = "/barge/output"
 	// dockerConfigDir holds the aggregation Job's push credential.
 	dockerConfigDir = "/barge/docker"
+	// scriptWorkDir is the round's directory an aggregation script Job's
+	// containers share (`barge aggregate fetch --dir`); scriptScratchDir the
+	// script's own TMPDIR and HOME.
+	scriptWorkDir    = "/barge/work"
+	scriptScratchDir = "/barge/scratch"
 )
 
 // Labels of a TrainingModel's Jobs, by which the controller lists them.
@@ -65,6 +86,22 @@ type TrainerRuntime struct {
 	Command []string          `json:"command,omitempty"`
 	Args    []string          `json:"args,omitempty"`
 	Env     map[string]string `json:"env,omitempty"`
+	// Aggregate is the command that runs the model's aggregate code in
+	// Image for spec.aggregation Script; if empty (and with
+	// spec.trainer.image), the executable $(BARGE_AGGREGATE_DIR)/aggregate.
+	Aggregate []string `json:"aggregate,omitempty"`
+}
+
+// aggregateEntry is the model's aggregate executable that runs when a
+// runtime has no Aggregate command.
+const aggregateEntry = "aggregate/aggregate"
+
+// aggregateCommand is the command of the aggregate code in rt's image.
+func (rt TrainerRuntime) aggregateCommand() []string {
+	if len(rt.Aggregate) > 0 {
+		return rt.Aggregate
+	}
+	return []string{"$(" + EnvAggregateDir + ")/aggregate"}
 }
 
 // TrainerImages maps a frameworkType (lower case) to its trainer. The
@@ -76,12 +113,14 @@ type TrainerRuntime struct {
 type TrainerImages map[string]TrainerRuntime
 
 // DefaultTrainerImages returns the built-in trainers described on
-// TrainerImages.
+// TrainerImages; with spec.aggregation Script they run the model's
+// aggregate/aggregate.py.
 func DefaultTrainerImages() TrainerImages {
 	script := []string{"python", "$(" + EnvTrainDir + ")/train.py"}
+	aggregate := []string{"python", "$(" + EnvAggregateDir + ")/aggregate.py"}
 	return TrainerImages{
-		"pytorch":    {Image: "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime", Command: script},
-		"tensorflow": {Image: "tensorflow/tensorflow:2.17.0", Command: script},
+		"pytorch":    {Image: "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime", Command: script, Aggregate: aggregate},
+		"tensorflow": {Image: "tensorflow/tensorflow:2.17.0", Command: script, Aggregate: aggregate},
 	}
 }
 
@@ -212,63 +251,148 @@ func (w trainerJob) job() (*batchv1.Job, error) {
 }
 
 // aggregateJob is the cloud Job that turns a round's updates into the next
-// global model.
+// global model: `barge aggregate fedavg`, or, with script, the model's own
+// aggregate code between `barge aggregate fetch` and `publish`.
 type aggregateJob struct {
 	tm         *v1alpha1.TrainingModel
 	round      int32
 	last       bool
 	baseRef    string // repository@digest
+	base       string // its digest
 	output     string
 	updates    []string
 	bargeImage string
+	// script is the runtime that runs the aggregate code (spec.aggregation
+	// Script); nil for FedAvg.
+	script *TrainerRuntime
 }
 
 // args are `barge aggregate fedavg`'s, as the CLI takes them; the last
 // round also promotes when the result passes spec.promote.require.
 func (w aggregateJob) args() []string {
-	tm := w.tm
-	args := []string{"aggregate", "fedavg",
-		"--base", w.baseRef,
-		"--round", strconv.Itoa(int(w.round)),
-		"--run", string(tm.UID),
-	}
+	args := append([]string{"aggregate", "fedavg"}, w.roundArgs()...)
+	args = append(args, w.updateArgs()...)
+	return append(args, w.pushArgs()...)
+}
+
+// fetchArgs and publishArgs are those of the halves of fedavg around a
+// script, with the same choice of updates and the same push.
+func (w aggregateJob) fetchArgs() []string {
+	args := append([]string{"aggregate", "fetch"}, w.roundArgs()...)
+	args = append(args, w.updateArgs()...)
+	args = append(args, "--updates-repo", w.output, "--dir", scriptWorkDir)
+	return append(args, w.plainHTTP()...)
+}
+
+func (w aggregateJob) publishArgs() []string {
+	args := append([]string{"aggregate", "publish", "--dir", scriptWorkDir}, w.roundArgs()...)
+	return append(args, w.pushArgs()...)
+}
+
+func (w aggregateJob) roundArgs() []string {
+	return []string{"--base", w.baseRef, "--round", strconv.Itoa(int(w.round)), "--run", string(w.tm.UID)}
+}
+
+func (w aggregateJob) updateArgs() []string {
+	var args []string
 	for _, u := range w.updates {
 		args = append(args, "--update", u)
 	}
-	args = append(args, "--push", w.output+":"+roundTag(tm.Name, w.round))
+	return args
+}
+
+func (w aggregateJob) pushArgs() []string {
+	tm := w.tm
+	args := []string{"--push", w.output + ":" + roundTag(tm.Name, w.round)}
 	if p := tm.Spec.Promote; w.last && p != nil {
 		args = append(args, "--promote", p.Version)
 		for _, req := range p.Require {
 			args = append(args, "--require", req)
 		}
 	}
-	if tm.Spec.Insecure {
-		args = append(args, "--plain-http")
-	}
-	return args
+	return append(args, w.plainHTTP()...)
 }
 
-func (w aggregateJob) job() *batchv1.Job {
-	tm := w.tm
+func (w aggregateJob) plainHTTP() []string {
+	if w.tm.Spec.Insecure {
+		return []string{"--plain-http"}
+	}
+	return nil
+}
+
+// bargeContainer runs barge with args and the push credential.
+func (w aggregateJob) bargeContainer(name string, args []string) corev1.Container {
 	ctr := corev1.Container{
-		Name:    "aggregate",
+		Name:    name,
 		Image:   w.bargeImage,
 		Command: []string{"barge"},
-		Args:    w.args(),
+		Args:    args,
 		// Tensors stream through /tmp in bounded chunks; the image's
 		// root file system may be read-only.
 		VolumeMounts: []corev1.VolumeMount{{Name: "tmp", MountPath: "/tmp"}},
 		Env:          []corev1.EnvVar{{Name: "TMPDIR", Value: "/tmp"}, {Name: "HOME", Value: "/tmp"}},
 	}
-	volumes := []corev1.Volume{{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
-	if secret := tm.Spec.PushSecretRef; secret != nil {
+	if w.tm.Spec.PushSecretRef != nil {
 		// barge reads credentials from $DOCKER_CONFIG/config.json.
+		ctr.VolumeMounts = append(ctr.VolumeMounts, corev1.VolumeMount{Name: "push-credentials", MountPath: dockerConfigDir, ReadOnly: true})
+		ctr.Env = append(ctr.Env, corev1.EnvVar{Name: "DOCKER_CONFIG", Value: dockerConfigDir})
+	}
+	return ctr
+}
+
+// scriptContainer runs the model's aggregate code over the round's
+// directory, with neither the push credential nor an API token: it is
+// code from the artifact.
+func (w aggregateJob) scriptContainer() corev1.Container {
+	rt := w.script
+	ctr := corev1.Container{
+		Name:    "script",
+		Image:   rt.Image,
+		Command: rt.aggregateCommand(),
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: "work", MountPath: scriptWorkDir},
+			{Name: "scratch", MountPath: scriptScratchDir},
+		},
+		Env: []corev1.EnvVar{
+			{Name: EnvModelName, Value: trainingModelName(w.tm)},
+			{Name: EnvModelDigest, Value: w.base},
+			{Name: EnvRound, Value: strconv.Itoa(int(w.round))},
+			{Name: EnvBaseDir, Value: scriptWorkDir + "/base"},
+			{Name: EnvAggregateDir, Value: scriptWorkDir + "/base/aggregate"},
+			{Name: EnvUpdatesDir, Value: scriptWorkDir + "/updates"},
+			{Name: EnvAggregateOutputDir, Value: scriptWorkDir + "/out"},
+			{Name: "TMPDIR", Value: scriptScratchDir},
+			{Name: "HOME", Value: scriptScratchDir},
+		},
+	}
+	for _, k := range slices.Sorted(maps.Keys(rt.Env)) {
+		ctr.Env = append(ctr.Env, corev1.EnvVar{Name: k, Value: rt.Env[k]})
+	}
+	return ctr
+}
+
+func (w aggregateJob) job() *batchv1.Job {
+	tm := w.tm
+	emptyDir := corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}
+	volumes := []corev1.Volume{{Name: "tmp", VolumeSource: emptyDir}}
+	if secret := tm.Spec.PushSecretRef; secret != nil {
 		volumes = append(volumes, corev1.Volume{Name: "push-credentials", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName: secret.Name,
 			Items:      []corev1.KeyToPath{{Key: corev1.DockerConfigJsonKey, Path: "config.json"}},
 		}}})
-		ctr.VolumeMounts = append(ctr.VolumeMounts, corev1.VolumeMount{Name: "push-credentials", MountPath: dockerConfigDir, ReadOnly: true})
-		ctr.Env = append(ctr.Env, corev1.EnvVar{Name: "DOCKER_CONFIG", Value: dockerConfigDir})
+	}
+	ctr := w.bargeContainer("aggregate", w.args())
+	var inits []corev1.Container
+	if w.script != nil {
+		// fetch, then the script, then publish: init containers run in
+		// order, each to completion, sharing the work directory.
+		volumes = append(volumes, corev1.Volume{Name: "work", VolumeSource: emptyDir}, corev1.Volume{Name: "scratch", VolumeSource: emptyDir})
+		work := corev1.VolumeMount{Name: "work", MountPath: scriptWorkDir}
+		fetch := w.bargeContainer("fetch", w.fetchArgs())
+		fetch.VolumeMounts = append(fetch.VolumeMounts, work)
+		inits = []corev1.Container{fetch, w.scriptContainer()}
+		ctr = w.bargeContainer("publish", w.publishArgs())
+		ctr.VolumeMounts = append(ctr.VolumeMounts, work)
 	}
 	labels := jobLabels(tm, w.round, jobRoleAggregate)
 	podLabels := map[string]string{trainingModelLabel: labels[trainingModelLabel], roundLabel: labels[roundLabel], jobRoleLabel: jobRoleAggregate}
@@ -281,6 +405,7 @@ func (w aggregateJob) job() *batchv1.Job {
 				Spec: corev1.PodSpec{
 					RestartPolicy:                corev1.RestartPolicyNever,
 					AutomountServiceAccountToken: new(false),
+					InitContainers:               inits,
 					Containers:                   []corev1.Container{ctr},
 					Volumes:                      volumes,
 				},

@@ -41,6 +41,7 @@ const (
 	ReasonPromoted        = "Promoted"
 	ReasonNotPromoted     = "NotPromoted"
 	ReasonNoTrainCode     = "NoTrainCode"
+	ReasonNoAggregateCode = "NoAggregateCode"
 	ReasonNoTrainerImage  = "NoTrainerImage"
 	ReasonDatasetNotFound = "DatasetNotFound"
 	ReasonPushSecret      = "PushSecretInvalid"
@@ -81,9 +82,6 @@ func (r *TrainingModelReconciler) checkSpec(ctx context.Context, s *trainingScop
 	}
 	if name := trainingModelName(tm); name == "." || name == ".." || strings.ContainsAny(name, "/\\") {
 		return ctrl.Result{}, stalledf(ReasonInvalidSpec, "spec.modelName %q must be a plain name", name)
-	}
-	if spec.Aggregation == v1alpha1.AggregationScript {
-		return ctrl.Result{}, stalledf(ReasonInvalidSpec, "spec.aggregation Script is not supported by this controller yet: use FedAvg")
 	}
 	for _, src := range []source{s.src, s.out} {
 		if err := r.resolver.checkAllowed(src); err != nil {
@@ -202,9 +200,34 @@ func (r *TrainingModelReconciler) resolveInitial(ctx context.Context, s *trainin
 	if !slices.ContainsFunc(a.Files, func(f artifact.File) bool { return f.Role == artifact.RoleTrain }) {
 		return ctrl.Result{}, stalledf(ReasonNoTrainCode, "%s@%s has no train code layer: put the training code in train/ (train/train.py) and push the model again with `barge push DIR REF`", s.src.Repository, shortText(a.Digest.String()))
 	}
+	if err := checkAggregateCode(s, a); err != nil {
+		return ctrl.Result{}, err
+	}
 	st.Initial = resolvedStatus(res, in, time.Now())
 	s.event(corev1.EventTypeNormal, ReasonResolved, "resolved %s to %s: the initial global model", s.src.String(), st.Initial.Digest)
 	return ctrl.Result{}, nil
+}
+
+// checkAggregateCode: with spec.aggregation Script the initial model must
+// carry the aggregate code the Job will run: aggregate/aggregate, or, for
+// a runtime with its own aggregate command, an aggregate/ layer.
+func checkAggregateCode(s *trainingScope, a *artifact.Artifact) error {
+	if s.tm.Spec.Aggregation != v1alpha1.AggregationScript {
+		return nil
+	}
+	cmd := s.trainer.aggregateCommand()
+	has := slices.ContainsFunc(a.Files, func(f artifact.File) bool {
+		return f.Role == artifact.RoleAggregate && (len(s.trainer.Aggregate) > 0 || f.Path == aggregateEntry)
+	})
+	if has {
+		return nil
+	}
+	what := "an executable " + aggregateEntry
+	if len(s.trainer.Aggregate) > 0 {
+		what = "an aggregate/ code layer"
+	}
+	return stalledf(ReasonNoAggregateCode, "%s@%s has no aggregate code, which spec.aggregation Script runs (%s): put %s in the model and push it again, or use aggregation FedAvg",
+		s.src.Repository, shortText(a.Digest.String()), strings.Join(cmd, " "), what)
 }
 
 // train runs the rounds: the current one until it is aggregated or fails,
@@ -640,8 +663,12 @@ func (r *TrainingModelReconciler) startAggregation(ctx context.Context, s *train
 		updates = append(updates, u.digest)
 	}
 	base := s.baseSource(rd)
-	job := aggregateJob{tm: tm, round: rd.Round, last: rd.Round >= rounds(tm), baseRef: base.Repository + "@" + rd.Base,
-		output: s.out.Repository, updates: updates, bargeImage: r.opts.BargeImage}.job()
+	w := aggregateJob{tm: tm, round: rd.Round, last: rd.Round >= rounds(tm), baseRef: base.Repository + "@" + rd.Base, base: rd.Base,
+		output: s.out.Repository, updates: updates, bargeImage: r.opts.BargeImage}
+	if tm.Spec.Aggregation == v1alpha1.AggregationScript {
+		w.script = &s.trainer
+	}
+	job := w.job()
 	if err := r.createJob(ctx, tm, job); err != nil {
 		return err
 	}

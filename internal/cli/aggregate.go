@@ -22,11 +22,12 @@ func newAggregateCommand(s streams) *cobra.Command {
 		Use:   "aggregate",
 		Short: "Aggregate the updates federated training nodes sent back into a new global model",
 	}
-	cmd.AddCommand(newAggregateFedAvgCommand(s))
+	cmd.AddCommand(newAggregateFedAvgCommand(s), newAggregateFetchCommand(s), newAggregatePublishCommand(s))
 	return cmd
 }
 
-// aggregateFlags are `barge aggregate fedavg`'s.
+// aggregateFlags are `barge aggregate fedavg`'s, and those of its halves
+// fetch and publish.
 type aggregateFlags struct {
 	rf          remoteFlags
 	base        string
@@ -39,6 +40,9 @@ type aggregateFlags struct {
 	require     []string
 	chunk       string
 	workDir     string
+	// dir is fetch's and publish's shared directory; out, publish's model.
+	dir string
+	out string
 }
 
 func newAggregateFedAvgCommand(s streams) *cobra.Command {
@@ -175,13 +179,16 @@ func newAggregation(s streams, f aggregateFlags) (*aggregation, error) {
 	if ag.baseRef.Reference == "" {
 		return nil, fmt.Errorf("aggregate: --base %s: name the base by digest, as in %s@sha256:…", f.base, f.base)
 	}
-	if ag.pushRef, ag.pushRepo, err = f.rf.open(f.push); err != nil {
-		return nil, fmt.Errorf("aggregate: --push: %w", err)
+	// `aggregate fetch` pushes nothing: it has no --push.
+	if f.push != "" {
+		if ag.pushRef, ag.pushRepo, err = f.rf.open(f.push); err != nil {
+			return nil, fmt.Errorf("aggregate: --push: %w", err)
+		}
+		if ag.pushRef.Reference == "" || strings.HasPrefix(ag.pushRef.Reference, "sha256:") {
+			return nil, fmt.Errorf("aggregate: --push %s: give a tag, as in %s/%s:round-%d", f.push, ag.pushRef.Registry, ag.pushRef.Repository, f.round)
+		}
+		ag.updRef, ag.updRepo = ag.pushRef, ag.pushRepo
 	}
-	if ag.pushRef.Reference == "" || strings.HasPrefix(ag.pushRef.Reference, "sha256:") {
-		return nil, fmt.Errorf("aggregate: --push %s: give a tag, as in %s/%s:round-%d", f.push, ag.pushRef.Registry, ag.pushRef.Repository, f.round)
-	}
-	ag.updRef, ag.updRepo = ag.pushRef, ag.pushRepo
 	if f.updatesRepo != "" {
 		if ag.updRef, ag.updRepo, err = f.rf.open(f.updatesRepo); err != nil {
 			return nil, fmt.Errorf("aggregate: --updates-repo: %w", err)

@@ -43,11 +43,30 @@ const (
 // aggregate downloads the base and the updates, averages the base's
 // safetensors files, pushes the new model and its metrics, and promotes it.
 func (ag *aggregation) aggregate(ctx context.Context) (*aggregateResult, error) {
+	baseDir := filepath.Join(ag.work, "base")
+	baseArt, weights, err := ag.download(ctx, baseDir, true, func(i int, _ selectedUpdate) string {
+		return filepath.Join(ag.work, "updates", strconv.Itoa(i))
+	})
+	if err != nil {
+		return nil, err
+	}
+	outDir := filepath.Join(ag.work, "out")
+	if err := ag.average(ctx, baseDir, outDir, weights); err != nil {
+		return nil, err
+	}
+	return ag.publish(ctx, baseArt, outDir, "fedavg", weightedMetrics(ag.updates))
+}
+
+// download pulls the base into baseDir and each selected update into
+// updateDir(i, u), through a content store in the work directory, and
+// checks each update's files against the base's weight files (the base's
+// *.safetensors outside its code directories, which it returns; with
+// needWeights, a base without any is refused before an update is fetched).
+func (ag *aggregation) download(ctx context.Context, baseDir string, needWeights bool, updateDir func(int, selectedUpdate) string) (*artifact.Artifact, []string, error) {
 	st, err := store.Open(filepath.Join(ag.work, "store"), store.Options{NoSync: true})
 	if err != nil {
-		return nil, fmt.Errorf("aggregate: %w", err)
+		return nil, nil, fmt.Errorf("aggregate: %w", err)
 	}
-	baseDir := filepath.Join(ag.work, "base")
 	baseArt, err := ag.fetch(ctx, st, ag.baseRef, ag.baseRepo, ag.base, baseDir, func(a *artifact.Artifact) error {
 		if a.Kind != artifact.KindModel {
 			return fmt.Errorf("base %s is a %s, not a model", ag.base.Digest, a.Kind)
@@ -55,29 +74,25 @@ func (ag *aggregation) aggregate(ctx context.Context) (*aggregateResult, error) 
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("aggregate: base %s: %w", ag.baseRef, err)
+		return nil, nil, fmt.Errorf("aggregate: base %s: %w", ag.baseRef, err)
 	}
 	weights := safetensorsFiles(baseArt)
-	if len(weights) == 0 {
-		return nil, fmt.Errorf("aggregate: base %s has no .safetensors file outside its code directories: FedAvg averages safetensors weights", ag.baseRef)
+	if needWeights && len(weights) == 0 {
+		return nil, nil, fmt.Errorf("aggregate: base %s has no .safetensors file outside its code directories: FedAvg averages safetensors weights", ag.baseRef)
 	}
 	for i := range ag.updates {
 		u := &ag.updates[i]
-		u.Dir = filepath.Join(ag.work, "updates", strconv.Itoa(i))
+		u.Dir = updateDir(i, *u)
 		fmt.Fprintf(ag.s.err, "Fetching    %s (%d samples)\n", u.name(), u.Samples)
 		a, err := ag.fetch(ctx, st, ag.updRef, ag.updRepo, u.Desc, u.Dir, nil)
 		if err != nil {
-			return nil, fmt.Errorf("aggregate: %s: %w", u.name(), err)
+			return nil, nil, fmt.Errorf("aggregate: %s: %w", u.name(), err)
 		}
 		if err := ag.readUpdateInfo(u, a, weights); err != nil {
-			return nil, fmt.Errorf("aggregate: %s: %w", u.name(), err)
+			return nil, nil, fmt.Errorf("aggregate: %s: %w", u.name(), err)
 		}
 	}
-	outDir := filepath.Join(ag.work, "out")
-	if err := ag.average(ctx, baseDir, outDir, weights); err != nil {
-		return nil, err
-	}
-	return ag.publish(ctx, baseArt, outDir)
+	return baseArt, weights, nil
 }
 
 // fetch pulls one artifact through the work store into dir: blobs stream
@@ -121,9 +136,37 @@ func safetensorsFiles(a *artifact.Artifact) []string {
 }
 
 // readUpdateInfo checks an update's files: the base's safetensors files and
-// no others, and an update.json whose samples agree with the annotation the
-// round was counted by.
+// no others (when the base has some), and an update.json whose samples
+// agree with the annotation the round was counted by.
 func (ag *aggregation) readUpdateInfo(u *selectedUpdate, a *artifact.Artifact, weights []string) error {
+	if err := checkUpdateWeights(a, weights); err != nil {
+		return err
+	}
+	b, err := readLimited(filepath.Join(u.Dir, artifact.UpdateInfoFile), artifact.MaxUpdateInfoBytes)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("it has no %s", artifact.UpdateInfoFile)
+	}
+	if err != nil {
+		return err
+	}
+	info, err := artifact.ParseUpdateInfo(b)
+	if err != nil {
+		return err
+	}
+	if info.Samples != u.Samples {
+		return fmt.Errorf("its %s says %d samples, its annotation %s says %d: it was altered after packing", artifact.UpdateInfoFile, info.Samples, artifact.AnnotationUpdateSamples, u.Samples)
+	}
+	u.Metrics = info.Metrics
+	return nil
+}
+
+// checkUpdateWeights: an update carries the base's weight files and no
+// other safetensors file. A base without any (aggregated by a script)
+// leaves the update's files to the script.
+func checkUpdateWeights(a *artifact.Artifact, weights []string) error {
+	if len(weights) == 0 {
+		return nil
+	}
 	want := map[string]bool{}
 	for _, w := range weights {
 		want[w] = true
@@ -142,21 +185,6 @@ func (ag *aggregation) readUpdateInfo(u *selectedUpdate, a *artifact.Artifact, w
 			return fmt.Errorf("it has no %s: an update carries every safetensors file of the base", w)
 		}
 	}
-	b, err := readLimited(filepath.Join(u.Dir, artifact.UpdateInfoFile), artifact.MaxUpdateInfoBytes)
-	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("it has no %s", artifact.UpdateInfoFile)
-	}
-	if err != nil {
-		return err
-	}
-	info, err := artifact.ParseUpdateInfo(b)
-	if err != nil {
-		return err
-	}
-	if info.Samples != u.Samples {
-		return fmt.Errorf("its %s says %d samples, its annotation %s says %d: it was altered after packing", artifact.UpdateInfoFile, info.Samples, artifact.AnnotationUpdateSamples, u.Samples)
-	}
-	u.Metrics = info.Metrics
 	return nil
 }
 
@@ -281,9 +309,10 @@ func copyFile(src, dst string) error {
 	return out.Close()
 }
 
-// publish packs the new model with the base's metadata, pushes and tags
-// it, attaches the weighted metrics and promotes it.
-func (ag *aggregation) publish(ctx context.Context, base *artifact.Artifact, dir string) (*aggregateResult, error) {
+// publish packs the new model in dir with the base's metadata, pushes and
+// tags it, attaches metrics and promotes it. method names how it was made
+// (dev.barge.aggregate.method).
+func (ag *aggregation) publish(ctx context.Context, base *artifact.Artifact, dir, method string, metrics map[string]float64) (*aggregateResult, error) {
 	opts := artifact.PackOptions{
 		Kind: artifact.KindModel,
 		Metadata: artifact.Metadata{
@@ -291,7 +320,7 @@ func (ag *aggregation) publish(ctx context.Context, base *artifact.Artifact, dir
 		},
 		Annotations: carriedAnnotations(base.Annotations),
 	}
-	opts.Annotations[AnnotationAggregateMethod] = "fedavg"
+	opts.Annotations[AnnotationAggregateMethod] = method
 	opts.Annotations[AnnotationAggregateBase] = string(ag.base.Digest)
 	opts.Annotations[AnnotationAggregateRound] = strconv.Itoa(ag.f.round)
 	if ag.f.run != "" {
@@ -316,7 +345,7 @@ func (ag *aggregation) publish(ctx context.Context, base *artifact.Artifact, dir
 	res := &aggregateResult{
 		Digest: string(desc.Digest), Reference: ag.pushRef.String(), Tag: ag.pushRef.Reference,
 		Base: string(ag.base.Digest), Round: ag.f.round, Run: ag.f.run,
-		Metrics: weightedMetrics(ag.updates),
+		Metrics: metrics,
 	}
 	for _, u := range ag.updates {
 		res.Updates = append(res.Updates, aggregatedUpdate{Node: u.Node, Digest: string(u.Desc.Digest), Samples: u.Samples})

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"math/big"
 	"math/rand/v2"
@@ -152,7 +153,10 @@ type fedEnv struct {
 	rng  *rand.Rand
 }
 
-func newFedEnv(t *testing.T) *fedEnv {
+func newFedEnv(t *testing.T) *fedEnv { return newFedEnvWith(t, nil) }
+
+// newFedEnvWith is newFedEnv with more files in the base model.
+func newFedEnvWith(t *testing.T, extra map[string][]byte) *fedEnv {
 	reg := registry.StartForTest(t)
 	repo, err := remote.NewRepository(reg.Host() + "/models/m")
 	if err != nil {
@@ -160,12 +164,14 @@ func newFedEnv(t *testing.T) *fedEnv {
 	}
 	repo.PlainHTTP = true
 	e := &fedEnv{t: t, reg: reg, repo: repo, out: repo, rng: rand.New(rand.NewPCG(10, 20))}
-	dir := writeFiles(t, map[string][]byte{
+	files := map[string][]byte{
 		"model.safetensors":   safetensorsBytes(t, fedModel, fedValues(e.rng, fedModel)),
 		"config.json":         []byte(`{"classes": 10}`),
 		"train/train.py":      []byte("print('train')\n"),
 		"aggregate/README.md": []byte("FedAvg\n"),
-	})
+	}
+	maps.Copy(files, extra)
+	dir := writeFiles(t, files)
 	e.base, err = artifact.Pack(context.Background(), repo, dir, artifact.PackOptions{
 		Metadata: artifact.Metadata{Name: "mnist", Task: "image-classification", Framework: "safetensors"},
 	})

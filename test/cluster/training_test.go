@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"oras.land/oras-go/v2/registry/remote"
@@ -37,28 +36,9 @@ func TestFederatedTrainingToServing(t *testing.T) {
 	names := []string{"edge-1", "edge-2", "edge-3"}
 	ns := env.Namespace(t)
 
-	// Each node holds its own shard where no one else can read it: the
-	// TrainingModel's localDataset, a host path outside the puller's root.
 	data := filepath.Join(t.TempDir(), "data")
 	logreg(t, "gen", "--seed", "3", "--samples", "3000", "--nodes", "3", "--out", data)
-	roots, hosts := map[string]string{}, map[string]string{}
-	for i, n := range names {
-		roots[n] = startNode(t, n).root
-		hosts[n] = filepath.Join(t.TempDir(), n+"-host")
-		shard, err := os.ReadFile(filepath.Join(data, fmt.Sprintf("node-%d", i+1), "train.csv"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.MkdirAll(filepath.Join(hosts[n], "var/lib/sensors"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		writeFile(t, filepath.Join(hosts[n], "var/lib/sensors/shard.csv"), string(shard))
-	}
-	testenv.StartProcessKubelet(t, env.Client, ns, testenv.ProcessConfig{
-		EdgeRoot: bargev1.DefaultEdgeRoot,
-		NodeRoot: func(node string) string { return roots[node] },
-		HostRoot: func(node string) string { return hosts[node] },
-	}, names...)
+	roots := startTrainingNodes(t, ns, data, names...)
 
 	initial := filepath.Join(t.TempDir(), "initial")
 	logreg(t, "init", "--features", "4", "--classes", "3", "--out", initial)
@@ -84,18 +64,7 @@ func TestFederatedTrainingToServing(t *testing.T) {
 	if err := env.Client.Create(ctx, tm); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the training to complete", 5*time.Minute, func() error {
-		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(tm), tm); err != nil {
-			return err
-		}
-		switch tm.Status.Phase {
-		case bargev1.TrainingCompleted:
-			return nil
-		case bargev1.TrainingFailed:
-			t.Fatalf("training failed: %+v", tm.Status)
-		}
-		return fmt.Errorf("phase %s, round %d: %+v", tm.Status.Phase, tm.Status.Round, tm.Status.Rounds)
-	})
+	waitTrained(t, tm)
 
 	// Each round took every node's update, and the global model's held-out
 	// accuracy rose each round to within 3 points of training centrally on
@@ -169,8 +138,96 @@ func TestFederatedTrainingToServing(t *testing.T) {
 	}
 }
 
+// startTrainingNodes starts a puller for each node and the stand-in for
+// the kubelet and the Job controller; node i+1 holds shard
+// data/node-<i+1>/train.csv where no one else can read it: the
+// TrainingModel's localDataset /var/lib/sensors, a host path outside the
+// puller's root. It returns each node's puller root.
+func startTrainingNodes(t *testing.T, ns, data string, names ...string) map[string]string {
+	t.Helper()
+	roots, hosts := map[string]string{}, map[string]string{}
+	for i, n := range names {
+		roots[n] = startNode(t, n).root
+		hosts[n] = filepath.Join(t.TempDir(), n+"-host")
+		shard, err := os.ReadFile(filepath.Join(data, fmt.Sprintf("node-%d", i+1), "train.csv"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(hosts[n], "var/lib/sensors"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(hosts[n], "var/lib/sensors/shard.csv"), string(shard))
+	}
+	testenv.StartProcessKubelet(t, env.Client, ns, testenv.ProcessConfig{
+		EdgeRoot: bargev1.DefaultEdgeRoot,
+		NodeRoot: func(node string) string { return roots[node] },
+		HostRoot: func(node string) string { return hosts[node] },
+	}, names...)
+	return roots
+}
+
+// waitTrained waits until tm has completed its rounds.
+func waitTrained(t *testing.T, tm *bargev1.TrainingModel) {
+	t.Helper()
+	waitUntil(t, "the training to complete", 5*time.Minute, func() error {
+		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(tm), tm); err != nil {
+			return err
+		}
+		switch tm.Status.Phase {
+		case bargev1.TrainingCompleted:
+			return nil
+		case bargev1.TrainingFailed:
+			t.Fatalf("training failed: %+v", tm.Status)
+		}
+		return fmt.Errorf("phase %s, round %d: %+v", tm.Status.Phase, tm.Status.Round, tm.Status.Rounds)
+	})
+}
+
 // checkWeightedMean recomputes a round's aggregate from its updates.
 func checkWeightedMean(t *testing.T, repo string, rd bargev1.RoundStatus) {
+	t.Helper()
+	got, in := roundInputs(t, repo, rd)
+	sum := map[string][]float64{}
+	var samples float64
+	for _, u := range in {
+		for name, v := range u.tensors {
+			s := sum[name]
+			if s == nil {
+				s = make([]float64, len(v))
+			}
+			for i := range v {
+				s[i] += float64(u.samples) * float64(v[i])
+			}
+			sum[name] = s
+		}
+		samples += float64(u.samples)
+	}
+	if int64(samples) != rd.Samples {
+		t.Errorf("round %d: the updates hold %v samples, status says %d", rd.Round, samples, rd.Samples)
+	}
+	for name, s := range sum {
+		for i := range s {
+			if want := float32(s[i] / samples); got[name][i] != want {
+				t.Fatalf("round %d: %s[%d] is %v, the sample-weighted mean is %v", rd.Round, name, i, got[name][i], want)
+			}
+		}
+	}
+	if len(got) != len(sum) || len(sum) == 0 {
+		t.Errorf("round %d: the aggregate has tensors %v, the updates %d", rd.Round, len(got), len(sum))
+	}
+}
+
+// roundInput is one update a round aggregated: its samples and tensors.
+type roundInput struct {
+	node    string
+	samples int64
+	tensors map[string][]float32
+}
+
+// roundInputs reads a round's aggregated tensors and the updates the
+// aggregate names, from the registry, checking that they are of this
+// round and base.
+func roundInputs(t *testing.T, repo string, rd bargev1.RoundStatus) (map[string][]float32, []roundInput) {
 	t.Helper()
 	ctx := context.Background()
 	r := repository(t, repo)
@@ -195,17 +252,12 @@ func checkWeightedMean(t *testing.T, repo string, rd bargev1.RoundStatus) {
 	if len(updates) != int(rd.Updates) {
 		t.Fatalf("round %d: the aggregate names updates %v, status says %d", rd.Round, updates, rd.Updates)
 	}
-	var refs []ocispec.Descriptor
+	var in []roundInput
 	for _, d := range updates {
-		desc, err := r.Resolve(ctx, d)
+		ref, err := r.Resolve(ctx, d)
 		if err != nil {
 			t.Fatal(err)
 		}
-		refs = append(refs, desc)
-	}
-	sum := map[string][]float64{}
-	var samples float64
-	for _, ref := range refs {
 		ua, err := artifact.Inspect(ctx, r, ref)
 		if err != nil {
 			t.Fatal(err)
@@ -217,32 +269,9 @@ func checkWeightedMean(t *testing.T, repo string, rd bargev1.RoundStatus) {
 		if u.Round != int(rd.Round) || u.Base.Digest != base.Digest {
 			t.Errorf("update %s is of round %d from %s, aggregated in round %d from %s", ref.Digest, u.Round, u.Base.Digest, rd.Round, base.Digest)
 		}
-		for name, v := range tensorsOf(t, r, ua) {
-			s := sum[name]
-			if s == nil {
-				s = make([]float64, len(v))
-			}
-			for i := range v {
-				s[i] += float64(u.Samples) * float64(v[i])
-			}
-			sum[name] = s
-		}
-		samples += float64(u.Samples)
+		in = append(in, roundInput{node: u.Node, samples: u.Samples, tensors: tensorsOf(t, r, ua)})
 	}
-	if int64(samples) != rd.Samples {
-		t.Errorf("round %d: the updates hold %v samples, status says %d", rd.Round, samples, rd.Samples)
-	}
-	got := tensorsOf(t, r, a)
-	for name, s := range sum {
-		for i := range s {
-			if want := float32(s[i] / samples); got[name][i] != want {
-				t.Fatalf("round %d: %s[%d] is %v, the sample-weighted mean is %v", rd.Round, name, i, got[name][i], want)
-			}
-		}
-	}
-	if len(got) != len(sum) || len(sum) == 0 {
-		t.Errorf("round %d: the aggregate has tensors %v, the updates %d", rd.Round, len(got), len(sum))
-	}
+	return tensorsOf(t, r, a), in
 }
 
 // tensorsOf reads the F32 tensors of model.safetensors in a.

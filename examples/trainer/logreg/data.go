@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 )
 
@@ -122,6 +123,9 @@ func WriteCSV(path string, d Dataset) error {
 type Blobs struct {
 	Seed                              uint64
 	Samples, Nodes, Features, Classes int
+	// Poison, if from 1 to Nodes, is a node whose shard has every label
+	// shifted by one class; all.csv keeps the true labels.
+	Poison int
 }
 
 // Generate makes the node shards and a held-out test set. The shards
@@ -172,10 +176,16 @@ func (g Blobs) Write(dir string) error {
 	shards, test := g.Generate()
 	var all Dataset
 	for k, d := range shards {
+		all.X, all.Y = append(all.X, d.X...), append(all.Y, d.Y...)
+		if k+1 == g.Poison {
+			d.Y = slices.Clone(d.Y)
+			for i, y := range d.Y {
+				d.Y[i] = (y + 1) % g.Classes
+			}
+		}
 		if err := WriteCSV(filepath.Join(dir, fmt.Sprintf("node-%d", k+1), "train.csv"), d); err != nil {
 			return err
 		}
-		all.X, all.Y = append(all.X, d.X...), append(all.Y, d.Y...)
 	}
 	if err := WriteCSV(filepath.Join(dir, "all.csv"), all); err != nil {
 		return err

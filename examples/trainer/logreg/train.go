@@ -35,8 +35,9 @@ type Update struct {
 
 // Train runs one round on one node: the global model in modelDir, trained
 // on data, written into out with update.json and, last, DONE. Its
-// validation split (a fifth of the data) is never trained on.
-func Train(modelDir, data, out string, round int) (Update, error) {
+// validation split (a fifth of the data) is never trained on. claim, if
+// above 0, is the sample count reported instead of the true one.
+func Train(modelDir, data, out string, round, claim int) (Update, error) {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return Update{}, err
 	}
@@ -67,6 +68,9 @@ func Train(modelDir, data, out string, round int) (Update, error) {
 	m.SGD(train, cfg, rng)
 	acc, loss := m.Evaluate(validation)
 	u := Update{Samples: train.Len(), Metrics: map[string]float64{"accuracy": acc, "loss": loss}}
+	if claim > 0 {
+		u.Samples = claim
+	}
 	if err := m.Save(filepath.Join(out, modelFile)); err != nil {
 		return Update{}, err
 	}
