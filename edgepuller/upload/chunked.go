@@ -378,7 +378,11 @@ func (u *upload) patch(ctx context.Context) error {
 		// body after the transport's ExpectContinueTimeout (1s by default).
 		h.Set("Expect", "100-continue")
 	}
-	resp, err := u.do(ctx, http.MethodPatch, u.loc, h, b)
+	// The transport may still read a request's body after Do returns (a
+	// cut, a cancel, an early answer: the RoundTripper contract), while
+	// the source refills its buffer for the next chunk: each PATCH sends
+	// its own copy.
+	resp, err := u.do(ctx, http.MethodPatch, u.loc, h, bytes.Clone(b))
 	if err != nil {
 		return err
 	}
