@@ -96,6 +96,9 @@ func testUploadFault(t *testing.T, kill bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The trainer keeps a link to what it wrote: the node's upload
+	// directory goes with the NodeArtifact once training completes.
+	keep := t.TempDir()
 	tm := &bargev1.TrainingModel{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "big"},
 		Spec: bargev1.TrainingModelSpec{
@@ -105,7 +108,7 @@ func testUploadFault(t *testing.T, kill bool) {
 			Trainer: &bargev1.TrainerSpec{
 				Image:   "registry.example.com/trainers/plus-one:1",
 				Command: []string{exe},
-				Env:     []corev1.EnvVar{{Name: trainerEnv, Value: "plus-one"}},
+				Env:     []corev1.EnvVar{{Name: trainerEnv, Value: "plus-one"}, {Name: keepEnv, Value: keep}},
 			},
 			Rounds: 1,
 		},
@@ -171,7 +174,7 @@ func testUploadFault(t *testing.T, kill bool) {
 
 	// What the trainer wrote on the node is what went up: the update
 	// artifact's model.safetensors has the file's digest.
-	update := filepath.Join(n.root, filepath.FromSlash(bargev1.UploadDir(ns, "train-big", 1)))
+	update := keep
 	size := filesSize(t, update, "model.safetensors", "update.json")
 	sent := link.Sent("barge-edgepuller")
 	ratio := float64(sent) / float64(size)
@@ -274,6 +277,9 @@ func streamF32(w io.Writer, n int64, next func() float32) error {
 // trainer instead of the tests (see TestMain).
 const trainerEnv = "CLUSTER_TEST_TRAINER"
 
+// keepEnv names a directory where the trainer links the files it wrote.
+const keepEnv = "CLUSTER_TEST_KEEP"
+
 // plusOneTrainer is a trainer by the contract: it writes an update of the
 // base model's shape, each float32 of model.safetensors plus one, trained
 // on 100 samples.
@@ -335,6 +341,13 @@ func plusOneTrainer() error {
 	}
 	if err := os.WriteFile(filepath.Join(out, artifact.UpdateInfoFile), []byte(`{"samples": 100, "metrics": {"loss": 0.5}}`), 0o644); err != nil {
 		return err
+	}
+	if keep := os.Getenv(keepEnv); keep != "" {
+		for _, name := range []string{"model.safetensors", artifact.UpdateInfoFile} {
+			if err := os.Link(filepath.Join(out, name), filepath.Join(keep, name)); err != nil {
+				return err
+			}
+		}
 	}
 	return os.WriteFile(filepath.Join(out, artifact.UpdateDoneFile), nil, 0o644)
 }
