@@ -706,6 +706,9 @@ func (r *TrainingModelReconciler) checkPushSecret(ctx context.Context, tm *v1alp
 // round's global model is what spec.output's round tag names.
 func (r *TrainingModelReconciler) aggregation(ctx context.Context, s *trainingScope, rd *v1alpha1.RoundStatus, job *batchv1.Job) error {
 	tm := s.tm
+	// The Job's command is the truth of what it aggregates, should the
+	// pass that made it have lost its status patch.
+	rd.Updates = int32(len(updatesOf(job)))
 	done, failed, why := jobFinished(job)
 	switch {
 	case failed:
@@ -743,6 +746,19 @@ func (r *TrainingModelReconciler) aggregation(ctx context.Context, s *trainingSc
 	rd.Metrics = metrics
 	s.event(corev1.EventTypeNormal, ReasonAggregated, "round %d: aggregated %d updates into %s:%s (%s)%s", rd.Round, rd.Updates, s.out.Repository, tag, shortText(rd.Aggregated), metricsText(metrics))
 	return nil
+}
+
+// updatesOf are the --update arguments of an aggregation Job.
+func updatesOf(job *batchv1.Job) []string {
+	var out []string
+	for _, c := range job.Spec.Template.Spec.Containers {
+		for i := 0; i+1 < len(c.Args); i++ {
+			if c.Args[i] == "--update" {
+				out = append(out, c.Args[i+1])
+			}
+		}
+	}
+	return out
 }
 
 func notFound(err error) bool {
