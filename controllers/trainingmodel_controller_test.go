@@ -844,6 +844,10 @@ func TestTrainingModelScriptAggregation(t *testing.T) {
 		if st.Phase != v1alpha1.TrainingCompleted || st.Promoted == nil || st.Promoted.Digest != d1.Digest.String() {
 			return fmt.Errorf("phase %s, promoted %+v", st.Phase, st.Promoted)
 		}
+		// The round counts the updates the fetch step was given.
+		if r := st.Rounds[0]; r.Updates != 2 || r.Samples != 400 {
+			return fmt.Errorf("round 1: %d updates of %d samples, want 2 of 400", r.Updates, r.Samples)
+		}
 		return nil
 	})
 }

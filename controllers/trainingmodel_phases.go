@@ -748,12 +748,14 @@ func (r *TrainingModelReconciler) aggregation(ctx context.Context, s *trainingSc
 	return nil
 }
 
-// updatesOf are the --update arguments of an aggregation Job.
+// updatesOf are the --update arguments of an aggregation Job: of its
+// container (FedAvg) or of its fetch init container (Script), each once.
 func updatesOf(job *batchv1.Job) []string {
 	var out []string
-	for _, c := range job.Spec.Template.Spec.Containers {
+	pod := job.Spec.Template.Spec
+	for _, c := range slices.Concat(pod.InitContainers, pod.Containers) {
 		for i := 0; i+1 < len(c.Args); i++ {
-			if c.Args[i] == "--update" {
+			if c.Args[i] == "--update" && !slices.Contains(out, c.Args[i+1]) {
 				out = append(out, c.Args[i+1])
 			}
 		}
