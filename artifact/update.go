@@ -189,5 +189,5 @@ func describeType(a *Artifact) string {
 	if a.ArtifactType != "" {
 		return a.ArtifactType
 	}
-	return "a " + string(a.Kind)
+	return kindArticle(a.Kind)
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -290,7 +291,7 @@ func tensorsOf(t *testing.T, r *remote.Repository, a *artifact.Artifact) map[str
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := safetensors.Open(strings.NewReader(string(b)), int64(len(b)))
+		st, err := safetensors.Open(bytes.NewReader(b), int64(len(b)))
 		if err != nil {
 			t.Fatal(err)
 		}
