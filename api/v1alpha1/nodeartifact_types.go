@@ -70,6 +70,31 @@ type NodeArtifactSpec struct {
 	// credential.
 	// +optional
 	Upload *UploadSpec `json:"upload,omitempty"`
+
+	// Peers are other nodes of the same site (see the controller's
+	// --site-label) that hold or are fetching spec.digest, in the order the
+	// puller tries them before the origin: the site's seeds first. A node
+	// with no peers fetches from the origin. The puller verifies every byte
+	// against its digest, so a peer can cost time, never correctness; one
+	// that serves wrong bytes or stalls is dropped for that pull.
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +optional
+	Peers []Peer `json:"peers,omitempty"`
+}
+
+// Peer is a node whose puller serves its store to the site.
+type Peer struct {
+	// Node is the peer's node name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Node string `json:"node"`
+
+	// Address is host:port of the peer's puller (its node's InternalIP and
+	// the chart's edgePuller.peers.port).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=261
+	Address string `json:"address"`
 }
 
 // UploadSpec is one round's update that a node's puller uploads.
@@ -145,6 +170,37 @@ type UploadStatus struct {
 	Message string `json:"message,omitempty"`
 }
 
+// ByteSources counts received bytes by source.
+type ByteSources struct {
+	// Origin is the bytes received from the registry itself.
+	// +optional
+	Origin int64 `json:"origin,omitempty"`
+	// Peers is the bytes received from other nodes of the site.
+	// +optional
+	Peers int64 `json:"peers,omitempty"`
+	// Mirrors is the bytes received from configured registry mirrors.
+	// +optional
+	Mirrors int64 `json:"mirrors,omitempty"`
+}
+
+// DroppedPeer is a peer a pull stopped using.
+type DroppedPeer struct {
+	// Node is the peer's node name.
+	// +kubebuilder:validation:MaxLength=253
+	Node string `json:"node"`
+	// Reason says what the peer did: Corrupt (bytes that did not match
+	// their digest), Stalled, Unreachable or Refused (TLS or HTTP error).
+	// +kubebuilder:validation:Enum=Corrupt;Stalled;Unreachable;Refused
+	Reason string `json:"reason"`
+	// Message gives the detail.
+	// +kubebuilder:validation:MaxLength=512
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// MaxPeers is how many peers a NodeArtifact lists at most.
+const MaxPeers = 16
+
 // MaxArtifactName is the longest spec.artifactName: with a namespace (63)
 // and a '/', it fills the 200 characters a puller accepts as an artifact's
 // name, which keep <root>/artifacts/<name>/versions/sha256-<hex> within the
@@ -181,6 +237,19 @@ type NodeArtifactStatus struct {
 	// Message says what the puller is doing or why it failed.
 	// +optional
 	Message string `json:"message,omitempty"`
+
+	// Sources counts the bytes of spec.digest's last pull by where they
+	// came from, so an operator sees what the site's peers saved the
+	// uplink.
+	// +optional
+	Sources *ByteSources `json:"sources,omitempty"`
+
+	// DroppedPeers are the peers the last pull stopped using, and why: a
+	// peer that served bytes that did not match their digest, or stalled.
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +optional
+	DroppedPeers []DroppedPeer `json:"droppedPeers,omitempty"`
 
 	// Upload is the upload of spec.upload's round.
 	// +optional

@@ -32,6 +32,10 @@ type Desired struct {
 	// root/uploads/<Name>/round-<Round>, once it holds DONE, is pushed as an
 	// update artifact, a referrer of the Reference's digest.
 	Upload UploadRef `json:"upload,omitzero"`
+	// Peers are the site peers to try before the origin, space-separated
+	// node=host:port pairs in order (see fetch.Options.Peers). A string,
+	// not a slice, so that desired lists compare with ==.
+	Peers string `json:"peers,omitempty"`
 }
 
 // UploadRef is one round's update to upload. It is comparable, so desired

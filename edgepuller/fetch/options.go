@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -33,6 +34,26 @@ type Options struct {
 	// mirror that fails (cannot connect, 404, 5xx after a few attempts, a
 	// Retry-After) falls through to the next one, then to the origin.
 	Mirrors []string
+	// Peers are other nodes of the site (Peer.Addr is host:port of their
+	// puller's peer server) tried in order before the mirrors and the
+	// origin, for blobs and manifests by digest, over mutual TLS with
+	// PeerTLS; without PeerTLS they are not used. A peer may be fetching
+	// the blob itself: it serves the bytes it has and follows its own
+	// download, so a node follows its seed at LAN speed. Every byte is
+	// verified against its digest: a peer that serves wrong bytes, stalls
+	// or cannot be reached is dropped for the rest of the pull (see
+	// Result.Dropped) and the next source continues.
+	Peers []Peer
+	// PeerTLS is the client side of the site's mutual TLS: the peers'
+	// CA, this node's certificate, and the peer server name (see package
+	// peer).
+	PeerTLS *tls.Config
+	// Announce, if set, is told about every blob (the manifest first, then
+	// the config and the layers once the manifest is known) before it is
+	// fetched; the done func it returns is called when the pull no longer
+	// fetches it. The node's peer server uses it to hold a peer's request
+	// for a blob this node is about to fetch, rather than answer 404.
+	Announce func(ocispec.Descriptor) (done func())
 	// PlainHTTP reaches the origin over plain HTTP instead of HTTPS.
 	PlainHTTP bool
 	// Client sends every request and carries credentials. If nil, an
@@ -187,11 +208,29 @@ type Event struct {
 	Err    error
 }
 
+// Peer is a node of the site that serves its store.
+type Peer struct {
+	Node string // node name, for reports
+	Addr string // host:port of its peer server
+}
+
+// DroppedPeer is a peer a pull stopped using, and why.
+type DroppedPeer struct {
+	Node   string
+	Reason string // Corrupt, Stalled, Unreachable or Refused
+	Err    error
+}
+
 // Result sums up what a Pull or FetchBlob did.
 type Result struct {
 	// Fetched is the bytes received from the network: manifest, config and
-	// blob bodies, including bytes received and then discarded.
+	// blob bodies, including bytes received and then discarded. It is
+	// FromOrigin + FromPeers + FromMirrors.
 	Fetched int64
+	// FromOrigin, FromPeers and FromMirrors split Fetched by source.
+	FromOrigin, FromPeers, FromMirrors int64
+	// Dropped lists the peers this pull stopped using.
+	Dropped []DroppedPeer
 	// Reused is the bytes of blobs that were already in the store.
 	Reused int64
 	// Resumed counts blobs continued from a partial left by an earlier pull.
