@@ -240,7 +240,7 @@ func (p *puller) dropOnError(s source, err error) {
 		return
 	}
 	if reason := peerReason(err); reason != "" {
-		p.drop(s, reason, err)
+		p.drop(s, reason, fmt.Errorf("%s: %w", s, err))
 	}
 }
 
