@@ -2,14 +2,14 @@ package fetch_test
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log"
 	"math/big"
