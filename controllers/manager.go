@@ -22,10 +22,10 @@ import (
 // Services, the edge serving DaemonSets and the ConfigMap that gives a joint
 // model's edge part its cloud part's address, written by patch and
 // server-side apply; it lists the DaemonSets' pods and deletes one to restart
-// it on a new version; it reads Node labels events; it creates and deletes
-// a TrainingModel's Jobs (a trainer pinned to each participant, an
-// aggregation in the cloud), never patches them; a Lease for
-// --leader-elect. The pull Secrets the objects name are
+// it on a new version; it watches Nodes (labels, and InternalIPs for a
+// site's peers); it creates and deletes a TrainingModel's Jobs (a trainer
+// pinned to each participant, an aggregation in the cloud), never patches
+// them; a Lease for --leader-elect. The pull Secrets the objects name are
 // read one by one, with the rule of the marker in resolve.go, which the
 // chart grants per namespace.
 //
