@@ -19,8 +19,8 @@ import (
 // digest from each other, so the site's uplink carries it about once.
 //
 // Among the nodes of a site whose NodeArtifact of one owner is on digest D,
-// the site's order puts those that hold D Ready first, then the rest by
-// name. The first seeds nodes fetch from the origin; every other node lists
+// the site's order puts those that hold D Ready first, then those labelled
+// barge.dev/seed=true, then the rest by name. The first seeds nodes fetch from the origin; every other node lists
 // the seeds (follower k starting at seed k mod seeds, to spread the load),
 // then the other nodes ahead of it. When a seed dies its followers fall
 // through to the first live node ahead of them, which has nobody live ahead
@@ -58,6 +58,8 @@ type siteNode struct {
 	// address is host:port of its puller's peer server, empty when the
 	// Node has no InternalIP.
 	address string
+	// seed: the Node carries v1alpha1.SeedLabel=true.
+	seed bool
 }
 
 // siteNodes reads each node's site and peer address.
@@ -67,7 +69,7 @@ func (pol sitePolicy) siteNodes(nodes []metav1.PartialObjectMetadata, ips map[st
 		if n.DeletionTimestamp != nil {
 			continue
 		}
-		sn := siteNode{site: n.Labels[pol.label]}
+		sn := siteNode{site: n.Labels[pol.label], seed: n.Labels[v1alpha1.SeedLabel] == "true"}
 		if ip := ips[n.Name]; ip != "" {
 			sn.address = net.JoinHostPort(ip, strconv.Itoa(pol.port))
 		}
@@ -139,7 +141,7 @@ func (pol sitePolicy) planPeers(members []peerMember, nodes map[string]siteNode)
 type siteKey struct{ site, digest string }
 
 // siteOrders are the nodes that may serve each digest in each site, in the
-// site's order: Ready first, then by name. A node without an address
+// site's order: Ready first, then labelled seeds, then by name. A node without an address
 // cannot serve, so it is in no order.
 func (pol sitePolicy) siteOrders(members []peerMember, nodes map[string]siteNode) map[siteKey][]peerMember {
 	orders := map[siteKey][]peerMember{}
@@ -155,6 +157,12 @@ func (pol sitePolicy) siteOrders(members []peerMember, nodes map[string]siteNode
 		slices.SortFunc(o, func(a, b peerMember) int {
 			if a.ready != b.ready {
 				if a.ready {
+					return -1
+				}
+				return 1
+			}
+			if sa, sb := nodes[a.node].seed, nodes[b.node].seed; sa != sb {
+				if sa {
 					return -1
 				}
 				return 1

@@ -63,6 +63,18 @@ func TestPlanPeers(t *testing.T) {
 			want:    "a1:a3 a2:a3,a1 a3: a4:a3,a1,a2 b1: b2:b1 x:",
 		},
 		{
+			name:    "a node labelled barge.dev/seed goes first, after the nodes Ready on the digest",
+			members: fresh(),
+			nodes:   func(n map[string]siteNode) { sn := n["a3"]; sn.seed = true; n["a3"] = sn },
+			want:    "a1:a3 a2:a3,a1 a3: a4:a3,a1,a2 b1: b2:b1 x:",
+		},
+		{
+			name:    "Ready goes before the seed label",
+			members: fresh("a4"),
+			nodes:   func(n map[string]siteNode) { sn := n["a3"]; sn.seed = true; n["a3"] = sn },
+			want:    "a1:a4,a3 a2:a4,a3,a1 a3:a4 a4: b1: b2:b1 x:",
+		},
+		{
 			name:    "two seeds spread the followers",
 			pol:     func(p sitePolicy) sitePolicy { p.seeds = 2; return p },
 			members: fresh(),
