@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -362,4 +363,28 @@ func errorCode(t *testing.T, resp *http.Response) string {
 		t.Fatalf("error body is not an OCI error: %v", err)
 	}
 	return body.Errors[0].Code
+}
+
+// TestDamagedBlobNotServed: a committed blob changed on disk (a workload
+// wrote through a hard link of it) is checked again before it is served,
+// and refused, rather than passed on to the site.
+func TestDamagedBlobNotServed(t *testing.T) {
+	ctx := context.Background()
+	s := newSite(t)
+	n := startNode(t, s, Options{Hold: time.Millisecond})
+	data, desc := blob(64<<10, 8)
+	if err := n.st.Push(ctx, desc, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	path := n.st.BlobPath(desc.Digest)
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, bytes.Repeat([]byte{0}, len(data)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	resp := get(t, httpClient(s.client), http.MethodGet, n.url("blobs", desc.Digest), "")
+	if resp.StatusCode != http.StatusNotFound || errorCode(t, resp) != "BLOB_UNKNOWN" {
+		t.Errorf("GET of a damaged blob: %s, want 404 BLOB_UNKNOWN", resp.Status)
+	}
 }
