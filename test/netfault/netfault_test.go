@@ -1,0 +1,160 @@
+package netfault
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// requirePeers skips a test of peer behaviour until the binaries have it.
+func requirePeers(t *testing.T) {
+	t.Helper()
+	if !peersBuilt {
+		t.Skip("the pullers have no --peer-listen yet")
+	}
+}
+
+// TestFanOut: a model reaches the ten nodes of a site while the registry
+// sends it over the uplink about once (with peers), on both profiles.
+// Without peers (before they are built), a small model, the baseline: once
+// per node.
+func TestFanOut(t *testing.T) {
+	requireNet(t)
+	t.Parallel()
+	for _, c := range []struct {
+		p                profile
+		size, noPeerSize int64
+	}{
+		{fast, 64 * MiB, 4 * MiB},
+		{lossy, 8 * MiB, 1 * MiB},
+	} {
+		t.Run(c.p.name, func(t *testing.T) {
+			t.Parallel()
+			s := takeSite(t, c.p)
+			if !peersBuilt {
+				f := fanOut(t, s, c.p, "fan-out", c.noPeerSize, false)
+				if f.Egress < nodesPerSite*f.Model || f.Egress > nodesPerSite*f.Model*11/10 {
+					t.Errorf("without peers the registry sent %d bytes to the site, want 10x to 11x the model (%d)", f.Egress, f.Model)
+				}
+				return
+			}
+			f := fanOut(t, s, c.p, "fan-out", c.size, true)
+			if limit := f.Model * 11 / 10; f.Egress > limit {
+				t.Errorf("with peers the registry sent %.1f MiB to the site for a %d MiB model: %.2fx, want at most 1.1x",
+					float64(f.Egress)/MiB, f.Model/MiB, float64(f.Egress)/float64(f.Model))
+			}
+		})
+	}
+}
+
+// TestAPIServerUnreachable: for 60 s packets from one site to the API
+// server vanish at its router, while a pull runs. The nodes finish the
+// pull (the files are on disk) in the meantime, and once the route is
+// back their status catches up.
+func TestAPIServerUnreachable(t *testing.T) {
+	requireNet(t)
+	t.Parallel()
+	s := takeSite(t, fast)
+	size := int64(64 * MiB)
+	if !peersBuilt {
+		size = 4 * MiB
+	}
+	ns := env.Namespace(t)
+	m := pushModel(t, ns, size)
+	deploy(t, s, m)
+	// Every puller has seen its NodeArtifact and the pull is under way.
+	waitFor(t, "every node pulling", 2*time.Minute, func() bool {
+		nas := nodeArtifacts(t, ns)
+		for _, n := range s.nodes {
+			if na, ok := nas[n.name]; !ok || na.Status.Phase == "" || na.Status.Phase == "Pending" {
+				return false
+			}
+		}
+		return s.egress(registryAddr, netip.Addr{}) > size/8
+	})
+	if err := s.blackholeAPI(true); err != nil {
+		t.Fatal(err)
+	}
+	cut := time.Now()
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			if err := s.blackholeAPI(false); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	defer restore()
+	const outage = 60 * time.Second
+	for {
+		done := 0
+		for _, n := range s.nodes {
+			if holds(n, m) {
+				done++
+			}
+		}
+		if done == len(s.nodes) {
+			t.Logf("every node held the model %s into the outage", time.Since(cut).Round(time.Second))
+			break
+		}
+		if time.Since(cut) > outage {
+			t.Fatalf("%d of %d nodes hold the model %s after the API server became unreachable", done, len(s.nodes), outage)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	nas := nodeArtifacts(t, ns)
+	for _, n := range s.nodes {
+		if nas[n.name].Status.Phase == "Ready" {
+			t.Errorf("%s reported Ready with the API server unreachable: the outage did not hold", n.name)
+		}
+	}
+	time.Sleep(time.Until(cut.Add(outage)))
+	restore()
+	back := time.Now()
+	last, _ := waitReady(t, m, s.nodes, 3*time.Minute)
+	t.Logf("status caught up %s after the route came back", last.Sub(back).Round(100*time.Millisecond))
+}
+
+// TestUplinkCut: the uplink is cut for 10 s in the middle of a pull; every
+// node completes without its puller restarting, and the registry sends
+// barely more than without the cut.
+func TestUplinkCut(t *testing.T) {
+	requireNet(t)
+	t.Parallel()
+	s := takeSite(t, fast)
+	size, copies := int64(64*MiB), int64(1)
+	if !peersBuilt {
+		size, copies = 4*MiB, nodesPerSite
+	}
+	ns := env.Namespace(t)
+	m := pushModel(t, ns, size)
+	pids := map[string]int{}
+	for _, n := range s.nodes {
+		pids[n.name] = n.puller().cmd.Process.Pid
+	}
+	reg0 := s.egress(registryAddr, netip.Addr{})
+	start := time.Now()
+	deploy(t, s, m)
+	waitFor(t, "a third of the pull", 2*time.Minute, func() bool {
+		return s.egress(registryAddr, netip.Addr{})-reg0 > copies*size/3
+	})
+	s.wire.SetCut(true)
+	time.Sleep(10 * time.Second)
+	s.wire.SetCut(false)
+	last, nas := waitReady(t, m, s.nodes, readyTimeout(fast, size, peersBuilt)+10*time.Second)
+	checkHolds(t, m, s.nodes)
+	for _, n := range s.nodes {
+		if p := n.puller(); !p.running() || p.cmd.Process.Pid != pids[n.name] {
+			t.Errorf("%s's puller restarted during the cut", n.name)
+		}
+	}
+	origin, fromPeers := sources(nas, s.nodes)
+	f := figure{Scenario: "uplink cut 10 s", Profile: fast.name, Peers: peersBuilt, Nodes: len(s.nodes), Model: size,
+		Egress: s.egress(registryAddr, netip.Addr{}) - reg0, ToReady: last.Sub(start), Origin: origin, FromPeers: fromPeers}
+	record(t, f)
+	if limit := copies * size * 105 / 100; f.Egress > limit {
+		t.Errorf("the registry sent %.1f MiB to the site, %.3fx of %d x %d MiB; want at most 1.05x",
+			float64(f.Egress)/MiB, float64(f.Egress)/float64(copies*size), copies, size/MiB)
+	}
+}
