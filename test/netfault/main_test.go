@@ -153,7 +153,7 @@ func setUp() (stop func(), err error) {
 		return stop, err
 	}
 
-	reg, err := startProcess("registry", "", filepath.Join(bins, "barge"), "serve", "--addr", registryAddr.String()+":5000", "--root", filepath.Join(work, "registry"))
+	reg, err := startProcess("registry", "", filepath.Join(bins, "barge"), "serve", "--insecure-listen", "--addr", registryAddr.String()+":5000", "--root", filepath.Join(work, "registry"))
 	if err != nil {
 		return stop, err
 	}

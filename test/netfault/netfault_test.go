@@ -28,7 +28,7 @@ func TestFanOut(t *testing.T) {
 		{fast, 64 * MiB, 4 * MiB},
 		{lossy, 8 * MiB, 1 * MiB},
 	} {
-		t.Run(c.p.name, func(t *testing.T) {
+		t.Run(c.p.short, func(t *testing.T) {
 			t.Parallel()
 			s := takeSite(t, c.p)
 			if !peersBuilt {
@@ -153,8 +153,108 @@ func TestUplinkCut(t *testing.T) {
 	f := figure{Scenario: "uplink cut 10 s", Profile: fast.name, Peers: peersBuilt, Nodes: len(s.nodes), Model: size,
 		Egress: s.egress(registryAddr, netip.Addr{}) - reg0, ToReady: last.Sub(start), Origin: origin, FromPeers: fromPeers}
 	record(t, f)
-	if limit := copies * size * 105 / 100; f.Egress > limit {
-		t.Errorf("the registry sent %.1f MiB to the site, %.3fx of %d x %d MiB; want at most 1.05x",
-			float64(f.Egress)/MiB, float64(f.Egress)/float64(copies*size), copies, size/MiB)
+	// Without peers ten TCP flows share the uplink, each with its window
+	// in flight at the cut: a baseline, allowed 1.1x.
+	pct := int64(105)
+	if !peersBuilt {
+		pct = 110
 	}
+	if limit := copies * size * pct / 100; f.Egress > limit {
+		t.Errorf("the registry sent %.1f MiB to the site, %.3fx of %d x %d MiB; want at most %.2fx",
+			float64(f.Egress)/MiB, float64(f.Egress)/float64(copies*size), copies, size/MiB, float64(pct)/100)
+	}
+}
+
+// TestLyingPeer: the controller lists a peer that serves corrupt layer
+// bytes (its Node sorts first, so it is the site's seed). Every node
+// completes with intact files, from the origin or honest peers, and the
+// nodes that asked the liar name it in status.droppedPeers as Corrupt.
+func TestLyingPeer(t *testing.T) {
+	requireNet(t)
+	requirePeers(t)
+	t.Parallel()
+	s := takeSite(t, fast)
+	ns := env.Namespace(t)
+	m := pushModel(t, ns, 16*MiB)
+	lr := startLiar(t, s, m)
+	scripted.Store(s.liar.name, true)
+	if err := createNode(s.liar, s.zone); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deleteNode(t, s.liar.name) })
+	reg0 := s.egress(registryAddr, netip.Addr{})
+	start := time.Now()
+	deploy(t, s, m)
+	last, nas := waitReady(t, m, s.nodes, readyTimeout(fast, m.size, true))
+	checkHolds(t, m, s.nodes)
+	if lr.served.Load() == 0 {
+		t.Fatalf("nobody fetched a layer from the liar %s: peers %v", s.liar.name, nas[s.nodes[0].name].Spec.Peers)
+	}
+	var named []string
+	for _, n := range s.nodes {
+		for _, d := range nas[n.name].Status.DroppedPeers {
+			if d.Node == s.liar.name && d.Reason == "Corrupt" {
+				named = append(named, n.name)
+			}
+		}
+	}
+	if len(named) == 0 {
+		t.Errorf("the liar served %d corrupt bytes, and no node's status.droppedPeers names %s as Corrupt", lr.served.Load(), s.liar.name)
+	}
+	origin, fromPeers := sources(nas, s.nodes)
+	record(t, figure{Scenario: "a lying peer", Profile: fast.name, Peers: true, Nodes: len(s.nodes), Model: m.size,
+		Egress: s.egress(registryAddr, netip.Addr{}) - reg0, ToReady: last.Sub(start), Origin: origin, FromPeers: fromPeers})
+	t.Logf("the liar served %.1f MiB of corrupt layers; dropped as Corrupt by %v", float64(lr.served.Load())/MiB, named)
+}
+
+// TestSeedKilled: the seed's puller is SIGKILLed in the middle of the pull.
+// Another node takes over from the origin; the registry sends the model
+// once more than the seed's lost partial at most; the seed, started again
+// later, completes too.
+func TestSeedKilled(t *testing.T) {
+	requireNet(t)
+	requirePeers(t)
+	t.Parallel()
+	s := takeSite(t, fast)
+	ns := env.Namespace(t)
+	m := pushModel(t, ns, 64*MiB)
+	seed, rest := s.nodes[0], s.nodes[1:]
+	reg0, seed0 := s.egress(registryAddr, netip.Addr{}), s.egress(registryAddr, seed.addr)
+	start := time.Now()
+	deploy(t, s, m)
+	waitFor(t, "the seed a third through the model", 2*time.Minute, func() bool {
+		return s.egress(registryAddr, seed.addr)-seed0 > m.size/3
+	})
+	seed.puller().kill()
+	time.Sleep(time.Second) // what was in flight to the seed arrives or is lost
+	lost := s.egress(registryAddr, seed.addr) - seed0
+	last, nas := waitReady(t, m, rest, readyTimeout(fast, m.size, true))
+	checkHolds(t, m, rest)
+	egress := s.egress(registryAddr, netip.Addr{}) - reg0
+	var takers []string
+	for _, n := range rest {
+		if src := nas[n.name].Status.Sources; src != nil && src.Origin > 0 {
+			takers = append(takers, n.name)
+		}
+	}
+	if len(takers) == 0 {
+		t.Errorf("no node but the killed seed counts bytes from the origin")
+	}
+	origin, fromPeers := sources(nas, rest)
+	record(t, figure{Scenario: "seed killed", Profile: fast.name, Peers: true, Nodes: len(rest), Model: m.size,
+		Egress: egress, ToReady: last.Sub(start), Origin: origin, FromPeers: fromPeers})
+	// Slack: TCP retransmissions on the uplink (the wire counts what the
+	// registry sends, resent segments included) and the manifest and config
+	// fetched again: 1% of the model and 256 KiB.
+	if limit := m.size + lost + m.size/100 + 256<<10; egress > limit {
+		t.Errorf("the registry sent %.1f MiB to the site; want at most the model (%d MiB) + the seed's lost partial (%.1f MiB) + slack",
+			float64(egress)/MiB, m.size/MiB, float64(lost)/MiB)
+	}
+	t.Logf("the seed had %.1f MiB when killed; %v took over from the origin; the registry sent %.2fx the model",
+		float64(lost)/MiB, takers, float64(egress)/float64(m.size))
+	if err := seed.start(bins); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, m, []*edgeNode{seed}, readyTimeout(fast, m.size, true))
+	checkHolds(t, m, []*edgeNode{seed})
 }
