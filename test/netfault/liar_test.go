@@ -30,10 +30,10 @@ type liar struct {
 	m      *model
 	served atomic.Int64 // corrupt layer bytes sent
 
-	mu    sync.Mutex
+	mu     sync.Mutex
 	blobs  map[string][]byte // digest -> what the liar serves
 	layers map[string]bool
-	types map[string]string // manifest digest -> media type
+	types  map[string]string // manifest digest -> media type
 }
 
 // startLiar serves on s.liar's address until t ends.
