@@ -246,6 +246,7 @@ type figure struct {
 	ToReady   time.Duration `json:"toReady"`
 	Origin    int64         `json:"origin"` // by the nodes' own count
 	FromPeers int64         `json:"fromPeers"`
+	Lost      int64         `json:"lost,omitempty"` // a killed seed's partial
 }
 
 var (

@@ -123,9 +123,18 @@ func TestUplinkCut(t *testing.T) {
 	requireNet(t)
 	t.Parallel()
 	s := takeSite(t, fast)
-	size, copies := int64(64*MiB), int64(1)
-	if !peersBuilt {
-		size, copies = 4*MiB, nodesPerSite
+	if peersBuilt {
+		uplinkCut(t, s, 64*MiB, true)
+	} else {
+		uplinkCut(t, s, 4*MiB, false)
+	}
+}
+
+func uplinkCut(t *testing.T, s *site, size int64, peers bool) figure {
+	t.Helper()
+	copies := int64(1)
+	if !peers {
+		copies = nodesPerSite
 	}
 	ns := env.Namespace(t)
 	m := pushModel(t, ns, size)
@@ -142,7 +151,7 @@ func TestUplinkCut(t *testing.T) {
 	s.wire.SetCut(true)
 	time.Sleep(10 * time.Second)
 	s.wire.SetCut(false)
-	last, nas := waitReady(t, m, s.nodes, readyTimeout(fast, size, peersBuilt)+10*time.Second)
+	last, nas := waitReady(t, m, s.nodes, readyTimeout(fast, size, peers)+10*time.Second)
 	checkHolds(t, m, s.nodes)
 	for _, n := range s.nodes {
 		if p := n.puller(); !p.running() || p.cmd.Process.Pid != pids[n.name] {
@@ -150,19 +159,20 @@ func TestUplinkCut(t *testing.T) {
 		}
 	}
 	origin, fromPeers := sources(nas, s.nodes)
-	f := figure{Scenario: "uplink cut 10 s", Profile: fast.name, Peers: peersBuilt, Nodes: len(s.nodes), Model: size,
+	f := figure{Scenario: "uplink cut for 10 s at a third", Profile: fast.name, Peers: peers, Nodes: len(s.nodes), Model: size,
 		Egress: s.egress(registryAddr, netip.Addr{}) - reg0, ToReady: last.Sub(start), Origin: origin, FromPeers: fromPeers}
 	record(t, f)
 	// Without peers ten TCP flows share the uplink, each with its window
 	// in flight at the cut: a baseline, allowed 1.1x.
 	pct := int64(105)
-	if !peersBuilt {
+	if !peers {
 		pct = 110
 	}
 	if limit := copies * size * pct / 100; f.Egress > limit {
 		t.Errorf("the registry sent %.1f MiB to the site, %.3fx of %d x %d MiB; want at most %.2fx",
 			float64(f.Egress)/MiB, float64(f.Egress)/float64(copies*size), copies, size/MiB, float64(pct)/100)
 	}
+	return f
 }
 
 // TestLyingPeer: the controller lists a peer that serves corrupt layer
@@ -215,9 +225,13 @@ func TestSeedKilled(t *testing.T) {
 	requireNet(t)
 	requirePeers(t)
 	t.Parallel()
-	s := takeSite(t, fast)
+	seedKilled(t, takeSite(t, fast), 64*MiB)
+}
+
+func seedKilled(t *testing.T, s *site, size int64) figure {
+	t.Helper()
 	ns := env.Namespace(t)
-	m := pushModel(t, ns, 64*MiB)
+	m := pushModel(t, ns, size)
 	seed, rest := s.nodes[0], s.nodes[1:]
 	reg0, seed0 := s.egress(registryAddr, netip.Addr{}), s.egress(registryAddr, seed.addr)
 	start := time.Now()
@@ -241,8 +255,9 @@ func TestSeedKilled(t *testing.T) {
 		t.Errorf("no node but the killed seed counts bytes from the origin")
 	}
 	origin, fromPeers := sources(nas, rest)
-	record(t, figure{Scenario: "seed killed", Profile: fast.name, Peers: true, Nodes: len(rest), Model: m.size,
-		Egress: egress, ToReady: last.Sub(start), Origin: origin, FromPeers: fromPeers})
+	f := figure{Scenario: "seed SIGKILLed at a third", Profile: fast.name, Peers: true, Nodes: len(rest), Model: m.size,
+		Egress: egress, ToReady: last.Sub(start), Origin: origin, FromPeers: fromPeers, Lost: lost}
+	record(t, f)
 	// Slack: TCP retransmissions on the uplink (the wire counts what the
 	// registry sends, resent segments included) and the manifest and config
 	// fetched again: 1% of the model and 256 KiB.
@@ -257,4 +272,5 @@ func TestSeedKilled(t *testing.T) {
 	}
 	waitReady(t, m, []*edgeNode{seed}, readyTimeout(fast, m.size, true))
 	checkHolds(t, m, []*edgeNode{seed})
+	return f
 }
