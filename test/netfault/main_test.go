@@ -39,6 +39,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"golang.org/x/sys/unix"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/bargeml/barge/internal/testenv"
@@ -81,6 +82,14 @@ func requireNet(t *testing.T) {
 }
 
 func run(m *testing.M) int {
+	if os.Geteuid() == 0 {
+		unlock, err := lockMachine()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "test/netfault:", err)
+			return 1
+		}
+		defer unlock()
+	}
 	if err := removeLeftovers(); err != nil && os.Geteuid() == 0 {
 		fmt.Fprintln(os.Stderr, "test/netfault: remove the namespaces of an earlier run:", err)
 	}
@@ -108,6 +117,31 @@ func run(m *testing.M) int {
 		}
 	}
 	return code
+}
+
+// lockMachine waits until no other run of this suite uses the machine:
+// the names of its namespaces and devices are fixed, and a second run
+// would remove the first one's as leftovers.
+func lockMachine() (unlock func(), err error) {
+	const path = "/run/barge-netfault.lock"
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	deadline := time.Now().Add(30 * time.Minute)
+	for said := false; ; said = true {
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
+			return func() { f.Close() }, nil
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("another run of test/netfault has held %s for 30 minutes", path)
+		}
+		if !said {
+			fmt.Fprintf(os.Stderr, "test/netfault: waiting for another run of the suite to finish (it holds %s)\n", path)
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 // setUp builds the binaries and starts the cloud and the sites; stop
