@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -35,6 +36,8 @@ import (
 	"github.com/bargeml/barge/edgepuller/fetch"
 	"github.com/bargeml/barge/edgepuller/gc"
 	"github.com/bargeml/barge/edgepuller/kube"
+	"github.com/bargeml/barge/edgepuller/peer"
+	"github.com/bargeml/barge/edgepuller/store"
 	"github.com/bargeml/barge/edgepuller/trust"
 )
 
@@ -56,6 +59,12 @@ under DIR/artifacts/<namespace>/<name>/current and writes their status. Without
 point --kubeconfig at a file naming the MetaServer (http://127.0.0.1:10550).
 Registry credentials come only from --registry-config; the training updates
 a NodeArtifact's spec.upload asks for are pushed with --push-credentials only.
+
+Site peers: with --peer-tls-dir DIR (ca.crt, tls.crt and tls.key: the chart's
+peer Secret, mounted), the puller fetches from the peers it is given (a
+NodeArtifact's spec.peers) before mirrors and the origin, over mutual TLS; with
+--peer-listen ADDR as well, it serves its own store read-only to them, blobs
+still arriving included. Peers need no API access and no registry credentials.
 
 Flags:
 `
@@ -89,6 +98,8 @@ func run(args []string, stderr io.Writer) int {
 		regConfig   = fl.String("registry-config", "", "registry credentials in Docker config format (a mounted kubernetes.io/dockerconfigjson Secret); anonymous when empty")
 		pushConfig  = fl.String("push-credentials", "", "credentials for uploading training updates, in Docker config format (a mounted kubernetes.io/dockerconfigjson Secret), used only for uploads and only to the repository a NodeArtifact's spec.upload names; anonymous uploads when empty")
 		verifyDir   = fl.String("verify-dir", "", "key material for signature checks before activation, DIR/NAMESPACE/KEYS/ (mounted ConfigMaps); without it, an artifact that asks for verification fails")
+		peerListen  = fl.String("peer-listen", "", "address serving this node's store to its site's peers over mutual TLS, such as :5050; empty: not served (needs --peer-tls-dir)")
+		peerTLSDir  = fl.String("peer-tls-dir", "", "peer TLS directory: ca.crt, tls.crt and tls.key (the chart's peer Secret, mounted); needed to serve peers (--peer-listen) and to fetch from them")
 		mirrors     []string
 		limitRate   int64
 		limitUp     int64
@@ -121,6 +132,11 @@ func run(args []string, stderr io.Writer) int {
 	kubeMode, err := chooseMode(*desired, *kubeconfig, *nodeName, nodeNameSet, fl.NArg())
 	if err != nil {
 		fmt.Fprintf(stderr, "barge-edgepuller: %v\n\n", err)
+		fl.Usage()
+		return 2
+	}
+	if *peerListen != "" && *peerTLSDir == "" {
+		fmt.Fprintf(stderr, "barge-edgepuller: --peer-listen needs --peer-tls-dir: peers are served only over mutual TLS\n\n")
 		fl.Usage()
 		return 2
 	}
@@ -167,6 +183,11 @@ func run(args []string, stderr io.Writer) int {
 			return 1
 		}
 		opts.PushCredential = credentials.Credential(store)
+	}
+	peers, err := peerServer(*root, *peerListen, *peerTLSDir, &opts, log, reg)
+	if err != nil {
+		log.Error("cannot set up site peers", "err", err)
+		return 1
 	}
 	// Always set: with no --verify-dir, an entry that asks for a signature
 	// check fails rather than being activated unchecked.
@@ -215,6 +236,19 @@ func run(args []string, stderr io.Writer) int {
 		defer srv.Close()
 		log.Info("serving metrics", "addr", ln.Addr().String())
 	}
+	if peers != nil {
+		ln, err := net.Listen("tcp", *peerListen)
+		if err != nil {
+			log.Error("cannot serve peers", "addr", *peerListen, "err", err)
+			return 1
+		}
+		go func() {
+			if err := peers.Serve(ctx, ln); err != nil {
+				log.Error("stopped serving peers", "err", err)
+			}
+		}()
+		log.Info("serving peers", "addr", ln.Addr().String())
+	}
 
 	if kubeMode {
 		log.Info("starting in Kubernetes mode", "root", *root, "node", *nodeName, "kubeconfig", *kubeconfig)
@@ -228,6 +262,36 @@ func run(args []string, stderr io.Writer) int {
 	}
 	log.Info("stopped; partial downloads are kept for the next run")
 	return 0
+}
+
+// peerServer sets up the site's peers: with a TLS directory, pulls may
+// fetch from peers (opts.Fetch.PeerTLS); with a listen address as well, a
+// server of the node's store, told by every pull what is arriving
+// (opts.Fetch.Announce). It returns nil when the node serves no peers.
+func peerServer(root, listen, tlsDir string, opts *agent.Options, log *slog.Logger, reg prometheus.Registerer) (*peer.Server, error) {
+	if tlsDir == "" {
+		return nil, nil
+	}
+	serverTLS, clientTLS, err := peer.LoadTLS(tlsDir)
+	if err != nil {
+		return nil, fmt.Errorf("--peer-tls-dir: %w", err)
+	}
+	opts.Fetch.PeerTLS = clientTLS
+	if listen == "" {
+		return nil, nil
+	}
+	// The agent's own store (agent.New opens the same directory): a
+	// store is safe to share between instances.
+	st, err := store.Open(filepath.Join(root, "store"), opts.Store)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := peer.New(st, peer.Options{TLS: serverTLS, Log: log, Metrics: reg})
+	if err != nil {
+		return nil, err
+	}
+	opts.Fetch.Announce = srv.Announce
+	return srv, nil
 }
 
 // chooseMode tells the Kubernetes mode (true) from the standalone mode, or

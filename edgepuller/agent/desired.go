@@ -111,6 +111,9 @@ func (d Desired) Validate() error {
 	if ref.Reference == "" {
 		return fmt.Errorf("artifact %s: reference %q names no version: add :tag or @sha256:…", d.Name, d.Reference)
 	}
+	if _, err := ParsePeers(d.Peers); err != nil {
+		return fmt.Errorf("artifact %s: peers: %w", d.Name, err)
+	}
 	return d.Upload.validate(d.Name, ref)
 }
 

@@ -16,6 +16,10 @@ type metrics struct {
 	artifacts *prometheus.GaugeVec
 	gcFreed   prometheus.Counter
 	usage     prometheus.Gauge
+	// received splits fetched by source, so that an operator sees what
+	// the site's peers save the uplink.
+	received *prometheus.CounterVec
+	dropped  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -38,14 +42,24 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Bytes freed on disk by garbage collection."}),
 		usage: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "disk_usage_bytes",
 			Help: "Bytes on disk of the store and artifact directories, each file once, as of the last garbage collection."}),
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "received_bytes_total",
+			Help: "Bytes received by source: origin (the registry), peer (other nodes of the site) or mirror."}, []string{"source"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "peers_dropped_total",
+			Help: "Site peers a pull stopped using, by reason: Corrupt, Stalled, Unreachable or Refused."}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.fetched, m.reused, m.resumes, m.retries, m.duration, m.artifacts, m.gcFreed, m.usage} {
+	for _, c := range []prometheus.Collector{m.fetched, m.reused, m.resumes, m.retries, m.duration, m.artifacts, m.gcFreed, m.usage, m.received, m.dropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	for _, p := range Phases {
 		m.artifacts.WithLabelValues(string(p)).Set(0)
+	}
+	for _, s := range []string{"origin", "peer", "mirror"} {
+		m.received.WithLabelValues(s)
+	}
+	for _, r := range []string{fetch.PeerCorrupt, fetch.PeerStalled, fetch.PeerUnreachable, fetch.PeerRefused} {
+		m.dropped.WithLabelValues(r)
 	}
 	return m, nil
 }
@@ -55,4 +69,10 @@ func (m *metrics) pulled(res fetch.Result) {
 	m.reused.Add(float64(res.Reused))
 	m.resumes.Add(float64(res.Resumed))
 	m.retries.Add(float64(res.Retries))
+	m.received.WithLabelValues("origin").Add(float64(res.FromOrigin))
+	m.received.WithLabelValues("peer").Add(float64(res.FromPeers))
+	m.received.WithLabelValues("mirror").Add(float64(res.FromMirrors))
+	for _, d := range res.Dropped {
+		m.dropped.WithLabelValues(d.Reason).Inc()
+	}
 }

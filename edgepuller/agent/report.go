@@ -2,8 +2,11 @@ package agent
 
 import (
 	"context"
+	"reflect"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/bargeml/barge/edgepuller/fetch"
 )
 
 // Source delivers the desired artifacts: a file in standalone mode, the
@@ -76,6 +79,39 @@ type Status struct {
 	// for none. Every report of such an entry carries it, so a reporter that
 	// keeps only the latest status keeps both.
 	Upload UploadStatus
+	// Sources counts the bytes the last pull received, by where they came
+	// from, once it has ended (succeeded or failed); nil until then, and
+	// again while the next pull runs. DroppedPeers are the site peers that
+	// pull stopped using. Every report carries them, as Upload.
+	Sources      *ByteSources
+	DroppedPeers []DroppedPeer
+}
+
+// Equal reports whether two statuses say the same.
+func (s Status) Equal(o Status) bool { return reflect.DeepEqual(s, o) }
+
+// ByteSources counts received bytes by source.
+type ByteSources struct {
+	Origin, Peers, Mirrors int64
+}
+
+// DroppedPeer is a site peer a pull stopped using: Reason is Corrupt,
+// Stalled, Unreachable or Refused (see fetch.DroppedPeer).
+type DroppedPeer struct {
+	Node, Reason, Message string
+}
+
+// sourcesOf is what res says of the sources of a pull.
+func sourcesOf(res fetch.Result) (*ByteSources, []DroppedPeer) {
+	var dropped []DroppedPeer
+	for _, d := range res.Dropped {
+		msg := ""
+		if d.Err != nil {
+			msg = d.Err.Error()
+		}
+		dropped = append(dropped, DroppedPeer{Node: d.Node, Reason: d.Reason, Message: msg})
+	}
+	return &ByteSources{Origin: res.FromOrigin, Peers: res.FromPeers, Mirrors: res.FromMirrors}, dropped
 }
 
 // UploadPhase is where the upload of a round's update stands.

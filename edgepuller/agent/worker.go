@@ -49,6 +49,10 @@ type worker struct {
 
 	mu sync.Mutex
 	up UploadStatus // carried by every report while d.Upload is set
+	// sources and dropped are the last pull's, carried by every report
+	// (see Status.Sources).
+	sources *ByteSources
+	dropped []DroppedPeer
 }
 
 func (w *worker) run(ctx context.Context) {
@@ -183,6 +187,7 @@ func (w *worker) pull(ctx context.Context, cur, target digest.Digest) error {
 	defer func() { <-w.a.slots }()
 
 	w.a.pin(w.pin, target)
+	w.setSources(nil, nil)
 	start := time.Now()
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -194,9 +199,17 @@ func (w *worker) pull(ctx context.Context, cur, target digest.Digest) error {
 	if w.a.opts.Verify != nil {
 		opts.Verify = func(ctx context.Context, desc ocispec.Descriptor) error { return w.a.opts.Verify(ctx, w.d, desc) }
 	}
+	opts.Peers, _ = ParsePeers(w.d.Peers) // Validate accepted it
+	if len(opts.Peers) > 0 && opts.PeerTLS == nil {
+		w.a.log.Warn("site peers are listed but this puller has no peer TLS configuration: fetching without them", "artifact", w.d.Name, "peers", len(opts.Peers))
+	}
 	pinned := w.ref.Registry + "/" + w.ref.Repository + "@" + target.String()
 	_, art, res, err := fetch.Pull(pctx, w.a.st, pinned, opts)
 	w.a.metrics.pulled(res)
+	w.setSources(sourcesOf(res))
+	for _, d := range res.Dropped {
+		w.a.log.Warn("site peer dropped for this pull", "artifact", w.d.Name, "peer", d.Node, "reason", d.Reason, "err", d.Err)
+	}
 	if refused := p.refusal(); refused != nil {
 		w.a.unpin(w.pin) // its layers are not wanted
 		return refused
@@ -218,7 +231,8 @@ func (w *worker) pull(ctx context.Context, cur, target digest.Digest) error {
 	}
 	w.a.metrics.duration.Observe(time.Since(start).Seconds())
 	w.a.log.Info("version activated", "artifact", w.d.Name, "digest", target, "dir", path,
-		"fetched", res.Fetched, "reused", res.Reused, "resumed", res.Resumed, "retries", res.Retries,
+		"fetched", res.Fetched, "fromOrigin", res.FromOrigin, "fromPeers", res.FromPeers, "fromMirrors", res.FromMirrors,
+		"reused", res.Reused, "resumed", res.Resumed, "retries", res.Retries,
 		"took", time.Since(start).Round(time.Millisecond))
 	w.report(Ready, target, "")
 	w.a.kickGC()
@@ -325,6 +339,7 @@ func (a *Agent) saveState(d Desired, st artifactState) error {
 
 func (w *worker) report(phase Phase, cur digest.Digest, msg string) {
 	s := Status{Name: w.d.Name, Reference: w.d.Reference, Phase: phase, Digest: cur, Message: msg, Upload: w.uploadStatus()}
+	s.Sources, s.DroppedPeers = w.lastSources()
 	if cur != "" {
 		s.Path = filepath.Join(w.root, "current")
 	}
@@ -333,6 +348,20 @@ func (w *worker) report(phase Phase, cur digest.Digest, msg string) {
 		s.BytesDone = s.BytesTotal
 	}
 	w.a.report(s)
+}
+
+func (w *worker) setSources(s *ByteSources, dropped []DroppedPeer) {
+	w.mu.Lock()
+	w.sources, w.dropped = s, dropped
+	w.mu.Unlock()
+}
+
+// lastSources returns the last pull's sources and dropped peers; the
+// caller may keep them: they are never changed, only replaced.
+func (w *worker) lastSources() (*ByteSources, []DroppedPeer) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.sources, w.dropped
 }
 
 // sizeOf is the bytes of a version's config and layers, from its manifest
@@ -422,6 +451,7 @@ func (p *progress) event(e fetch.Event) {
 	p.mu.Unlock()
 	w := p.w
 	s := Status{Name: w.d.Name, Reference: w.d.Reference, Phase: Pulling, Digest: p.cur, BytesDone: done, BytesTotal: total, Upload: w.uploadStatus()}
+	s.Sources, s.DroppedPeers = w.lastSources()
 	if p.cur != "" {
 		s.Path = filepath.Join(w.root, "current")
 	}

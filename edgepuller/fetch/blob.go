@@ -33,8 +33,9 @@ const bufferSize = 1 << 20
 const progressEvery = 200 * time.Millisecond
 
 // FetchBlob downloads the blob desc of repo ("host[:port]/name") into st,
-// trying opts.Mirrors first, resuming a partial left by an earlier call and
-// verifying the digest. A blob already in st is not downloaded.
+// trying opts.Peers and opts.Mirrors first, resuming a partial left by an
+// earlier call and verifying the digest. A blob already in st is not
+// downloaded.
 func FetchBlob(ctx context.Context, st *store.Store, repo string, desc ocispec.Descriptor, opts Options) (Result, error) {
 	ref, err := registry.ParseReference(repo)
 	if err != nil {
@@ -45,8 +46,10 @@ func FetchBlob(ctx context.Context, st *store.Store, repo string, desc ocispec.D
 	if err != nil {
 		return Result{}, err
 	}
+	defer p.close()
 	ctx, cancel := withPullTimeout(ctx, p.opts)
 	defer cancel()
+	defer p.announce(desc)()
 	err = p.fetchBlob(ctx, desc, desc.Annotations[ocispec.AnnotationTitle])
 	return p.result(), explainTimeout(ctx, p.opts, err)
 }
@@ -57,16 +60,23 @@ type puller struct {
 	st    *store.Store
 	ref   registry.Reference // the repository at the origin
 	opts  Options
-	srcs  []source // mirrors in order, then the origin
+	srcs  []source // peers in order, then mirrors in order, then the origin
 	meta  remote.Client
 	blob  remote.Client
 	limit *Limiter
+	// peerMeta and peerBlob reach peers; peerTr is their transport, closed
+	// with the pull. Nil without peers.
+	peerMeta, peerBlob remote.Client
+	peerTr             *http.Transport
 
-	fetched, reused  atomic.Int64
-	resumed, retries atomic.Int64
+	fetched, reused                    atomic.Int64
+	fromOrigin, fromPeers, fromMirrors atomic.Int64
+	resumed, retries                   atomic.Int64
 
-	mu   sync.Mutex
-	down map[string]bool // mirrors that could not be reached during this pull
+	mu      sync.Mutex
+	down    map[string]bool        // mirrors that could not be reached during this pull
+	dropped map[string]DroppedPeer // peers dropped during this pull, by node
+	drops   []string               // their nodes, in the order they were dropped
 }
 
 func newPuller(st *store.Store, ref registry.Reference, opts Options) (*puller, error) {
@@ -77,19 +87,73 @@ func newPuller(st *store.Store, ref registry.Reference, opts Options) (*puller, 
 	}
 	meta, blob := clients(opts.Client)
 	meta = WithRequestTimeout(meta, opts.RequestTimeout)
-	return &puller{
+	p := &puller{
 		st: st, ref: ref, opts: opts, srcs: srcs, meta: meta, blob: blob,
-		limit: opts.limiter(),
-		down:  map[string]bool{},
-	}, nil
+		limit:   opts.limiter(),
+		down:    map[string]bool{},
+		dropped: map[string]DroppedPeer{},
+	}
+	if len(srcs) > 0 && srcs[0].peer {
+		p.peerTr = newPeerTransport(opts.PeerTLS)
+		pc := newPeerClient(p.peerTr)
+		p.peerMeta, p.peerBlob = WithRequestTimeout(pc, opts.RequestTimeout), pc
+	}
+	return p, nil
+}
+
+// close lets go of the connections to peers.
+func (p *puller) close() {
+	if p.peerTr != nil {
+		p.peerTr.CloseIdleConnections()
+	}
+}
+
+// metaClient and blobClient are the clients for s: the registry client,
+// with its credentials, for mirrors and the origin; the peer client, with
+// none, for peers.
+func (p *puller) metaClient(s source) remote.Client {
+	if s.peer {
+		return p.peerMeta
+	}
+	return p.meta
+}
+
+func (p *puller) blobClient(s source) remote.Client {
+	if s.peer {
+		return p.peerBlob
+	}
+	return p.blob
+}
+
+// received counts n bytes that arrived from s.
+func (p *puller) received(s source, n int64) {
+	p.fetched.Add(n)
+	switch {
+	case s.peer:
+		p.fromPeers.Add(n)
+	case s.mirror:
+		p.fromMirrors.Add(n)
+	default:
+		p.fromOrigin.Add(n)
+	}
 }
 
 func (p *puller) result() Result {
+	p.mu.Lock()
+	var dropped []DroppedPeer
+	for _, node := range p.drops {
+		dropped = append(dropped, p.dropped[node])
+	}
+	p.mu.Unlock()
 	return Result{
-		Fetched: p.fetched.Load(),
-		Reused:  p.reused.Load(),
-		Resumed: int(p.resumed.Load()),
-		Retries: int(p.retries.Load()),
+		Fetched:     p.fetched.Load(),
+		FromOrigin:  p.fromOrigin.Load(),
+		FromPeers:   p.fromPeers.Load(),
+		FromMirrors: p.fromMirrors.Load(),
+		Dropped:     dropped,
+		Reused:      p.reused.Load(),
+		Resumed:     int(p.resumed.Load()),
+		Retries:     int(p.retries.Load()),
 	}
 }
 
@@ -101,14 +165,26 @@ func (p *puller) emit(e Event) {
 	}
 }
 
-// usable lists the sources to try, leaving out mirrors found down during
-// this pull and those in skip.
+// announce tells Options.Announce about desc and returns its done func
+// (a no-op without Announce).
+func (p *puller) announce(desc ocispec.Descriptor) (done func()) {
+	if p.opts.Announce == nil {
+		return func() {}
+	}
+	if done := p.opts.Announce(desc); done != nil {
+		return sync.OnceFunc(done)
+	}
+	return func() {}
+}
+
+// usable lists the sources to try, leaving out the peers dropped and the
+// mirrors found down during this pull, and the mirrors in skip.
 func (p *puller) usable(skip map[string]bool) []source {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []source
 	for _, s := range p.srcs {
-		if s.mirror && (p.down[s.host] || skip[s.host]) {
+		if p.goneLocked(s) || s.mirror && skip[s.host] {
 			continue
 		}
 		out = append(out, s)
@@ -116,10 +192,56 @@ func (p *puller) usable(skip map[string]bool) []source {
 	return out
 }
 
+// gone reports a peer dropped or a mirror found down since the caller
+// listed its sources: another blob of the pull found out.
+func (p *puller) gone(s source) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.goneLocked(s)
+}
+
+func (p *puller) goneLocked(s source) bool {
+	switch {
+	case s.peer:
+		_, ok := p.dropped[s.node]
+		return ok
+	case s.mirror:
+		return p.down[s.host]
+	}
+	return false
+}
+
 func (p *puller) markDown(s source) {
 	p.mu.Lock()
 	p.down[s.host] = true
 	p.mu.Unlock()
+}
+
+// drop stops using the peer s for the rest of the pull. A peer is listed
+// once, with the first reason found.
+func (p *puller) drop(s source, reason string, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.dropped[s.node]; ok {
+		return
+	}
+	p.dropped[s.node] = DroppedPeer{Node: s.node, Reason: reason, Err: err}
+	p.drops = append(p.drops, s.node)
+}
+
+// dropOnError drops the peer s if err, from a manifest request, says that
+// it should be (see peerReason); a 404 or a 5xx only passes to the next
+// source.
+func (p *puller) dropOnError(s source, err error) {
+	if !s.peer {
+		if s.mirror && isSilent(err) {
+			p.markDown(s)
+		}
+		return
+	}
+	if reason := peerReason(err); reason != "" {
+		p.drop(s, reason, fmt.Errorf("%s: %w", s, err))
+	}
 }
 
 // fetchBlob makes desc present in the store, or says why it cannot.
@@ -136,8 +258,8 @@ func (p *puller) fetchBlob(ctx context.Context, desc ocispec.Descriptor, name st
 	} else if ok {
 		return skipped()
 	}
-	var skip map[string]bool
-	for try := 0; ; try++ {
+	skip := map[string]bool{}
+	for originCopies := 0; ; {
 		used, err := p.transfer(ctx, desc, name, skip)
 		switch {
 		case err == nil:
@@ -148,26 +270,44 @@ func (p *puller) fetchBlob(ctx context.Context, desc ocispec.Descriptor, name st
 			// Committed by another pull of the same digest while we waited
 			// for its ingest lock.
 			return skipped()
-		case errors.Is(err, content.ErrMismatchedDigest) && try == 0:
-			// The store has dropped the bad copy. Fetch once more from 0, so
-			// that a single corrupted transfer does not fail the pull, but
-			// not from a mirror that supplied any of the bad bytes.
-			skip = map[string]bool{}
-			for _, s := range used {
-				if s.mirror {
-					skip[s.host] = true
+		case errors.Is(err, content.ErrMismatchedDigest):
+			// The store has dropped the bad copy; fetch again from 0, not
+			// from a peer or mirror that supplied any of the bad bytes.
+			// Each such copy rules out one more source, so a site of lying
+			// peers ends at the origin. A copy the origin alone supplied is
+			// fetched once more, so that a single corrupted transfer does
+			// not fail the pull.
+			if !p.blame(desc, used, skip) {
+				if originCopies++; originCopies > 1 {
+					return p.failed(ev, fmt.Errorf("fetch blob %s from %s: downloaded twice from byte 0 and both copies were corrupt, so the registry or a proxy on the way serves bad data; nothing was stored: %w",
+						desc.Digest, p.repoName(), err))
 				}
 			}
 			p.retries.Add(1)
 			ev.Kind, ev.Offset, ev.Err = Retrying, 0, err
 			p.emit(ev)
 			continue
-		case errors.Is(err, content.ErrMismatchedDigest):
-			return p.failed(ev, fmt.Errorf("fetch blob %s from %s: downloaded twice from byte 0 and both copies were corrupt, so the registry or a proxy on the way serves bad data; nothing was stored: %w",
-				desc.Digest, p.repoName(), err))
 		}
 		return p.failed(ev, fmt.Errorf("fetch blob %s from %s: %w", desc.Digest, p.repoName(), err))
 	}
+}
+
+// blame rules out the peers and mirrors that supplied bytes of a copy of
+// desc that did not match its digest: a peer is dropped for the pull, a
+// mirror skipped for this blob. It reports whether any was.
+func (p *puller) blame(desc ocispec.Descriptor, used []source, skip map[string]bool) bool {
+	blamed := false
+	for _, s := range used {
+		switch {
+		case s.peer:
+			p.drop(s, PeerCorrupt, fmt.Errorf("%s served bytes of blob %s that did not match its digest", s, desc.Digest))
+			blamed = true
+		case s.mirror:
+			skip[s.host] = true
+			blamed = true
+		}
+	}
+	return blamed
 }
 
 func (p *puller) failed(ev Event, err error) error {
@@ -200,6 +340,10 @@ func (p *puller) transfer(ctx context.Context, desc ocispec.Descriptor, name str
 	dl := &download{p: p, desc: desc, name: name, w: w, buf: buf}
 	for i, failures := 0, 0; w.Offset() < desc.Size; {
 		src := srcs[i]
+		if !src.origin() && p.gone(src) {
+			i, failures = i+1, 0 // another blob of this pull found it out
+			continue
+		}
 		before := w.Offset()
 		aerr := dl.attempt(ctx, src)
 		if w.Offset() > before {
@@ -212,14 +356,12 @@ func (p *puller) transfer(ctx context.Context, desc ocispec.Descriptor, name str
 		if err := ctx.Err(); err != nil {
 			return used, fmt.Errorf("interrupted at offset %d of %d, the partial is kept: %w", w.Offset(), desc.Size, err)
 		}
+		if aerr.kind == local {
+			return used, aerr
+		}
 		failures++
 		ev := Event{Digest: desc.Digest, Name: name, Kind: Retrying, Total: desc.Size, Err: aerr}
-		// A mirror that asks us to come back later is not waited for: the
-		// origin is the alternative.
-		if src.mirror && (aerr.kind != transient || aerr.retryAfter > 0 || failures >= mirrorAttempts) {
-			if aerr.kind == unreachable {
-				p.markDown(src)
-			}
+		if p.passOn(src, aerr, failures) {
 			i, failures = i+1, 0
 			p.retries.Add(1)
 			ev.Offset, ev.Err = w.Offset(), fmt.Errorf("%w; trying the next source", aerr)
@@ -252,21 +394,90 @@ func (p *puller) transfer(ctx context.Context, desc ocispec.Descriptor, name str
 	return used, w.Commit(ctx)
 }
 
+// passOn decides, after a failed attempt at a peer or a mirror, whether
+// to go on to the next source, and drops the peer or marks the mirror down
+// when the failure says so. The origin is never passed on: it is the last.
+// A shortcut is not waited for: a mirror that asks us to come back later,
+// or fails a few times, or a peer that does not hold the blob, and the
+// next source takes over; a peer that misbehaves is dropped at once.
+func (p *puller) passOn(src source, aerr *attemptError, failures int) bool {
+	switch {
+	case src.peer:
+		if reason := aerr.peerReason(); reason != "" {
+			p.drop(src, reason, aerr)
+			return true
+		}
+	case src.mirror:
+		if aerr.kind == unreachable {
+			p.markDown(src)
+		}
+	default:
+		return false
+	}
+	return aerr.kind != transient || aerr.retryAfter > 0 || failures >= mirrorAttempts
+}
+
 // failure classifies a failed attempt.
 type failure int
 
 const (
 	transient   failure = iota // retry here after a backoff: 5xx, 429, cuts, stalls
 	restart                    // the ingest was reset to 0; retry here at once
-	unreachable                // cannot connect: a mirror is skipped for the rest of the pull
-	notFound                   // 404: a mirror falls through, the origin fails
-	fatal                      // retrying cannot help: 401, 403, other 4xx, TLS, disk
+	unreachable                // cannot connect: a mirror is skipped, a peer dropped, for the rest of the pull
+	notFound                   // 404: a peer or mirror falls through, the origin fails
+	fatal                      // retrying cannot help: 401, 403, other 4xx, TLS
+	local                      // this node's disk failed: no source can help
 )
 
 type attemptError struct {
 	kind       failure
 	retryAfter time.Duration
-	err        error
+	// reason, for a peer, is why it is dropped when kind alone does not
+	// say it (see peerReason).
+	reason string
+	err    error
+}
+
+// peerReason is why a peer that failed so is dropped for the pull, or ""
+// if it is not: a 404 (it does not hold the blob) or a transient failure
+// only passes to the next source.
+func (e *attemptError) peerReason() string {
+	switch {
+	case e.reason != "":
+		return e.reason
+	case e.kind == unreachable:
+		return PeerUnreachable
+	case e.kind == fatal:
+		return PeerRefused
+	}
+	return ""
+}
+
+// peerReason says why a peer whose manifest request failed with err is
+// dropped, or "" if it is not (see attemptError.peerReason).
+func peerReason(err error) string {
+	var (
+		aerr    *attemptError
+		respErr *errcode.ErrorResponse
+	)
+	switch {
+	case errors.As(err, &aerr):
+		return aerr.peerReason()
+	case errors.Is(err, content.ErrMismatchedDigest), errors.Is(err, content.ErrTrailingData):
+		return PeerCorrupt
+	case errors.Is(err, errRequestTimeout):
+		return PeerStalled
+	case isUnreachable(err):
+		return PeerUnreachable
+	case isTLSRefusal(err):
+		return PeerRefused
+	case errors.As(err, &respErr):
+		if c := respErr.StatusCode; c == http.StatusNotFound || c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500 {
+			return ""
+		}
+		return PeerRefused
+	}
+	return ""
 }
 
 func (e *attemptError) Error() string { return e.err.Error() }
@@ -308,12 +519,12 @@ func (d *download) attempt(ctx context.Context, src source) *attemptError {
 
 	req, err := http.NewRequestWithContext(auth.AppendRepositoryScope(actx, ref, auth.ActionPull), http.MethodGet, src.blobURL(ref), nil)
 	if err != nil {
-		return failf(fatal, "%s: build request: %w", src, err)
+		return failf(local, "%s: build request: %w", src, err)
 	}
 	if off > 0 {
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
 	}
-	resp, err := p.blob.Do(req)
+	resp, err := p.blobClient(src).Do(req)
 	stall.Stop()
 	if err != nil {
 		return d.networkError(actx, src, err)
@@ -324,7 +535,9 @@ func (d *download) attempt(ctx context.Context, src source) *attemptError {
 	switch resp.StatusCode {
 	case http.StatusOK:
 		if resp.ContentLength >= 0 && resp.ContentLength != desc.Size {
-			return failf(fatal, "%s sent %d bytes for a blob of %d bytes: it is not this blob", src, resp.ContentLength, desc.Size)
+			e := failf(fatal, "%s sent %d bytes for a blob of %d bytes: it is not this blob", src, resp.ContentLength, desc.Size)
+			e.reason = PeerCorrupt
+			return e
 		}
 		// The server ignored Range and sends the blob from byte 0. Read and
 		// drop what the ingest already holds instead of resetting it: the
@@ -346,7 +559,7 @@ func (d *download) attempt(ctx context.Context, src source) *attemptError {
 		return statusError(src, resp)
 	}
 
-	body := newMeter(actx, &stallReader{r: resp.Body, t: stall, d: p.opts.StallTimeout}, p.limit, func(n int) { p.fetched.Add(int64(n)) })
+	body := newMeter(actx, &stallReader{r: resp.Body, t: stall, d: p.opts.StallTimeout}, p.limit, func(n int) { p.received(src, int64(n)) })
 	for discard > 0 {
 		n, err := body.Read(d.buf[:min(int64(len(d.buf)), discard)])
 		discard -= int64(n)
@@ -358,7 +571,7 @@ func (d *download) attempt(ctx context.Context, src source) *attemptError {
 		n, rerr := body.Read(d.buf[:min(int64(len(d.buf)), desc.Size-w.Offset())])
 		if n > 0 {
 			if _, err := w.Write(d.buf[:n]); err != nil {
-				return failf(fatal, "write to the blob store: %w", err)
+				return failf(local, "write to the blob store: %w", err)
 			}
 			d.progress()
 		}
@@ -371,7 +584,7 @@ func (d *download) attempt(ctx context.Context, src source) *attemptError {
 
 func (d *download) reset(err error) *attemptError {
 	if rerr := d.w.Reset(); rerr != nil {
-		return failf(fatal, "%w: %w", err, rerr)
+		return failf(local, "%w: %w", err, rerr)
 	}
 	return &attemptError{kind: restart, err: err}
 }
@@ -388,7 +601,9 @@ func (d *download) cut(ctx context.Context, src source, err error) *attemptError
 	at := d.w.Offset()
 	switch {
 	case errors.Is(context.Cause(ctx), errStalled):
-		return failf(transient, "%s sent nothing for %s at offset %d of %d", src, d.p.opts.StallTimeout, at, d.desc.Size)
+		e := failf(transient, "%s sent nothing for %s at offset %d of %d", src, d.p.opts.StallTimeout, at, d.desc.Size)
+		e.reason = PeerStalled
+		return e
 	case err == io.EOF:
 		return failf(transient, "%s ended the body at offset %d of %d", src, at, d.desc.Size)
 	}
@@ -400,10 +615,15 @@ func (d *download) networkError(ctx context.Context, src source, err error) *att
 		// A mirror that says nothing at all is not waited for again in
 		// this pull: every blob would pay StallTimeout for it.
 		kind := transient
-		if src.mirror {
+		if !src.origin() {
 			kind = unreachable
 		}
-		return failf(kind, "%s did not answer within %s", src, d.p.opts.StallTimeout)
+		e := failf(kind, "%s did not answer within %s", src, d.p.opts.StallTimeout)
+		e.reason = PeerStalled
+		return e
+	}
+	if src.peer {
+		return peerNetworkError(src, err)
 	}
 	var (
 		certErr *tls.CertificateVerificationError
@@ -426,6 +646,35 @@ func (d *download) networkError(ctx context.Context, src source, err error) *att
 		return failf(unreachable, "%s: cannot connect: %w", src, err)
 	}
 	return failf(transient, "%s: %w", src, err)
+}
+
+// peerNetworkError classifies a request to a peer that got no response.
+func peerNetworkError(src source, err error) *attemptError {
+	switch {
+	case isTLSRefusal(err):
+		e := failf(fatal, "%s: TLS: %w; every puller of the site needs a certificate from the site CA (the chart's peer Secret)", src, err)
+		e.reason = PeerRefused
+		return e
+	case isUnreachable(err):
+		return failf(unreachable, "%s: cannot connect: %w", src, err)
+	}
+	return failf(transient, "%s: %w", src, err)
+}
+
+// isTLSRefusal reports a TLS handshake that failed on either side: a
+// server certificate this node does not trust, a server that refused this
+// node's certificate (its alert), or a server that speaks no TLS.
+func isTLSRefusal(err error) bool {
+	var (
+		certErr *tls.CertificateVerificationError
+		authErr x509.UnknownAuthorityError
+		hostErr x509.HostnameError
+		recErr  tls.RecordHeaderError
+		opErr   *net.OpError
+	)
+	return errors.As(err, &certErr) || errors.As(err, &authErr) || errors.As(err, &hostErr) || errors.As(err, &recErr) ||
+		errors.As(err, &opErr) && opErr.Op == "remote error" ||
+		strings.Contains(err.Error(), "server gave HTTP response to HTTPS client")
 }
 
 // isSilent reports a source that cannot be reached or did not answer
@@ -452,6 +701,9 @@ func statusError(src source, resp *http.Response) *attemptError {
 	if msg := registryMessage(resp.Body); msg != "" {
 		what += " (" + msg + ")"
 	}
+	if src.peer {
+		return peerStatusError(what, code)
+	}
 	switch {
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
 		e := failf(transient, "%s", what)
@@ -467,6 +719,21 @@ func statusError(src source, resp *http.Response) *attemptError {
 		return failf(fatal, "%s: the credentials for %s may not pull this repository; ask its owner for pull access", what, src.host)
 	}
 	return failf(fatal, "%s", what)
+}
+
+// peerStatusError classifies a peer's answer that carries no blob: a peer
+// that does not hold it passes to the next source, a busy one is not
+// waited for, any other answer is a refusal.
+func peerStatusError(what string, code int) *attemptError {
+	switch {
+	case code == http.StatusNotFound:
+		return failf(notFound, "%s: it does not hold the blob: %w", what, errdef.ErrNotFound)
+	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable || code == http.StatusRequestTimeout || code >= 500:
+		return failf(transient, "%s", what)
+	}
+	e := failf(fatal, "%s: the peer refused the request", what)
+	e.reason = PeerRefused
+	return e
 }
 
 // stallReader arms the stall timer while it waits for the network, and only

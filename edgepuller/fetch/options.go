@@ -51,8 +51,12 @@ type Options struct {
 	// Announce, if set, is told about every blob (the manifest first, then
 	// the config and the layers once the manifest is known) before it is
 	// fetched; the done func it returns is called when the pull no longer
-	// fetches it. The node's peer server uses it to hold a peer's request
-	// for a blob this node is about to fetch, rather than answer 404.
+	// fetches it, whether it succeeded or not. The node's peer server uses
+	// it to hold a peer's request for a blob this node is about to fetch,
+	// rather than answer 404. The manifest of a pull by digest is announced
+	// before anything is known of it but its digest: its Size is then -1,
+	// and it is in the store once its bytes are verified (a manifest is
+	// stored whole, never streamed through an ingest).
 	Announce func(ocispec.Descriptor) (done func())
 	// PlainHTTP reaches the origin over plain HTTP instead of HTTPS.
 	PlainHTTP bool
@@ -217,9 +221,22 @@ type Peer struct {
 // DroppedPeer is a peer a pull stopped using, and why.
 type DroppedPeer struct {
 	Node   string
-	Reason string // Corrupt, Stalled, Unreachable or Refused
+	Reason string // PeerCorrupt, PeerStalled, PeerUnreachable or PeerRefused
 	Err    error
 }
+
+// Why a peer is dropped (DroppedPeer.Reason).
+const (
+	// PeerCorrupt: it served bytes that did not match their digest.
+	PeerCorrupt = "Corrupt"
+	// PeerStalled: it sent nothing for StallTimeout.
+	PeerStalled = "Stalled"
+	// PeerUnreachable: it could not be connected to.
+	PeerUnreachable = "Unreachable"
+	// PeerRefused: the TLS handshake failed, or it refused the request
+	// (an HTTP error other than 404 and 5xx).
+	PeerRefused = "Refused"
+)
 
 // Result sums up what a Pull or FetchBlob did.
 type Result struct {

@@ -40,6 +40,7 @@ func Pull(ctx context.Context, st *store.Store, ref string, opts Options) (manif
 	if err != nil {
 		return ocispec.Descriptor{}, nil, Result{}, fmt.Errorf("pull %s: %w", ref, err)
 	}
+	defer p.close()
 	ctx, cancel := withPullTimeout(ctx, p.opts)
 	defer cancel()
 	manifest, a, err = p.pull(ctx, r.Reference)
@@ -50,11 +51,7 @@ func Pull(ctx context.Context, st *store.Store, ref string, opts Options) (manif
 }
 
 func (p *puller) pull(ctx context.Context, reference string) (ocispec.Descriptor, *artifact.Artifact, error) {
-	desc, err := p.resolve(ctx, reference)
-	if err != nil {
-		return ocispec.Descriptor{}, nil, err
-	}
-	b, err := p.manifest(ctx, desc)
+	desc, b, err := p.resolveManifest(ctx, reference)
 	if err != nil {
 		return desc, nil, err
 	}
@@ -72,11 +69,19 @@ func (p *puller) pull(ctx context.Context, reference string) (ocispec.Descriptor
 	if err := json.Unmarshal(b, &m); err != nil {
 		return desc, nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
+	done := p.announceBlobs(m)
+	defer func() {
+		for _, f := range done {
+			f() // what was not fetched: a failure, a refusal
+		}
+	}()
 	if m.Config.Digest != "" {
 		if m.Config.Size > artifact.MaxManifestBytes {
 			return desc, nil, fmt.Errorf("config %s is %d bytes, more than the %d MiB limit for configs", m.Config.Digest, m.Config.Size, artifact.MaxManifestBytes>>20)
 		}
-		if err := p.fetchBlob(ctx, m.Config, ""); err != nil {
+		err := p.fetchBlob(ctx, m.Config, "")
+		done[m.Config.Digest]()
+		if err != nil {
 			return desc, nil, fmt.Errorf("config: %w", err)
 		}
 	}
@@ -105,7 +110,9 @@ func (p *puller) pull(ctx context.Context, reference string) (ocispec.Descriptor
 		seen[l.Digest.String()] = true
 		name := l.Annotations[ocispec.AnnotationTitle]
 		g.Go(func() error {
-			if err := p.fetchBlob(gctx, l, name); err != nil {
+			err := p.fetchBlob(gctx, l, name)
+			done[l.Digest]()
+			if err != nil {
 				if name == "" {
 					name = fmt.Sprintf("%d", i)
 				}
@@ -118,6 +125,40 @@ func (p *puller) pull(ctx context.Context, reference string) (ocispec.Descriptor
 		return desc, a, err
 	}
 	return desc, a, nil
+}
+
+// resolveManifest resolves reference and returns the manifest's
+// descriptor and verified bytes, in the store from then on. A manifest
+// named by digest is announced from the start; one named by a tag once the
+// origin said which digest the tag names.
+func (p *puller) resolveManifest(ctx context.Context, reference string) (ocispec.Descriptor, []byte, error) {
+	ref := p.ref
+	ref.Reference = reference
+	if d, err := ref.Digest(); err == nil {
+		defer p.announce(ocispec.Descriptor{Digest: d, Size: -1})()
+	}
+	desc, err := p.resolve(ctx, reference)
+	if err != nil {
+		return ocispec.Descriptor{}, nil, err
+	}
+	if _, err := ref.Digest(); err != nil {
+		defer p.announce(desc)()
+	}
+	b, err := p.manifest(ctx, desc)
+	return desc, b, err
+}
+
+// announceBlobs announces the config and the layers of m, and returns
+// their done funcs, each safe to call more than once.
+func (p *puller) announceBlobs(m ocispec.Manifest) map[digest.Digest]func() {
+	done := map[digest.Digest]func(){}
+	for _, d := range append([]ocispec.Descriptor{m.Config}, m.Layers...) {
+		if d.Digest == "" || done[d.Digest] != nil {
+			continue
+		}
+		done[d.Digest] = p.announce(d)
+	}
+	return done
 }
 
 // resolve finds what reference names. Only the origin says what a tag
@@ -145,20 +186,18 @@ func (p *puller) resolve(ctx context.Context, reference string) (ocispec.Descrip
 	var errs []error
 	for _, s := range p.usable(nil) {
 		var desc ocispec.Descriptor
-		if s.mirror {
-			desc, err = p.mirrorManifest(ctx, s, d)
-		} else {
+		if s.origin() {
 			desc, err = s.repository(p.ref, p.meta).Resolve(ctx, reference)
 			if err == nil && desc.Digest != d {
 				err = fmt.Errorf("answered with %s for a digest reference", desc.Digest)
 			}
+		} else {
+			desc, err = p.shortcutManifest(ctx, s, d)
 		}
 		if err == nil {
 			return desc, nil
 		}
-		if s.mirror && isSilent(err) {
-			p.markDown(s)
-		}
+		p.dropOnError(s, err)
 		errs = append(errs, fmt.Errorf("%s: %w", s, err))
 	}
 	return ocispec.Descriptor{}, fmt.Errorf("resolve %s: %w%s", reference, joinErrors(errs), resolveHint(errs))
@@ -176,10 +215,10 @@ func (p *puller) storedManifest(ctx context.Context, d digest.Digest) (ocispec.D
 	return describeManifest(d, b), true
 }
 
-// mirrorManifest fetches the manifest d from the mirror s, verifies it and
-// stores it, and describes it from its own bytes.
-func (p *puller) mirrorManifest(ctx context.Context, s source, d digest.Digest) (ocispec.Descriptor, error) {
-	_, rc, err := s.repository(p.ref, p.meta).FetchReference(ctx, d.String())
+// shortcutManifest fetches the manifest d from the peer or mirror s,
+// verifies it and stores it, and describes it from its own bytes.
+func (p *puller) shortcutManifest(ctx context.Context, s source, d digest.Digest) (ocispec.Descriptor, error) {
+	_, rc, err := s.repository(p.ref, p.metaClient(s)).FetchReference(ctx, d.String())
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
@@ -188,12 +227,12 @@ func (p *puller) mirrorManifest(ctx context.Context, s source, d digest.Digest) 
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("read manifest %s: %w", d, err)
 	}
-	p.fetched.Add(int64(len(b)))
+	p.received(s, int64(len(b)))
 	if len(b) > artifact.MaxManifestBytes {
-		return ocispec.Descriptor{}, fmt.Errorf("manifest %s is more than the %d MiB limit for manifests", d, artifact.MaxManifestBytes>>20)
+		return ocispec.Descriptor{}, fmt.Errorf("manifest %s is more than the %d MiB limit for manifests: %w", d, artifact.MaxManifestBytes>>20, content.ErrTrailingData)
 	}
 	if got := digest.FromBytes(b); got != d {
-		return ocispec.Descriptor{}, fmt.Errorf("manifest %s: %w: the mirror served content with digest %s", d, content.ErrMismatchedDigest, got)
+		return ocispec.Descriptor{}, fmt.Errorf("manifest %s: %w: %s served content with digest %s", d, content.ErrMismatchedDigest, s, got)
 	}
 	desc := describeManifest(d, b)
 	if err := p.st.Push(ctx, desc, bytes.NewReader(b)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
@@ -229,7 +268,7 @@ func resolveHint(errs []error) string {
 }
 
 // manifest returns the manifest's bytes, verified against desc and stored
-// in the store: from the store if there, else from the mirrors, else from
+// in the store: from the store if there, else from the peers, the mirrors,
 // the origin.
 func (p *puller) manifest(ctx context.Context, desc ocispec.Descriptor) ([]byte, error) {
 	if ok, err := p.st.Exists(ctx, desc); err == nil && ok {
@@ -241,15 +280,13 @@ func (p *puller) manifest(ctx context.Context, desc ocispec.Descriptor) ([]byte,
 	}
 	var errs []error
 	for _, s := range p.usable(nil) {
-		b, err := artifact.FetchLimited(ctx, s.repository(p.ref, p.meta), desc)
+		b, err := artifact.FetchLimited(ctx, s.repository(p.ref, p.metaClient(s)), desc)
 		if err != nil {
-			if s.mirror && isSilent(err) {
-				p.markDown(s)
-			}
+			p.dropOnError(s, err)
 			errs = append(errs, fmt.Errorf("%s: %w", s, err))
 			continue
 		}
-		p.fetched.Add(int64(len(b)))
+		p.received(s, int64(len(b)))
 		if err := p.st.Push(ctx, desc, bytes.NewReader(b)); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
 			return nil, fmt.Errorf("store manifest %s: %w", desc.Digest, err)
 		}

@@ -1,9 +1,12 @@
 package fetch
 
 import (
+	"crypto/tls"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
@@ -11,12 +14,16 @@ import (
 	"oras.land/oras-go/v2/registry/remote/retry"
 )
 
-// source is one place a repository's content can come from: a mirror or
-// the origin registry.
+// source is one place a repository's content can come from: a site peer,
+// a mirror or the origin registry.
 type source struct {
 	host   string // host[:port]
 	plain  bool   // http instead of https
 	mirror bool
+	// peer is another node of the site; node is its name. A peer gets no
+	// registry credentials (see puller.peerClient).
+	peer bool
+	node string
 	// ns is the origin host, sent to mirrors as ?ns= like containerd does,
 	// so that one mirror (Spegel, Dragonfly, a pull-through cache) can
 	// serve several upstreams.
@@ -24,11 +31,18 @@ type source struct {
 }
 
 func (s source) String() string {
-	if s.mirror {
+	switch {
+	case s.peer:
+		return "peer " + s.node + " (" + s.host + ")"
+	case s.mirror:
 		return "mirror " + s.host
 	}
 	return s.host
 }
+
+// origin reports the registry itself, the last source and the only one
+// whose word on a tag is taken.
+func (s source) origin() bool { return !s.peer && !s.mirror }
 
 func (s source) baseURL(repo string) string {
 	scheme := "https"
@@ -63,8 +77,32 @@ func parseMirror(m, origin string) (source, error) {
 	return s, nil
 }
 
+// parsePeer checks a peer given in Options.Peers: a node name for reports
+// and host:port, dialled over TLS.
+func parsePeer(p Peer) (source, error) {
+	host, port, err := net.SplitHostPort(p.Addr)
+	if p.Node == "" || strings.ContainsAny(p.Node, " /") {
+		return source{}, fmt.Errorf("peer %q at %s: want the peer's node name", p.Node, p.Addr)
+	}
+	if err != nil || host == "" || port == "" || strings.ContainsAny(p.Addr, "/?#@ ") {
+		return source{}, fmt.Errorf("peer %s: address %q: want host:port of its peer server", p.Node, p.Addr)
+	}
+	return source{host: p.Addr, peer: true, node: p.Node}, nil
+}
+
+// sources lists where content is looked for, in order: the peers (only
+// with PeerTLS), the mirrors, the origin.
 func sources(ref registry.Reference, opts Options) ([]source, error) {
 	var out []source
+	if opts.PeerTLS != nil {
+		for _, pr := range opts.Peers {
+			s, err := parsePeer(pr)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, s)
+		}
+	}
 	for _, m := range opts.Mirrors {
 		s, err := parseMirror(m, ref.Host())
 		if err != nil {
@@ -101,6 +139,41 @@ func (c nsClient) Do(req *http.Request) (*http.Response, error) {
 }
 
 const userAgent = "barge-edgepuller"
+
+// peerDialTimeout bounds connecting to a peer on the site's LAN: a node
+// that is off answers no SYN, and the pull should fall through to the next
+// source long before the stall timeout.
+const peerDialTimeout = 5 * time.Second
+
+// newPeerTransport is the transport of every request to a peer: a plain
+// one with the site's TLS configuration and no proxy. It never carries the
+// registry client or its credentials, so a peer, or whoever holds a
+// peer's certificate, never sees a registry token.
+func newPeerTransport(cfg *tls.Config) *http.Transport {
+	return &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: peerDialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:     cfg.Clone(),
+		TLSHandshakeTimeout: peerDialTimeout,
+		MaxIdleConnsPerHost: defaultConcurrency,
+		IdleConnTimeout:     90 * time.Second,
+	}
+}
+
+// newPeerClient is the client for peers. It follows no redirect: a peer
+// serves what it holds or says it does not.
+func newPeerClient(tr *http.Transport) peerClient {
+	return peerClient{&http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}}
+}
+
+// peerClient sends requests to peers with the puller's User-Agent.
+type peerClient struct{ c *http.Client }
+
+func (p peerClient) Do(req *http.Request) (*http.Response, error) {
+	req.Header.Set("User-Agent", userAgent)
+	return p.c.Do(req)
+}
 
 // clients returns the client for manifests and the one for blob bodies (see
 // Options.Client).

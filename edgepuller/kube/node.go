@@ -399,7 +399,7 @@ func (n *Node) deliver(set func([]agent.Desired)) {
 		if na.DeletionTimestamp != nil {
 			continue
 		}
-		d := agent.Desired{Name: name, Reference: na.Spec.Reference, Insecure: na.Spec.Insecure}
+		d := agent.Desired{Name: name, Reference: na.Spec.Reference, Insecure: na.Spec.Insecure, Peers: peersOf(na)}
 		if v := na.Spec.Verify; v != nil {
 			d.Verify = agent.VerifyRef{Provider: v.Provider, Keys: v.KeyMaterialName(), Index: v.SignedIndex}
 		}
@@ -434,6 +434,21 @@ func (n *Node) deliver(set func([]agent.Desired)) {
 		set(list)
 	}
 	n.signal(n.kick)
+}
+
+// peersOf is spec.peers as Desired.Peers: node=address pairs, in order.
+// The agent validates them. White space inside a node or an address is
+// made '_', which the agent refuses: "1.2.3.4:5050 evil=…" in one
+// address fails the entry rather than adding a peer.
+func peersOf(na *v1alpha1.NodeArtifact) string {
+	field := func(s string) string {
+		return strings.Join(strings.Fields(s), "_")
+	}
+	var parts []string
+	for _, p := range na.Spec.Peers {
+		parts = append(parts, field(p.Node)+"="+field(p.Address))
+	}
+	return strings.Join(parts, " ")
 }
 
 // Removed is the agent's hook: name's files are gone.

@@ -234,7 +234,7 @@ func (n *Node) patchStatus(ctx context.Context, name string, na *v1alpha1.NodeAr
 		}
 		if e := n.queue[name]; e != nil {
 			e.sent, e.sentAt = transitionOf(s), time.Now()
-			if e.s == s {
+			if e.s.Equal(s) {
 				e.pending = false
 			}
 		}
@@ -325,6 +325,7 @@ func statusOf(na *v1alpha1.NodeArtifact, s agent.Status) v1alpha1.NodeArtifactSt
 		ready.Message = s.Message
 	}
 	ready.Message = truncate(ready.Message)
+	st.Sources, st.DroppedPeers = sourcesOf(na, s)
 	if u := s.Upload; u.Round > 0 {
 		st.Upload = &v1alpha1.UploadStatus{Round: int32(u.Round), Phase: v1alpha1.UploadPhase(u.Phase), Digest: u.Digest.String(),
 			Samples: u.Samples, BytesDone: u.BytesDone, BytesTotal: u.BytesTotal, Message: truncateTo(u.Message, maxUploadMessage)}
@@ -345,6 +346,28 @@ func statusOf(na *v1alpha1.NodeArtifact, s agent.Status) v1alpha1.NodeArtifactSt
 		st.Conditions = nil
 	}
 	return st
+}
+
+// maxDroppedMessage is what the CRD accepts for a dropped peer's message.
+const maxDroppedMessage = 512
+
+// sourcesOf is what status.sources and status.droppedPeers say: the
+// agent's last pull. A puller that restarted has pulled nothing yet and
+// says nothing: while the version the last pull brought is still the one
+// Ready, its record stays; anything else clears it.
+func sourcesOf(na *v1alpha1.NodeArtifact, s agent.Status) (*v1alpha1.ByteSources, []v1alpha1.DroppedPeer) {
+	if s.Sources == nil {
+		if s.Phase == agent.Ready && na.Status.Phase == v1alpha1.NodeArtifactReady && na.Status.Digest == s.Digest.String() {
+			return na.Status.Sources.DeepCopy(), slices.Clone(na.Status.DroppedPeers)
+		}
+		return nil, nil
+	}
+	src := &v1alpha1.ByteSources{Origin: s.Sources.Origin, Peers: s.Sources.Peers, Mirrors: s.Sources.Mirrors}
+	var dropped []v1alpha1.DroppedPeer
+	for _, d := range s.DroppedPeers[:min(len(s.DroppedPeers), v1alpha1.MaxPeers)] {
+		dropped = append(dropped, v1alpha1.DroppedPeer{Node: d.Node, Reason: d.Reason, Message: truncateTo(d.Message, maxDroppedMessage)})
+	}
+	return src, dropped
 }
 
 // statusPatch is st as a JSON merge patch: empty fields are null, so that
@@ -369,6 +392,8 @@ func statusPatch(st v1alpha1.NodeArtifactStatus) map[string]any {
 		"bytesTotal":         st.BytesTotal,
 		"message":            orNull(st.Message),
 		"upload":             uploadPatch(st.Upload),
+		"sources":            sourcesPatch(st.Sources),
+		"droppedPeers":       droppedPatch(st.DroppedPeers),
 		"conditions":         conds,
 	}
 }
@@ -424,6 +449,23 @@ func (n *Node) release(ctx context.Context, name string, na *v1alpha1.NodeArtifa
 	n.released[string(uid)] = true
 	n.mu.Unlock()
 	return nil
+}
+
+// sourcesPatch replaces status.sources whole, or clears it.
+func sourcesPatch(s *v1alpha1.ByteSources) any {
+	if s == nil {
+		return nil
+	}
+	return map[string]any{"origin": s.Origin, "peers": s.Peers, "mirrors": s.Mirrors}
+}
+
+// droppedPatch replaces status.droppedPeers (a list is replaced whole by a
+// merge patch), or clears it.
+func droppedPatch(d []v1alpha1.DroppedPeer) any {
+	if len(d) == 0 {
+		return nil
+	}
+	return d
 }
 
 // uploadPatch replaces status.upload whole: a field the new status does

@@ -105,3 +105,17 @@ func (s *Store) AbortIngest(ctx context.Context, d digest.Digest) error {
 	}
 	return nil
 }
+
+// IngestPath returns the data file of d's partial download, for a reader
+// that follows a blob while it arrives (a node's peer server). The file
+// only grows while a Writer appends to it; a Writer that resumes truncates
+// it to its last checkpoint and Reset truncates it to 0; a digest mismatch
+// or trailing data removes it; Commit renames it to BlobPath(d), so a
+// handle opened on it then reads the committed blob. Its bytes are not
+// verified until Commit. It returns "" if d is not a valid sha256 digest.
+func (s *Store) IngestPath(d digest.Digest) string {
+	if validateDigest(d) != nil {
+		return ""
+	}
+	return filepath.Join(s.ingestDir(d), "data")
+}

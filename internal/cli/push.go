@@ -14,6 +14,7 @@ import (
 
 	"github.com/bargeml/barge/artifact"
 	"github.com/bargeml/barge/dataset"
+	"github.com/bargeml/barge/edgepuller/store"
 )
 
 func newPushCommand(s streams) *cobra.Command {
@@ -29,6 +30,7 @@ func newPushCommand(s streams) *cobra.Command {
 		strict      bool
 		shardBytes  string
 		joint       []string
+		seed        string
 	)
 	cmd := &cobra.Command{
 		Use:   "push DIR REF",
@@ -95,7 +97,15 @@ uploads are remembered in the user's cache directory (barge/uploads).`,
 				return err
 			}
 			p := newProgress(s, out == "json")
-			up, dst := resumableStorage(repo, p)
+			up, ps := resumableStorage(repo, p)
+			var dst artifact.Storage = ps
+			if seed != "" {
+				st, err := store.Open(seed, store.Options{})
+				if err != nil {
+					return fmt.Errorf("--store: %w", err)
+				}
+				dst = seedStorage{Storage: ps, st: st}
+			}
 			var desc ocispec.Descriptor
 			switch {
 			case parts != nil:
@@ -138,6 +148,7 @@ uploads are remembered in the user's cache directory (barge/uploads).`,
 	f.BoolVar(&strict, "strict", false, "with --kind dataset: refuse to push a dataset that has problems")
 	f.StringVar(&shardBytes, "shard-size", "64M", "with --kind dataset: bound on a tar shard of small files")
 	f.StringArrayVar(&joint, "joint", nil, "push a joint model instead of DIR: edge=DIR and cloud=DIR, one index over both parts (give both)")
+	f.StringVar(&seed, "store", "", "also keep the pushed blobs in this edge puller blob store (on an edge node, /var/lib/barge/store), so that the node serves them to its site's peers and the site's uplink carries them once")
 	addOutputFlag(cmd, &out)
 	return cmd
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -108,5 +109,49 @@ func TestDatasetStatsCLI(t *testing.T) {
 	}
 	if r := barge(t, "dataset", "stats", t.TempDir()); r.err == nil {
 		t.Errorf("stats of an empty directory: %s", r)
+	}
+}
+
+// A dataset pushed with --store on the node that collected it is in that
+// node's blob store already: pulling it there moves no layer bytes, which
+// is what lets the node seed its site without the dataset coming back down
+// the uplink.
+func TestPushKeepsACopyInTheNodeStore(t *testing.T) {
+	reg := registry.StartForTest(t)
+	src := t.TempDir()
+	files := vocTree(200)
+	writeTree(t, src, files)
+	nodeStore := filepath.Join(t.TempDir(), "store")
+	ref := reg.Host() + "/datasets/collected:1"
+	must(t, barge(t, "push", "--kind", "dataset", "--shard-size", "128K", "--store", nodeStore, src, ref))
+
+	out := filepath.Join(t.TempDir(), "voc")
+	r := must(t, barge(t, "pull", "-o", "json", "--cache", nodeStore, ref, out))
+	var res struct {
+		Fetched int64 `json:"fetchedBytes"`
+		Reused  int64 `json:"reusedBytes"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+		t.Fatalf("pull -o json: %v\n%s", err, r.stdout)
+	}
+	sameTree(t, tree(t, out, ".barge-pull"), files)
+	if res.Fetched != 0 || res.Reused == 0 {
+		t.Errorf("pulling on the node that pushed fetched %d bytes and reused %d: want everything from its store", res.Fetched, res.Reused)
+	}
+
+	// The registry got the same artifact: a pull elsewhere gets the files.
+	elsewhere := filepath.Join(t.TempDir(), "voc")
+	must(t, barge(t, "pull", "--cache", filepath.Join(t.TempDir(), "other"), ref, elsewhere))
+	sameTree(t, tree(t, elsewhere, ".barge-pull"), files)
+
+	// A store that cannot be opened is named, and nothing is pushed.
+	bad := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(bad, nil, 0o644)
+	r = barge(t, "push", "--kind", "dataset", "--store", bad, src, reg.Host()+"/datasets/collected:2")
+	if r.err == nil || !strings.Contains(r.stderr, "--store") {
+		t.Errorf("push with a file as --store: %s", r)
+	}
+	if r := barge(t, "inspect", reg.Host()+"/datasets/collected:2"); r.err == nil {
+		t.Errorf("a failed push with a bad --store still tagged collected:2")
 	}
 }
