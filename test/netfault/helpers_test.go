@@ -241,7 +241,8 @@ type figure struct {
 	Peers     bool          `json:"peers"`
 	Nodes     int           `json:"nodes"`
 	Model     int64         `json:"model"`
-	Egress    int64         `json:"egress"`
+	Egress    int64         `json:"egress"` // each byte once
+	Wire      int64         `json:"wire"`   // with TCP's resends
 	APIEgress int64         `json:"apiEgress"`
 	ToReady   time.Duration `json:"toReady"`
 	Origin    int64         `json:"origin"` // by the nodes' own count
@@ -255,8 +256,8 @@ var (
 )
 
 func record(t *testing.T, f figure) {
-	t.Logf("%s on %s, peers %v: registry egress %.1f MiB (%.2fx the model of %d MiB, %d nodes), API egress %.1f MiB, all Ready after %s; nodes count %.1f MiB from the origin, %.1f MiB from peers",
-		f.Scenario, f.Profile, f.Peers, float64(f.Egress)/MiB, float64(f.Egress)/float64(f.Model), f.Model/MiB, f.Nodes,
+	t.Logf("%s on %s, peers %v: registry egress %.1f MiB (%.2fx the model of %d MiB, %d nodes; %.2fx with TCP resends), API egress %.1f MiB, all Ready after %s; nodes count %.1f MiB from the origin, %.1f MiB from peers",
+		f.Scenario, f.Profile, f.Peers, float64(f.Egress)/MiB, float64(f.Egress)/float64(f.Model), f.Model/MiB, f.Nodes, float64(f.Wire)/float64(f.Model),
 		float64(f.APIEgress)/MiB, f.ToReady.Round(100*time.Millisecond), float64(f.Origin)/MiB, float64(f.FromPeers)/MiB)
 	figuresMu.Lock()
 	figures = append(figures, f)
@@ -296,14 +297,14 @@ func fanOut(t *testing.T, s *site, p profile, scenario string, size int64, peers
 	t.Helper()
 	ns := env.Namespace(t)
 	m := pushModel(t, ns, size)
-	reg0, api0 := s.egress(registryAddr, netip.Addr{}), s.egress(apiAddr, netip.Addr{})
+	reg0, api0, wire0 := s.egress(registryAddr, netip.Addr{}), s.egress(apiAddr, netip.Addr{}), s.onWire(registryAddr)
 	start := time.Now()
 	deploy(t, s, m)
 	last, nas := waitReady(t, m, s.nodes, readyTimeout(p, size, peers))
 	checkHolds(t, m, s.nodes)
 	origin, fromPeers := sources(nas, s.nodes)
 	f := figure{Scenario: scenario, Profile: p.name, Peers: peers, Nodes: len(s.nodes), Model: size,
-		Egress: s.egress(registryAddr, netip.Addr{}) - reg0, APIEgress: s.egress(apiAddr, netip.Addr{}) - api0,
+		Egress: s.egress(registryAddr, netip.Addr{}) - reg0, APIEgress: s.egress(apiAddr, netip.Addr{}) - api0, Wire: s.onWire(registryAddr) - wire0,
 		ToReady: last.Sub(start), Origin: origin, FromPeers: fromPeers}
 	record(t, f)
 	return f

@@ -247,8 +247,12 @@ func (s *site) shape(p profile) {
 }
 
 // egress is the TCP payload bytes the cloud address from sent into the
-// site's uplink so far (to every node of the site when to is invalid).
-func (s *site) egress(from, to netip.Addr) int64 { return s.wire.Down.Sent(from, to) }
+// site's uplink so far (to every node of the site when to is invalid),
+// each byte of a connection once: what the registry's application sent.
+func (s *site) egress(from, to netip.Addr) int64 { return s.wire.Down.Fresh(from, to) }
+
+// onWire is egress with TCP's resends: what the uplink carried.
+func (s *site) onWire(from netip.Addr) int64 { return s.wire.Down.Sent(from, netip.Addr{}) }
 
 // blackholeAPI makes the API server's address unreachable from the site's
 // LAN (packets vanish at the router), or reachable again.

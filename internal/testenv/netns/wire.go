@@ -132,6 +132,8 @@ type Pipe struct {
 	rand   *rand.Rand
 
 	sent    map[flow]int64 // TCP payload bytes offered to the pipe
+	fresh   map[flow]int64 // of which never sent before on their connection
+	highest map[conn]uint32
 	dropped map[string]int64
 }
 
@@ -143,9 +145,14 @@ type pending struct {
 // flow is a source and destination address pair.
 type flow struct{ src, dst netip.Addr }
 
+// conn is one direction of a TCP connection.
+type conn struct {
+	src, dst netip.AddrPort
+}
+
 func newPipe() *Pipe {
 	return &Pipe{wakeup: make(chan struct{}, 1), rand: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
-		sent: map[flow]int64{}, dropped: map[string]int64{}}
+		sent: map[flow]int64{}, fresh: map[flow]int64{}, highest: map[conn]uint32{}, dropped: map[string]int64{}}
 }
 
 // SetShape changes the shape for packets from now on; queued packets keep
@@ -186,6 +193,21 @@ func (p *Pipe) Sent(src, dst netip.Addr) int64 {
 	return n
 }
 
+// Fresh is the part of Sent past the highest sequence number each TCP
+// connection had sent before: what src's application wrote, each byte
+// once, whatever TCP had to resend.
+func (p *Pipe) Fresh(src, dst netip.Addr) int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var n int64
+	for f, b := range p.fresh {
+		if f.src == src && (!dst.IsValid() || f.dst == dst) {
+			n += b
+		}
+	}
+	return n
+}
+
 // Dropped is the packets dropped by reason: "loss", "queue", "cut".
 func (p *Pipe) Dropped() map[string]int64 {
 	p.mu.Lock()
@@ -201,8 +223,8 @@ func (p *Pipe) Dropped() map[string]int64 {
 func (p *Pipe) offer(pkt []byte, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if f, n, ok := tcpPayload(pkt); ok {
-		p.sent[f] += int64(n)
+	if seg, ok := parseTCP(pkt); ok {
+		p.count(seg)
 	}
 	s := p.shape
 	switch {
@@ -261,21 +283,57 @@ func (p *Pipe) due(now time.Time) ([][]byte, time.Duration) {
 	return out, 0
 }
 
-// tcpPayload reads an IPv4 packet's addresses and TCP payload length.
-func tcpPayload(pkt []byte) (flow, int, bool) {
+// segment is what the counters need of a TCP packet.
+type segment struct {
+	conn    conn
+	seq     uint32
+	syn     bool
+	payload int
+}
+
+func (s segment) flow() flow { return flow{s.conn.src.Addr(), s.conn.dst.Addr()} }
+
+// count adds a segment to the counters; bytes are fresh when they extend
+// the connection's highest sequence number (modulo 2^32).
+func (p *Pipe) count(s segment) {
+	f := s.flow()
+	p.sent[f] += int64(s.payload)
+	start := s.seq
+	if s.syn {
+		start++
+	}
+	end := start + uint32(s.payload)
+	high, known := p.highest[s.conn]
+	if !known || s.syn {
+		high = start
+	}
+	if d := int32(end - high); d > 0 {
+		p.fresh[f] += int64(min(int64(d), int64(s.payload)))
+		high = end
+	}
+	p.highest[s.conn] = high
+}
+
+// parseTCP reads an IPv4 TCP packet's connection, sequence number and
+// payload length.
+func parseTCP(pkt []byte) (segment, bool) {
 	if len(pkt) < 20 || pkt[0]>>4 != 4 || pkt[9] != 6 {
-		return flow{}, 0, false
+		return segment{}, false
 	}
 	ihl := int(pkt[0]&0x0f) * 4
 	total := int(binary.BigEndian.Uint16(pkt[2:4]))
 	if ihl < 20 || total > len(pkt) || total < ihl+20 {
-		return flow{}, 0, false
+		return segment{}, false
 	}
-	doff := int(pkt[ihl+12]>>4) * 4
-	if doff < 20 || total < ihl+doff {
-		return flow{}, 0, false
+	tcp := pkt[ihl:total]
+	doff := int(tcp[12]>>4) * 4
+	if doff < 20 || len(tcp) < doff {
+		return segment{}, false
 	}
 	src, _ := netip.AddrFromSlice(pkt[12:16])
 	dst, _ := netip.AddrFromSlice(pkt[16:20])
-	return flow{src, dst}, total - ihl - doff, true
+	return segment{
+		conn: conn{netip.AddrPortFrom(src, binary.BigEndian.Uint16(tcp[0:2])), netip.AddrPortFrom(dst, binary.BigEndian.Uint16(tcp[2:4]))},
+		seq:  binary.BigEndian.Uint32(tcp[4:8]), syn: tcp[13]&0x02 != 0, payload: len(tcp) - doff,
+	}, true
 }

@@ -149,3 +149,45 @@ func TestWireCut(t *testing.T) {
 		t.Errorf("dropped %d packets for the cut, want 3", d)
 	}
 }
+
+// segmentPacket is an IPv4 TCP packet from 10.200.0.1:5000 to
+// 10.210.1.11:40000 with seq and payload bytes of payload.
+func segmentPacket(seq uint32, syn bool, payload int) []byte {
+	pkt := tcpPacket("10.200.0.1", "10.210.1.11", 40+payload)
+	binary.BigEndian.PutUint16(pkt[20:22], 5000)
+	binary.BigEndian.PutUint16(pkt[22:24], 40000)
+	binary.BigEndian.PutUint32(pkt[24:28], seq)
+	if syn {
+		pkt[20+13] |= 0x02
+	}
+	return pkt
+}
+
+// Resent segments count in Sent, not in Fresh, across the wrap of the
+// sequence number too.
+func TestWireFreshBytes(t *testing.T) {
+	p := newPipe()
+	p.SetShape(Shape{})
+	const isn = 1<<32 - 1500 // the data wraps past 2^32
+	for _, seg := range []struct {
+		seq     uint32
+		syn     bool
+		payload int
+	}{
+		{isn, true, 0},
+		{isn + 1, false, 1000},
+		{isn + 1001, false, 1000}, // wraps
+		{isn + 1, false, 1000},    // resent
+		{isn + 2001 - 1<<32, false, 500},
+		{isn + 2001 - 1<<32, false, 1000}, // the last 500 are new
+	} {
+		p.offer(segmentPacket(seg.seq, seg.syn, seg.payload), time.Now())
+	}
+	reg := netip.MustParseAddr("10.200.0.1")
+	if got := p.Sent(reg, netip.Addr{}); got != 4500 {
+		t.Errorf("Sent = %d, want 4500", got)
+	}
+	if got := p.Fresh(reg, netip.MustParseAddr("10.210.1.11")); got != 3000 {
+		t.Errorf("Fresh = %d, want 3000", got)
+	}
+}

@@ -29,6 +29,7 @@ type figure struct {
 	Nodes     int           `json:"nodes"`
 	Model     int64         `json:"model"`
 	Egress    int64         `json:"egress"`
+	Wire      int64         `json:"wire"`
 	APIEgress int64         `json:"apiEgress"`
 	ToReady   time.Duration `json:"toReady"`
 	Origin    int64         `json:"origin"`
@@ -87,8 +88,8 @@ func report(figs []figure, took time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Measured %s on %d CPUs; load average %s; took %s. Two sites of %d nodes, each a real barge-edgepuller in its own network namespace.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), benchdoc.LoadAvg(), took.Round(time.Second), nodesOf(figs))
-	b.WriteString("Registry egress to the site (TCP payload the registry sent into the site's uplink, retransmissions included), as a multiple of the model, and the time from creating the InferenceModel to every node Ready:\n\n")
-	b.WriteString("| uplink | model | peers: egress | x model | all Ready | no peers: egress | x model | all Ready |\n|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("Registry egress to the site (TCP payload the registry sent into the site's uplink, each byte of a connection once), as a multiple of the model, the same with TCP's resends (what the uplink carried), and the time from creating the InferenceModel to every node Ready:\n\n")
+	b.WriteString("| uplink | model | peers: egress | x model | with resends | all Ready | no peers: egress | x model | with resends | all Ready |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	type key struct{ profile string }
 	with, without := map[key]figure{}, map[key]figure{}
 	var order []key
@@ -110,9 +111,9 @@ func report(figs []figure, took time.Duration) string {
 	}
 	cell := func(f figure, ok bool) string {
 		if !ok {
-			return "– | – | –"
+			return "– | – | – | –"
 		}
-		return fmt.Sprintf("%s | %s | %s", mib(f.Egress), ratio(f), f.ToReady.Round(100*time.Millisecond))
+		return fmt.Sprintf("%s | %s | %.2fx | %s", mib(f.Egress), ratio(f), float64(f.Wire)/float64(f.Model), f.ToReady.Round(100*time.Millisecond))
 	}
 	for _, k := range order {
 		w, wok := with[k]
@@ -130,14 +131,14 @@ func report(figs []figure, took time.Duration) string {
 		}
 	}
 	if len(faults) > 0 {
-		b.WriteString("\nFaults, with peers:\n\n| fault | uplink | model | registry egress | x model | all Ready | bytes the nodes count from the origin / from peers |\n|---|---|---|---|---|---|---|\n")
+		b.WriteString("\nFaults, with peers:\n\n| fault | uplink | model | registry egress | x model | with resends | all Ready | bytes the nodes count from the origin / from peers |\n|---|---|---|---|---|---|---|---|\n")
 		for _, f := range faults {
 			name := f.Scenario
 			if f.Lost > 0 {
 				name += fmt.Sprintf(" (its lost partial: %s)", mib(f.Lost))
 			}
-			fmt.Fprintf(&b, "| %s | %s | %d MiB | %s | %s | %s | %s / %s |\n", name, f.Profile, f.Model>>20, mib(f.Egress), ratio(f),
-				f.ToReady.Round(100*time.Millisecond), mib(f.Origin), mib(f.FromPeers))
+			fmt.Fprintf(&b, "| %s | %s | %d MiB | %s | %s | %.2fx | %s | %s / %s |\n", name, f.Profile, f.Model>>20, mib(f.Egress), ratio(f),
+				float64(f.Wire)/float64(f.Model), f.ToReady.Round(100*time.Millisecond), mib(f.Origin), mib(f.FromPeers))
 		}
 	}
 	return b.String()
