@@ -185,14 +185,16 @@ func TestLyingPeer(t *testing.T) {
 	requirePeers(t)
 	t.Parallel()
 	s := takeSite(t, fast)
-	ns := env.Namespace(t)
-	m := pushModel(t, ns, 16*MiB)
-	lr := startLiar(t, s, m)
+	// The Node first, so that the controller knows it well before the
+	// model selects it.
 	scripted.Store(s.liar.name, true)
 	if err := createNode(s.liar, s.zone); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { deleteNode(t, s.liar.name) })
+	ns := env.Namespace(t)
+	m := pushModel(t, ns, 16*MiB)
+	lr := startLiar(t, s, m)
 	reg0, wire0 := s.egress(registryAddr, netip.Addr{}), s.onWire(registryAddr)
 	start := time.Now()
 	deploy(t, s, m)
