@@ -85,7 +85,7 @@ func (r *DatasetReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("dataset").
 		For(&v1alpha1.Dataset{}, builder.WithPredicates(forObjectChanges())).
 		Owns(&v1alpha1.NodeArtifact{}, builder.WithPredicates(nodeArtifactChanges())).
-		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.forNode), builder.OnlyMetadata, builder.WithPredicates(nodeChanges())).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.forNode), nodeWatch(r.opts)...).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.opts.MaxConcurrentReconciles}).
 		Complete(r)
 }

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -44,7 +45,7 @@ func TestDataset(t *testing.T) {
 			t.Fatalf("no NodeArtifact for %s", node)
 		}
 		want := v1alpha1.NodeArtifactSpec{NodeName: node, Reference: ref + "@" + d, Digest: d, Insecure: true, ArtifactName: "dataset-voc"}
-		if n.Spec != want {
+		if !reflect.DeepEqual(n.Spec, want) {
 			t.Errorf("spec %+v, want %+v", n.Spec, want)
 		}
 		if n.Name != nodeArtifactName(kindDataset, "voc", node) || !strings.HasPrefix(n.Name, "dataset-voc-"+node+"-") {

@@ -150,7 +150,7 @@ func (r *InferenceModelReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.ConfigMap{}).
 		Owns(&appsv1.DaemonSet{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.forServingPod), builder.OnlyMetadata).
-		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.forNode), builder.OnlyMetadata, builder.WithPredicates(nodeChanges())).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.forNode), nodeWatch(r.opts)...).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.opts.MaxConcurrentReconciles}).
 		Complete(r)
 }

@@ -265,13 +265,15 @@ func nodeArtifactChanges() predicate.Predicate {
 	}}
 }
 
-// nodeChanges lets a Node event through when placement may change: a node
-// added, deleted, or relabelled. Heartbeats and status do not.
+// nodeChanges lets a Node event through when placement or peers may
+// change: a node added, deleted, relabelled, or (when the cache has it)
+// given another InternalIP. Heartbeats and status do not.
 func nodeChanges() predicate.Predicate {
 	return predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
 			return !labels.Equals(e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels()) ||
-				e.ObjectOld.GetDeletionTimestamp().IsZero() != e.ObjectNew.GetDeletionTimestamp().IsZero()
+				e.ObjectOld.GetDeletionTimestamp().IsZero() != e.ObjectNew.GetDeletionTimestamp().IsZero() ||
+				internalIP(e.ObjectOld) != internalIP(e.ObjectNew)
 		},
 		GenericFunc: func(event.GenericEvent) bool { return false },
 	}

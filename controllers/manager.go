@@ -22,10 +22,10 @@ import (
 // Services, the edge serving DaemonSets and the ConfigMap that gives a joint
 // model's edge part its cloud part's address, written by patch and
 // server-side apply; it lists the DaemonSets' pods and deletes one to restart
-// it on a new version; it reads Node labels events; it creates and deletes
-// a TrainingModel's Jobs (a trainer pinned to each participant, an
-// aggregation in the cloud), never patches them; a Lease for
-// --leader-elect. The pull Secrets the objects name are
+// it on a new version; it watches Nodes (labels, and InternalIPs for a
+// site's peers); it creates and deletes a TrainingModel's Jobs (a trainer
+// pinned to each participant, an aggregation in the cloud), never patches
+// them; a Lease for --leader-elect. The pull Secrets the objects name are
 // read one by one, with the rule of the marker in resolve.go, which the
 // chart grants per namespace.
 //
@@ -99,6 +99,19 @@ type Options struct {
 	// mounts <EdgeRoot>/artifacts/<namespace>/<name>/versions/<digest>;
 	// if empty, v1alpha1.DefaultEdgeRoot.
 	EdgeRoot string
+	// SiteLabel is the Node label whose value names a node's site; if
+	// empty, DefaultSiteLabel. A node without it is a site of its own.
+	SiteLabel string
+	// PeerPort is the port of the edge pullers' peer servers (the chart's
+	// edgePuller.peers.port), reached at each Node's InternalIP; 0 turns
+	// peers off, and NodeArtifacts list none.
+	PeerPort int
+	// SeedsPerSite is how many nodes of a site fetch a digest from the
+	// origin, the others from them; if <= 0, 1.
+	SeedsPerSite int
+	// MaxPeers is how many peers one NodeArtifact lists; if <= 0, 4, and
+	// at most v1alpha1.MaxPeers.
+	MaxPeers int
 }
 
 func (o Options) withDefaults() Options {
@@ -126,6 +139,16 @@ func (o Options) withDefaults() Options {
 	if o.EdgeRoot == "" {
 		o.EdgeRoot = v1alpha1.DefaultEdgeRoot
 	}
+	if o.SiteLabel == "" {
+		o.SiteLabel = DefaultSiteLabel
+	}
+	if o.SeedsPerSite <= 0 {
+		o.SeedsPerSite = 1
+	}
+	if o.MaxPeers <= 0 {
+		o.MaxPeers = 4
+	}
+	o.MaxPeers = min(o.MaxPeers, v1alpha1.MaxPeers)
 	return o
 }
 
@@ -133,10 +156,19 @@ func (o Options) withDefaults() Options {
 // mgr. Build mgr with CacheOptions, so that it caches only the Deployments,
 // Services, ConfigMaps and Jobs Barge manages.
 func Setup(mgr ctrl.Manager, opts Options) error {
+	_, err := setup(mgr, opts)
+	return err
+}
+
+// setup is Setup, and gives the suite the placer, whose site policy its
+// tests change.
+func setup(mgr ctrl.Manager, opts Options) (*placer, error) {
 	opts = opts.withDefaults()
 	resolver := &Resolver{Secrets: mgr.GetAPIReader(), HTTPClient: opts.HTTPClient, RequestTimeout: opts.RequestTimeout,
 		AllowedRegistries: opts.AllowedRegistries, ServiceAccount: opts.ServiceAccount, Credentials: opts.Credentials}
-	pl := &placer{client: mgr.GetClient(), reader: mgr.GetAPIReader(), scheme: mgr.GetScheme()}
+	pl := &placer{client: mgr.GetClient(), reader: mgr.GetAPIReader(), scheme: mgr.GetScheme(), typedNodes: opts.PeerPort > 0}
+	pol := opts.sitePolicy()
+	pl.sites.Store(&pol)
 	models := &InferenceModelReconciler{
 		Client:   mgr.GetClient(),
 		reader:   mgr.GetAPIReader(),
@@ -146,7 +178,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		opts:     opts,
 	}
 	if err := models.SetupWithManager(mgr); err != nil {
-		return err
+		return nil, err
 	}
 	datasets := &DatasetReconciler{
 		Client:   mgr.GetClient(),
@@ -156,7 +188,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		opts:     opts,
 	}
 	if err := datasets.SetupWithManager(mgr); err != nil {
-		return err
+		return nil, err
 	}
 	trainings := &TrainingModelReconciler{
 		Client:   mgr.GetClient(),
@@ -166,14 +198,15 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		placer:   pl,
 		opts:     opts,
 	}
-	return trainings.SetupWithManager(mgr)
+	return pl, trainings.SetupWithManager(mgr)
 }
 
 // CacheOptions restricts the manager's cache of Deployments, Services,
 // ConfigMaps, DaemonSets, Jobs and Pods to those Barge manages, so a large
 // cluster's workloads and configuration are not all held in the controller's
 // memory. Pods are watched as metadata only, and only to wake their model.
-// (The ConfigMaps spec.verify names are read uncached, one by one.)
+// (The ConfigMaps spec.verify names are read uncached, one by one.) Nodes
+// are slimmed to their labels and InternalIPs (slimNode).
 func CacheOptions() cache.Options {
 	managed := labels.SelectorFromSet(labels.Set{managedByLabel: managedByValue})
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
@@ -183,5 +216,6 @@ func CacheOptions() cache.Options {
 		&appsv1.DaemonSet{}:  {Label: managed},
 		&corev1.Pod{}:        {Label: managed},
 		&batchv1.Job{}:       {Label: managed},
+		&corev1.Node{}:       {Transform: slimNode},
 	}}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -148,6 +149,12 @@ type placer struct {
 	// maxConcurrentNodes allows.
 	reader client.Reader
 	scheme *runtime.Scheme
+	// sites is how NodeArtifacts list their peers; nil or a zero port: no
+	// peers. A pointer, so that the suite can change it while it runs.
+	sites atomic.Pointer[sitePolicy]
+	// typedNodes: the cache holds Nodes whole (slimmed by slimNode) rather
+	// than as metadata, for their addresses; only when peers are on.
+	typedNodes bool
 }
 
 // rolloutPlan is what one pass changes, decided without the API server.
@@ -233,6 +240,8 @@ func failedNow(na *v1alpha1.NodeArtifact) bool {
 // nodeView is what placement reads before it changes anything.
 type nodeView struct {
 	nodes []metav1.PartialObjectMetadata
+	// ips are the nodes' InternalIPs by name, when the cache has them.
+	ips map[string]string
 	// desired are the names of the nodes the selector matches, sorted.
 	desired []string
 	// labels of the desired nodes, by name.
@@ -244,11 +253,11 @@ type nodeView struct {
 // observe reads the nodes that match selector and owner's NodeArtifacts.
 func (pl *placer) observe(ctx context.Context, owner client.Object, kind string, selector map[string]string) (nodeView, error) {
 	var v nodeView
-	nodes, err := pl.nodes(ctx)
+	nodes, ips, err := pl.nodes(ctx)
 	if err != nil {
 		return v, err
 	}
-	v.nodes = nodes
+	v.nodes, v.ips = nodes, ips
 	v.labels = map[string]map[string]string{}
 	sel := labels.SelectorFromSet(selector)
 	for _, n := range nodes {
@@ -283,9 +292,10 @@ func (pl *placer) apply(ctx context.Context, p placement, v nodeView) (placeResu
 		}
 	}
 	plan := planRollout(desired, existing, p.digest, p.bounds())
+	peers := pl.planPeers(p, v, plan)
 
 	for _, node := range plan.create {
-		na, err := pl.newNodeArtifact(p, node)
+		na, err := pl.newNodeArtifact(p, node, peers[node])
 		if err != nil {
 			return res, err
 		}
@@ -315,7 +325,8 @@ func (pl *placer) apply(ctx context.Context, p placement, v nodeView) (placeResu
 	// Every NodeArtifact is set back to what the controller wants, whoever
 	// changed it: the labels its puller lists it by, the directory, the
 	// registry and the reference of its digest. Only the digest itself
-	// moves by the rollout's rules.
+	// moves by the rollout's rules, and its peers by the site's
+	// (planPeers).
 	for _, na := range existing {
 		if na.DeletionTimestamp != nil {
 			continue
@@ -324,13 +335,15 @@ func (pl *placer) apply(ctx context.Context, p placement, v nodeView) (placeResu
 		if moving[na] {
 			na.Spec.Digest = p.digest
 		}
-		if !p.repair(na) && !moving[na] {
+		repaired := p.repair(na)
+		repeered := setPeers(na, peers[na.Spec.NodeName])
+		if !repaired && !repeered && !moving[na] {
 			continue
 		}
 		if err := pl.client.Patch(ctx, na, client.MergeFrom(before)); err != nil {
 			return res, fmt.Errorf("update NodeArtifact %s of node %s to %s: %w", na.Name, na.Spec.NodeName, p.digest, err)
 		}
-		if !moving[na] {
+		if repaired && !moving[na] {
 			res.repaired = append(res.repaired, na.Name)
 		}
 	}
@@ -390,7 +403,7 @@ func (pl *placer) remove(ctx context.Context, owner client.Object, kind string) 
 	if err != nil || len(existing) == 0 {
 		return nil, err
 	}
-	nodes, err := pl.nodes(ctx)
+	nodes, _, err := pl.nodes(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -455,14 +468,19 @@ func nodeExists(name string, nodes []metav1.PartialObjectMetadata) bool {
 }
 
 // nodes lists the Nodes' metadata from the cache: labels are all placement
-// needs, and metadata keeps the cache small on large clusters.
-func (pl *placer) nodes(ctx context.Context) ([]metav1.PartialObjectMetadata, error) {
+// needs, and metadata keeps the cache small on large clusters. With peers
+// on, the cache holds slimmed Nodes instead (one informer either way), and
+// their InternalIPs come back too.
+func (pl *placer) nodes(ctx context.Context) ([]metav1.PartialObjectMetadata, map[string]string, error) {
+	if pl.typedNodes {
+		return pl.slimNodes(ctx)
+	}
 	list := &metav1.PartialObjectMetadataList{}
 	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("NodeList"))
 	if err := pl.client.List(ctx, list); err != nil {
-		return nil, fmt.Errorf("list nodes: %w", err)
+		return nil, nil, fmt.Errorf("list nodes: %w", err)
 	}
-	return list.Items, nil
+	return list.Items, nil, nil
 }
 
 // owned lists the NodeArtifacts owner controls.
@@ -493,7 +511,7 @@ func (pl *placer) ownedByName(ctx context.Context, owner client.Object, name str
 	return na, nil
 }
 
-func (pl *placer) newNodeArtifact(p placement, node string) (*v1alpha1.NodeArtifact, error) {
+func (pl *placer) newNodeArtifact(p placement, node string, peers peerWant) (*v1alpha1.NodeArtifact, error) {
 	na := &v1alpha1.NodeArtifact{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:       nodeArtifactName(p.kind, p.owner.GetName(), node),
@@ -503,6 +521,7 @@ func (pl *placer) newNodeArtifact(p placement, node string) (*v1alpha1.NodeArtif
 		Spec: v1alpha1.NodeArtifactSpec{NodeName: node, Digest: p.digest},
 	}
 	p.repair(na)
+	setPeers(na, peers)
 	if err := controllerutil.SetControllerReference(p.owner, na, pl.scheme); err != nil {
 		return nil, err
 	}

@@ -174,7 +174,7 @@ func (r *InferenceModelReconciler) deployEdgeImage(ctx context.Context, s *model
 		return ctrl.Result{}, err
 	}
 	s.target = m.Status.Resolved.Digest
-	nodes, err := r.placer.nodes(ctx)
+	nodes, _, err := r.placer.nodes(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
 	}

@@ -44,6 +44,9 @@ var (
 	env *testenv.Env
 	k8s client.Client // cluster admin, uncached: what a user or a puller does
 	reg *registry.Registry
+	// sites is the manager's placer, whose site policy (the site flags)
+	// a test may change with useSites.
+	sites *placer
 )
 
 const (
@@ -54,6 +57,9 @@ const (
 	// testDeletionGrace is the controller's --deletion-grace-period here.
 	testDeletionGrace = 8 * time.Second
 	testBargeImage    = "example.com/bargeml/barge:test"
+	// testPeerPort is the controller's --peer-port here: peers are on,
+	// with the default --site-label; nodes without it have none.
+	testPeerPort = 5050
 )
 
 func TestMain(m *testing.M) { os.Exit(runSuite(m)) }
@@ -140,8 +146,9 @@ func startManager(ctx context.Context, e *testenv.Env) (<-chan struct{}, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := Setup(mgr, Options{RetryInterval: time.Second, BargeImage: testBargeImage, RequestTimeout: testRequestTimeout,
-		DeletionGracePeriod: testDeletionGrace}); err != nil {
+	sites, err = setup(mgr, Options{RetryInterval: time.Second, BargeImage: testBargeImage, RequestTimeout: testRequestTimeout,
+		DeletionGracePeriod: testDeletionGrace, PeerPort: testPeerPort})
+	if err != nil {
 		return nil, err
 	}
 	stopped := make(chan struct{})

@@ -143,7 +143,7 @@ func (r *TrainingModelReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&v1alpha1.NodeArtifact{}, builder.WithPredicates(predicate.Or(nodeArtifactChanges(), uploadChanges()))).
 		Owns(&batchv1.Job{}).
 		Watches(&v1alpha1.Dataset{}, handler.EnqueueRequestsFromMapFunc(r.forDataset)).
-		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.forNode), builder.OnlyMetadata, builder.WithPredicates(nodeChanges())).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.forNode), nodeWatch(r.opts)...).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.opts.MaxConcurrentReconciles}).
 		Complete(r)
 }

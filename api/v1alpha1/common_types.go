@@ -16,6 +16,13 @@ const (
 // puller can list and watch only its own objects.
 const NodeLabel = "barge.dev/node"
 
+// SeedLabel on a Node ("true") puts the node ahead of the other nodes of
+// its site that do not hold a digest yet, so it fetches from the origin
+// (or holds the digest already) and the others follow it: a node with a
+// good uplink or a big disk, or the node that collected a dataset and
+// pushed it with barge push --store.
+const SeedLabel = "barge.dev/seed"
+
 // FilesFinalizer is on every NodeArtifact: the node's puller removes it once
 // it has deleted the files. The controller removes it only when the Node
 // itself is gone, so that a deletion cannot hang on a missing node.

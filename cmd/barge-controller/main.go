@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"oras.land/oras-go/v2/registry/remote/credentials"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -63,6 +64,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		regConfig   = fs.String("registry-config", "", "registry credentials in Docker config format (a mounted kubernetes.io/dockerconfigjson Secret) for objects without spec.pullSecretRef; anonymous when empty")
 		dataRoots   = fs.String("local-dataset-roots", "", "comma-separated absolute `dirs` on the nodes, the only ones a TrainingModel's spec.localDataset may name; any directory outside --edge-root when empty")
 		edgeRoot    = fs.String("edge-root", v1alpha1.DefaultEdgeRoot, "the edge pullers' --root on the nodes: an edge server or a trainer mounts its model from `DIR`/artifacts/NAMESPACE/NAME/versions/DIGEST, a trainer writes its update under DIR/uploads")
+		siteLabel   = fs.String("site-label", controllers.DefaultSiteLabel, "Node `label` whose value names a node's site: the nodes of one site fetch a digest from each other; a node without it has no peers")
+		peerPort    = fs.Int("peer-port", 0, "`port` of the edge pullers' peer servers (their --peer-listen), reached at each Node's InternalIP; 0 turns peers off")
+		seeds       = fs.Int("seeds-per-site", 1, "how many nodes of a site fetch a digest from the origin; the others fetch from them")
+		maxPeers    = fs.Int("max-peers", 4, fmt.Sprintf("how many peers one NodeArtifact lists, 1 to %d", v1alpha1.MaxPeers))
 	)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -89,6 +94,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if !strings.HasPrefix(*edgeRoot, "/") {
 		return fmt.Errorf("--edge-root %q: must be an absolute path on the nodes, the edge pullers' --root", *edgeRoot)
+	}
+	if err := checkSites(*siteLabel, *peerPort, *seeds, *maxPeers); err != nil {
+		return err
 	}
 	roots, err := parseRoots(*dataRoots)
 	if err != nil {
@@ -133,6 +141,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Credentials:         creds,
 		EdgeRoot:            path.Clean(*edgeRoot),
 		LocalDatasetRoots:   roots,
+		SiteLabel:           *siteLabel,
+		PeerPort:            *peerPort,
+		SeedsPerSite:        *seeds,
+		MaxPeers:            *maxPeers,
 	}); err != nil {
 		return err
 	}
@@ -142,8 +154,24 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	ctrl.Log.WithName("barge-controller").Info("starting", "version", version, "bargeImage", *bargeImage, "allowedRegistries", registries)
+	ctrl.Log.WithName("barge-controller").Info("starting", "version", version, "bargeImage", *bargeImage, "allowedRegistries", registries, "peerPort", *peerPort, "siteLabel", *siteLabel)
 	return mgr.Start(ctx)
+}
+
+// checkSites checks the site flags.
+func checkSites(label string, port, seeds, maxPeers int) error {
+	if errs := validation.IsQualifiedName(label); len(errs) > 0 {
+		return fmt.Errorf("--site-label %q: not a label key: %s", label, strings.Join(errs, "; "))
+	}
+	switch {
+	case port < 0 || port > 65535:
+		return fmt.Errorf("--peer-port %d: give a port from 1 to 65535, or 0 to turn peers off", port)
+	case seeds < 1:
+		return fmt.Errorf("--seeds-per-site %d: must be at least 1", seeds)
+	case maxPeers < 1 || maxPeers > v1alpha1.MaxPeers:
+		return fmt.Errorf("--max-peers %d: must be from 1 to %d", maxPeers, v1alpha1.MaxPeers)
+	}
+	return nil
 }
 
 // parseRoots reads a comma-separated list of absolute directories.

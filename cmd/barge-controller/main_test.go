@@ -36,7 +36,7 @@ func TestRun(t *testing.T) {
 	var logs bytes.Buffer
 	go func() {
 		done <- run(ctx, []string{"--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", probe,
-			"--barge-image", "example.com/barge:1"}, &logs)
+			"--barge-image", "example.com/barge:1", "--peer-port", "5050", "--seeds-per-site", "2"}, &logs)
 	}()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -93,6 +93,10 @@ func TestFlags(t *testing.T) {
 		{[]string{"--deletion-grace-period", "-1m"}, "--deletion-grace-period -1m0s: must be positive"},
 		{[]string{"--edge-root", "var/lib/barge"}, `--edge-root "var/lib/barge": must be an absolute path`},
 		{[]string{"--local-dataset-roots", "/data,srv"}, `--local-dataset-roots: "srv": give absolute directories other than /`},
+		{[]string{"--site-label", "not a label"}, `--site-label "not a label": not a label key`},
+		{[]string{"--peer-port", "70000"}, "--peer-port 70000: give a port from 1 to 65535, or 0 to turn peers off"},
+		{[]string{"--seeds-per-site", "0"}, "--seeds-per-site 0: must be at least 1"},
+		{[]string{"--max-peers", "17"}, "--max-peers 17: must be from 1 to 16"},
 	} {
 		err := run(context.Background(), tt.args, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -104,7 +108,7 @@ func TestFlags(t *testing.T) {
 		t.Fatalf("--help: %v", err)
 	}
 	for _, want := range []string{"-kubeconfig", "-metrics-bind-address", "-health-probe-bind-address", "-leader-elect", "-barge-image", "-serving-images", "-allowed-registries", "-registry-timeout", "-reconcile-timeout", "-deletion-grace-period",
-		"-edge-root", `(default "/var/lib/barge")`, "onnx: mcr.microsoft.com/onnxruntime/server", "triton: nvcr.io/nvidia/tritonserver", "tensorflow: tensorflow/serving", fmt.Sprintf("(default %q)", ":8080")} {
+		"-edge-root", `(default "/var/lib/barge")`, "-site-label", `(default "topology.kubernetes.io/zone")`, "-peer-port", "-seeds-per-site", "-max-peers", "onnx: mcr.microsoft.com/onnxruntime/server", "triton: nvcr.io/nvidia/tritonserver", "tensorflow: tensorflow/serving", fmt.Sprintf("(default %q)", ":8080")} {
 		if !strings.Contains(help.String(), want) {
 			t.Errorf("--help lacks %q:\n%s", want, help.String())
 		}

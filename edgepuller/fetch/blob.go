@@ -218,11 +218,16 @@ func (p *puller) markDown(s source) {
 }
 
 // drop stops using the peer s for the rest of the pull. A peer is listed
-// once, with the first reason found.
+// once, with the first reason found, unless it turns out later that bytes
+// it served before it stalled or went away were corrupt: that is what the
+// operator needs to know.
 func (p *puller) drop(s source, reason string, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := p.dropped[s.node]; ok {
+	if was, ok := p.dropped[s.node]; ok {
+		if reason == PeerCorrupt && was.Reason != PeerCorrupt {
+			p.dropped[s.node] = DroppedPeer{Node: s.node, Reason: reason, Err: err}
+		}
 		return
 	}
 	p.dropped[s.node] = DroppedPeer{Node: s.node, Reason: reason, Err: err}

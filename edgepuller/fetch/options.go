@@ -54,9 +54,9 @@ type Options struct {
 	// fetches it, whether it succeeded or not. The node's peer server uses
 	// it to hold a peer's request for a blob this node is about to fetch,
 	// rather than answer 404. The manifest of a pull by digest is announced
-	// before anything is known of it but its digest: its Size is then -1,
-	// and it is in the store once its bytes are verified (a manifest is
-	// stored whole, never streamed through an ingest).
+	// first before anything is known of it but its digest (Size -1), then
+	// again, with its size, once resolved; it is in the store once its
+	// bytes are verified (a manifest is stored whole).
 	Announce func(ocispec.Descriptor) (done func())
 	// PlainHTTP reaches the origin over plain HTTP instead of HTTPS.
 	PlainHTTP bool

@@ -17,6 +17,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -294,8 +295,12 @@ func TestPeerServes(t *testing.T) {
 		t.Errorf("%d blobs announced, want %d: %v", len(announced), len(s.m.files)+2, announced)
 	}
 	for d, n := range announced {
-		if n != 1 || done[d] != 1 {
-			t.Errorf("%s announced %d times and let go %d times, want once each", d, n, done[d])
+		want := 1
+		if d == s.m.manifest.Digest.String() {
+			want = 2 // its size unknown, then known
+		}
+		if n != want || done[d] != want {
+			t.Errorf("%s announced %d times and let go %d times, want %d each", d, n, done[d], want)
 		}
 	}
 
@@ -422,6 +427,27 @@ func TestPeerFaults(t *testing.T) {
 			}
 		}, check: func(t *testing.T, f *fixture) {
 			weightsFromOrigin(t, f, rangeFrom(half), int64(len(f.w))-half) // the peer's half is kept
+		}},
+		{name: "serves corrupt bytes, then stalls", stall: time.Second, drop: fetch.PeerCorrupt, fault: func(f *fixture) func(http.ResponseWriter, *http.Request) bool {
+			return func(w http.ResponseWriter, r *http.Request) bool {
+				if !isWeights(f, r) {
+					return false
+				}
+				bad := slices.Clone(f.w[:half])
+				bad[half/2] ^= 1
+				w.Header().Set("Content-Length", fmt.Sprint(len(f.w)))
+				w.Write(bad)
+				w.(http.Flusher).Flush()
+				<-r.Context().Done()
+				return true
+			}
+		}, check: func(t *testing.T, f *fixture) {
+			// The origin continues after the peer's half; the whole fails
+			// its digest; the origin sends it again from byte 0.
+			gets := f.c.blobGETs(f.s.origin.Host(), f.s.m.digestOf("weights.bin"))
+			if len(gets) != 2 || gets[0].Range != rangeFrom(half) || gets[1].Range != "" || gets[1].Body != int64(len(f.w)) {
+				t.Errorf("origin GETs of weights.bin: %+v; want the rest after the peer's half, then the whole blob", gets)
+			}
 		}},
 		{name: "dies halfway (a seed killed)", drop: fetch.PeerUnreachable, fault: func(f *fixture) func(http.ResponseWriter, *http.Request) bool {
 			return func(w http.ResponseWriter, r *http.Request) bool {

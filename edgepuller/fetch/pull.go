@@ -129,8 +129,8 @@ func (p *puller) pull(ctx context.Context, reference string) (ocispec.Descriptor
 
 // resolveManifest resolves reference and returns the manifest's
 // descriptor and verified bytes, in the store from then on. A manifest
-// named by digest is announced from the start; one named by a tag once the
-// origin said which digest the tag names.
+// named by digest is announced from the start, its size unknown; once
+// resolved, with its size, until it is stored.
 func (p *puller) resolveManifest(ctx context.Context, reference string) (ocispec.Descriptor, []byte, error) {
 	ref := p.ref
 	ref.Reference = reference
@@ -141,9 +141,7 @@ func (p *puller) resolveManifest(ctx context.Context, reference string) (ocispec
 	if err != nil {
 		return ocispec.Descriptor{}, nil, err
 	}
-	if _, err := ref.Digest(); err != nil {
-		defer p.announce(desc)()
-	}
+	defer p.announce(desc)()
 	b, err := p.manifest(ctx, desc)
 	return desc, b, err
 }

@@ -3,6 +3,7 @@ package kube_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -30,6 +31,7 @@ import (
 	"github.com/bargeml/barge/api/v1alpha1"
 	"github.com/bargeml/barge/artifact"
 	"github.com/bargeml/barge/edgepuller/agent"
+	"github.com/bargeml/barge/edgepuller/fetch"
 	"github.com/bargeml/barge/edgepuller/kube"
 	"github.com/bargeml/barge/internal/testenv"
 	"github.com/bargeml/barge/registry"
@@ -52,6 +54,8 @@ type site struct {
 	root string
 	// verify, if set, is the agent's Options.Verify.
 	verify func(context.Context, agent.Desired, ocispec.Descriptor) error
+	// peerTLS, if set, is the agent's Options.Fetch.PeerTLS.
+	peerTLS *tls.Config
 }
 
 func newSite(t *testing.T) *site {
@@ -126,11 +130,20 @@ func (s *site) push(repo string, files map[string]string) pushed {
 // finalizer, spec.
 func (s *site) create(name, nodeName string, p pushed) *v1alpha1.NodeArtifact {
 	s.t.Helper()
+	return s.createWith(name, nodeName, p, nil)
+}
+
+// createWith is create with mutate applied to the object first.
+func (s *site) createWith(name, nodeName string, p pushed, mutate func(*v1alpha1.NodeArtifact)) *v1alpha1.NodeArtifact {
+	s.t.Helper()
 	na := &v1alpha1.NodeArtifact{
 		ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: name,
 			Labels:     map[string]string{v1alpha1.NodeLabel: nodeName},
 			Finalizers: []string{v1alpha1.FilesFinalizer}},
 		Spec: v1alpha1.NodeArtifactSpec{NodeName: nodeName, Reference: p.ref, Digest: p.digest.String(), Insecure: true},
+	}
+	if mutate != nil {
+		mutate(na)
 	}
 	if err := env.Client.Create(context.Background(), na); err != nil {
 		s.t.Fatal(err)
@@ -226,6 +239,7 @@ func (s *site) start(cfg *rest.Config, mutate func(*kube.Options)) *puller {
 		ResolveInterval: time.Hour,
 		Log:             log,
 		Verify:          s.verify,
+		Fetch:           fetch.Options{PeerTLS: s.peerTLS},
 	})
 	if err != nil {
 		s.t.Fatal(err)

@@ -77,6 +77,13 @@ func TestNodeScope(t *testing.T) {
 	if err := c.Status().Patch(ctx, mine, merge(`{"status":{"phase":"Pulling","message":"pulling"}}`)); err != nil {
 		t.Errorf("edge-1's puller may not patch its own status: %v", err)
 	}
+	peers := `{"status":{"sources":{"origin":10,"peers":90},"droppedPeers":[{"node":"edge-3","reason":"Corrupt","message":"bad bytes"}]}}`
+	if err := c.Status().Patch(ctx, mine, merge(peers)); err != nil {
+		t.Errorf("edge-1's puller may not write its own status.sources and status.droppedPeers: %v", err)
+	}
+	if err := c.Status().Patch(ctx, theirs, merge(peers)); !apierrors.IsForbidden(err) {
+		t.Errorf("edge-1's puller may write status.sources of edge-2's NodeArtifact: %v", err)
+	}
 	if err := c.Patch(ctx, mine, merge(`{"metadata":{"finalizers":null}}`)); err != nil {
 		t.Errorf("edge-1's puller may not remove its own files finalizer: %v", err)
 	}
@@ -84,10 +91,12 @@ func TestNodeScope(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got.Status.Sources == nil || got.Status.Sources.Peers != 90 || len(got.Status.DroppedPeers) != 1 {
+		t.Errorf("after its own writes NodeArtifact mine has sources %+v and dropped peers %+v", got.Status.Sources, got.Status.DroppedPeers)
+	}
 	if got.Status.Phase != v1alpha1.NodeArtifactPulling || len(got.Finalizers) != 0 {
 		t.Errorf("after its own writes NodeArtifact mine has phase %q and finalizers %v; want Pulling and none", got.Status.Phase, got.Finalizers)
 	}
-	_ = theirs
 }
 
 // A puller's service-account token that is not bound to a Pod on a node (a

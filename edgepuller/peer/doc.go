@@ -12,7 +12,9 @@
 // capability, and every certified peer may read every digest a peer holds.
 //
 // The server needs no API access: it reads the store and what the node's
-// pulls announce (see fetch.Options.Announce).
+// pulls announce (see fetch.Options.Announce). It must not import
+// Kubernetes, the agent or fetch: the puller's main wires Server.Announce
+// into the pulls, and fetch is the client side.
 package peer
 
 // ServerName is the name in every peer certificate; clients dial a peer's

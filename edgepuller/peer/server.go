@@ -89,15 +89,22 @@ func New(st *store.Store, opts Options) (*Server, error) {
 // told 404; done withdraws it, once the pull no longer fetches the blob.
 // It has the signature of fetch.Options.Announce. A blob announced by
 // several pulls stays announced until each has called its done.
+//
+// A negative desc.Size means the size is not known yet (a manifest pulled
+// by digest): such a blob is served once committed, and a request for it
+// waits for that, past Hold, as long as it stays announced.
 func (s *Server) Announce(desc ocispec.Descriptor) (done func()) {
-	if desc.Digest.Algorithm() != digest.SHA256 || desc.Digest.Validate() != nil || desc.Size < 0 {
+	if desc.Digest.Algorithm() != digest.SHA256 || desc.Digest.Validate() != nil {
 		return func() {}
 	}
+	desc.Size = max(desc.Size, -1)
 	s.mu.Lock()
 	a := s.announced[desc.Digest]
 	if a == nil {
 		a = &announcement{desc: desc}
 		s.announced[desc.Digest] = a
+	} else if a.desc.Size < 0 {
+		a.desc = desc // the size may be known now
 	}
 	a.refs++
 	s.notifyLocked()
@@ -219,29 +226,31 @@ var errUnknown = errors.New("digest unknown")
 // without an announcement (by another process sharing the store).
 const commitPoll = 200 * time.Millisecond
 
-// find waits up to Hold for d to be committed or announced. For a
-// committed blob, desc has the size of its file.
+// find waits up to Hold for d to be committed or announced, and past it
+// while d is announced without a size, for its commit. For a committed
+// blob, desc has the size of its file.
 func (s *Server) find(ctx context.Context, d digest.Digest) (committed bool, desc ocispec.Descriptor, err error) {
 	hold := time.NewTimer(s.opts.Hold)
 	defer hold.Stop()
 	tick := time.NewTicker(commitPoll)
 	defer tick.Stop()
+	held := false
 	for {
 		if size, ok := s.committedSize(d); ok {
 			return true, ocispec.Descriptor{Digest: d, Size: size}, nil
 		}
-		desc, ok, changed := s.announcement(d)
-		if ok {
+		desc, announced, changed := s.announcement(d)
+		switch {
+		case announced && desc.Size >= 0:
 			return false, desc, nil
+		case held && !announced:
+			return false, ocispec.Descriptor{}, errUnknown
 		}
 		select {
 		case <-changed:
 		case <-tick.C:
 		case <-hold.C:
-			if size, ok := s.committedSize(d); ok {
-				return true, ocispec.Descriptor{Digest: d, Size: size}, nil
-			}
-			return false, ocispec.Descriptor{}, errUnknown
+			held = true
 		case <-ctx.Done():
 			return false, ocispec.Descriptor{}, ctx.Err()
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -362,4 +363,63 @@ func errorCode(t *testing.T, resp *http.Response) string {
 		t.Fatalf("error body is not an OCI error: %v", err)
 	}
 	return body.Errors[0].Code
+}
+
+// TestDamagedBlobNotServed: a committed blob changed on disk (a workload
+// wrote through a hard link of it) is checked again before it is served,
+// and refused, rather than passed on to the site.
+func TestDamagedBlobNotServed(t *testing.T) {
+	ctx := context.Background()
+	s := newSite(t)
+	n := startNode(t, s, Options{Hold: time.Millisecond})
+	data, desc := blob(64<<10, 8)
+	if err := n.st.Push(ctx, desc, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	path := n.st.BlobPath(desc.Digest)
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, bytes.Repeat([]byte{0}, len(data)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	resp := get(t, httpClient(s.client), http.MethodGet, n.url("blobs", desc.Digest), "")
+	if resp.StatusCode != http.StatusNotFound || errorCode(t, resp) != "BLOB_UNKNOWN" {
+		t.Errorf("GET of a damaged blob: %s, want 404 BLOB_UNKNOWN", resp.Status)
+	}
+}
+
+// TestManifestAnnouncedWithoutSize: the manifest of a pull by digest is
+// announced before its size is known; a peer asking for it waits, past
+// Hold, until it is in the store, and is told 404 if the pull gives up
+// on it.
+func TestManifestAnnouncedWithoutSize(t *testing.T) {
+	ctx := context.Background()
+	s := newSite(t)
+	n := startNode(t, s, Options{Hold: 100 * time.Millisecond})
+	c := httpClient(s.client)
+	m := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}`)
+	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(m), Size: int64(len(m))}
+
+	done := n.srv.Announce(ocispec.Descriptor{Digest: desc.Digest, Size: -1})
+	go func() {
+		time.Sleep(400 * time.Millisecond) // well past Hold
+		n.st.Push(ctx, desc, bytes.NewReader(m))
+		done()
+	}()
+	resp := get(t, c, http.MethodGet, n.url("manifests", desc.Digest), "")
+	if body := readAll(t, resp); resp.StatusCode != http.StatusOK || !bytes.Equal(body, m) ||
+		resp.Header.Get("Content-Type") != ocispec.MediaTypeImageManifest {
+		t.Errorf("manifest announced without a size, then stored: %s %q, %q; want 200, the manifest and its media type",
+			resp.Status, resp.Header.Get("Content-Type"), body)
+	}
+
+	other := digest.FromString("never stored")
+	giveUp := n.srv.Announce(ocispec.Descriptor{Digest: other, Size: -1})
+	time.AfterFunc(300*time.Millisecond, giveUp)
+	start := time.Now()
+	resp = get(t, c, http.MethodGet, n.url("manifests", other), "")
+	if resp.StatusCode != http.StatusNotFound || errorCode(t, resp) != "MANIFEST_UNKNOWN" || time.Since(start) < 300*time.Millisecond {
+		t.Errorf("manifest announced, then given up: %s after %s; want 404 once the announcement is withdrawn", resp.Status, time.Since(start))
+	}
 }

@@ -37,6 +37,8 @@ var rules = []struct {
 		"the node checks signatures with its own key material, never through the API server"},
 	{"edgepuller/upload", []string{"k8s.io/", "sigs.k8s.io/", module + "controllers", module + "api", module + "edgepuller/store", module + "edgepuller/agent"},
 		"uploads move files to a registry; the node side runs without Kubernetes"},
+	{"edgepuller/peer", []string{"k8s.io/", "sigs.k8s.io/", module + "controllers", module + "api", module + "edgepuller/agent", module + "edgepuller/fetch"},
+		"a node serves its peers from its store alone, with no API access"},
 	{"edgepuller/gc", []string{"k8s.io/", "sigs.k8s.io/", module + "controllers", module + "api"}, "the node side runs without Kubernetes"},
 	{"edgepuller/agent", []string{"k8s.io/", "sigs.k8s.io/", module + "controllers", module + "api", module + "internal"},
 		"the orchestrator is independent of where the desired state comes from"},

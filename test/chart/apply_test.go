@@ -26,6 +26,7 @@ func TestChartApplies(t *testing.T) {
 			"--set", "edgePuller.registryConfigSecret=regcred,registry.htpasswd.secretName=htpasswd",
 			"--set", "edgePuller.mirrors={cache.local:5000},edgePuller.limitRate=2M,edgePuller.quota=20G",
 			"--set", "registry.service.type=NodePort",
+			"--set", "edgePuller.peers.enabled=true",
 			"--set-json", `controller.servingImages={"onnx":{"image":"registry.example.com/onnx:1","port":8001}}`,
 		},
 	} {

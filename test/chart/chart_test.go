@@ -46,6 +46,7 @@ var variants = map[string][]string{
 		"--set", "edgePuller.mirrors={cache.local:5000,http://spegel:5000},edgePuller.limitRate=2M,edgePuller.quota=20G",
 		"--set", "edgePuller.limitUploadRate=1M",
 		"--set", "edgePuller.pullTimeout=12h,edgePuller.requestTimeout=30s",
+		"--set", "edgePuller.peers.enabled=true",
 		"--set", "registry.service.type=NodePort,registry.service.nodePort=30500",
 		"--set-json", `controller.servingImages={"onnx":{"image":"registry.example.com/onnx:1","args":["--port","8001"],"port":8001}}`,
 	},
@@ -190,7 +191,11 @@ func checkContainer(t *testing.T, where string, pod *corev1.PodSecurityContext, 
 	if seccomp == nil || seccomp.Type != corev1.SeccompProfileTypeRuntimeDefault {
 		t.Errorf("%s: seccompProfile %+v, want RuntimeDefault", where, seccomp)
 	}
-	if len(c.Ports) > 0 && slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.HostPort != 0 }) {
+	// The one host port: the puller's peer server, where the controller
+	// tells the site's other pullers to find it (edgePuller.peers.hostPort).
+	if len(c.Ports) > 0 && slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool {
+		return p.HostPort != 0 && !(c.Name == "edgepuller" && p.Name == "peers" && p.HostPort == p.ContainerPort)
+	}) {
 		t.Errorf("%s: a host port", where)
 	}
 	if !nonRoot {
@@ -1217,7 +1222,8 @@ func TestRegistryNetworkPolicy(t *testing.T) {
 // server with helm and upgrades it: the generated passwords and certificate
 // stay (lookup reads them back), so pullers' credentials do not break on
 // every upgrade; a change of the certificate's names makes a new one, and
-// the passwords still stay.
+// the passwords still stay. The pullers' generated peer CA and certificate
+// stay too.
 func TestRegistrySecretsSurviveUpgrade(t *testing.T) {
 	env, err := testenv.Start()
 	if err != nil {
@@ -1245,19 +1251,25 @@ func TestRegistrySecretsSurviveUpgrade(t *testing.T) {
 		}
 		return s.Data
 	}
-	deploy("install")
+	peers := []string{"--set", "edgePuller.peers.enabled=true"}
+	peerTLS := release + "-barge-edgepuller-peer-tls"
+	deploy("install", peers...)
 	users, certs := secret(full+"-auth"), secret(full+"-tls")
 	pull := secret(full + "-pull")
+	peerCerts := secret(peerTLS)
 
-	deploy("upgrade")
+	deploy("upgrade", peers...)
 	if !maps.EqualFunc(users, secret(full+"-auth"), bytes.Equal) || !maps.EqualFunc(pull, secret(full+"-pull"), bytes.Equal) {
 		t.Error("an upgrade changed the generated users or the pull credentials")
 	}
 	if !maps.EqualFunc(certs, secret(full+"-tls"), bytes.Equal) {
 		t.Error("an upgrade changed the generated certificate")
 	}
+	if !maps.EqualFunc(peerCerts, secret(peerTLS), bytes.Equal) {
+		t.Error("an upgrade changed the generated peer CA or certificate: pullers not yet restarted would refuse the new ones")
+	}
 
-	deploy("upgrade", "--set", "registry.tls.extraDNSNames={registry.edge.example}")
+	deploy("upgrade", append(peers, "--set", "registry.tls.extraDNSNames={registry.edge.example}")...)
 	if maps.EqualFunc(certs, secret(full+"-tls"), bytes.Equal) {
 		t.Error("a new DNS name did not make a new certificate")
 	}
