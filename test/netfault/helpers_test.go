@@ -207,6 +207,9 @@ func holds(n *edgeNode, m *model) bool {
 		return false
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil || fi.Size() != m.size {
+		return false
+	}
 	h := sha256.New()
 	if k, err := io.Copy(h, f); err != nil || k != m.size {
 		return false
