@@ -191,3 +191,19 @@ func TestWireFreshBytes(t *testing.T) {
 		t.Errorf("Fresh = %d, want 3000", got)
 	}
 }
+
+// FuzzParseTCP: any bytes from a TUN device parse without a panic, into a
+// payload that fits the packet.
+func FuzzParseTCP(f *testing.F) {
+	f.Add(segmentPacket(1, true, 0))
+	f.Add(segmentPacket(7, false, 100))
+	f.Add([]byte{0x45, 0, 0, 20})
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		seg, ok := parseTCP(pkt)
+		if ok && (seg.payload < 0 || seg.payload > len(pkt)) {
+			t.Fatalf("payload %d of a %d-byte packet", seg.payload, len(pkt))
+		}
+		p := newPipe()
+		p.offer(pkt, time.Now())
+	})
+}
