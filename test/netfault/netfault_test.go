@@ -109,17 +109,20 @@ func TestAPIServerUnreachable(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	nas := nodeArtifacts(t, ns)
-	for _, n := range s.nodes {
-		if nas[n.name].Status.Phase == "Ready" {
-			t.Errorf("%s reported Ready with the API server unreachable: the outage did not hold", n.name)
+	for _, na := range nodeArtifacts(t, ns) {
+		if na.Status.Phase == "Ready" {
+			t.Errorf("%s reported Ready with the API server unreachable: the outage did not hold", na.Spec.NodeName)
 		}
 	}
 	time.Sleep(time.Until(cut.Add(outage)))
 	restore()
 	back := time.Now()
-	last, _ := waitReady(t, m, s.nodes, 3*time.Minute)
+	last, nas := waitReady(t, m, s.nodes, 3*time.Minute)
 	t.Logf("status caught up %s after the route came back", last.Sub(back).Round(100*time.Millisecond))
+	// The seed kept serving its followers through the outage.
+	if _, fromPeers := sources(nas, s.nodes); peersBuilt && fromPeers == 0 {
+		t.Errorf("no node counts bytes from a peer: the site fetched without its peers during the outage")
+	}
 }
 
 // TestUplinkCut: the uplink is cut for 10 s in the middle of a pull; every
