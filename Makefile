@@ -39,7 +39,7 @@ build: ## Build the binaries into bin/.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 .PHONY: test
-test: tools ## Run every test (unit, fuzz seeds, envtest on the real kube-apiserver, interop with oras).
+test: tools ## Run every test (unit, fuzz seeds, envtest on the real kube-apiserver, interop with oras, the network fault suite: root for it).
 	BARGE_ORAS=$(ORAS) BARGE_COSIGN=$(COSIGN) $(GO) test -count=1 -timeout 30m ./...
 
 .PHONY: generate
@@ -80,12 +80,13 @@ controlplane: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) ## Build kube-apiserver, etcd
 CRANE := $(BIN)/crane
 
 .PHONY: bench
-bench: build $(ORAS) $(CRANE) ## Benchmark barge pull against oras and crane, dataset statistics and resumable pushes (~9 min, ~15 GiB in TMPDIR); write docs/benchmarks.md.
+bench: build $(ORAS) $(CRANE) ## Benchmark barge pull against oras and crane, dataset statistics, resumable pushes and site fan-out over shaped uplinks (~21 min, ~15 GiB in TMPDIR; the last part needs root); write docs/benchmarks.md.
 	$(GO) run ./test/bench -bin $(BIN) -doc docs/benchmarks.md
 	$(GO) run ./test/bench/dataset -bin $(BIN) -doc docs/benchmarks.md
 	$(GO) run ./test/bench/controller -bin $(BIN) -doc docs/benchmarks.md
 	$(GO) run ./test/bench/upload -bin $(BIN) -doc docs/benchmarks.md
 	$(GO) run ./test/bench/aggregate -bin $(BIN) -doc docs/benchmarks.md
+	$(GO) run ./test/bench/netfault -doc docs/benchmarks.md
 
 $(CRANE): $(CURDIR)/hack/tools/crane/go.mod
 	cd hack/tools/crane && $(GO) build -o $@ github.com/google/go-containerregistry/cmd/crane
