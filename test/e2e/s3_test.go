@@ -202,7 +202,8 @@ func TestRegistryReplicasOnS3(t *testing.T) {
 // TestRegistryReplicasNeedTheSameUploadSecret: a chunk of an upload that
 // replica A started is accepted by a replica with A's upload secret and
 // refused by one with another: the reason for --upload-secret-file, and
-// why the chart gives every replica the same one.
+// why the chart gives every replica the same one. A push across such
+// replicas fails with a message that says so.
 func TestRegistryReplicasNeedTheSameUploadSecret(t *testing.T) {
 	endpoint, _ := startS3(t)
 	secret := uploadSecret(t)
@@ -242,5 +243,14 @@ func TestRegistryReplicasNeedTheSameUploadSecret(t *testing.T) {
 	}
 	if status, code := patch(twin); status != http.StatusAccepted {
 		t.Errorf("PATCH on a replica with the same secret: %d %s, want 202", status, code)
+	}
+
+	// What a user sees when replicas were started without a shared secret.
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "config.json"), []byte(`{"layers": 12}`), 0o644)
+	proxy := newSplitProxy(t, a, other)
+	r := command{env: []string{"XDG_CACHE_HOME=" + t.TempDir()}}.run(t, bargeBin, "push", src, strings.TrimPrefix(proxy.URL, "http://")+"/models/split:1")
+	if r.err == nil || !strings.Contains(r.stderr, "same `barge serve --upload-secret-file`") {
+		t.Errorf("push across replicas with different secrets: %s\nwant a failure that names --upload-secret-file", r)
 	}
 }
