@@ -102,14 +102,27 @@ func startS3(t *testing.T) (endpoint, root string) {
 
 // serveOnS3 starts a `barge serve` replica on the bucket, with the keys in
 // its environment as the chart passes them, and returns its host:port.
-func serveOnS3(t *testing.T, endpoint, secretFile string) string {
+func serveOnS3(t *testing.T, endpoint, secretFile string, extra ...string) string {
 	t.Helper()
 	host := freePort(t, "127.0.0.1")
-	startServe(t, []string{"AWS_ACCESS_KEY_ID=" + s3AccessKey, "AWS_SECRET_ACCESS_KEY=" + s3SecretKey}, "http://",
-		"--addr", host, "--upload-secret-file", secretFile,
-		"--storage-driver", "s3", "--storage-opt", "bucket="+s3Bucket, "--storage-opt", "region=us-east-1",
-		"--storage-opt", "regionendpoint="+endpoint, "--storage-opt", "forcepathstyle=true")
+	args := append([]string{"--addr", host, "--upload-secret-file", secretFile,
+		"--storage-driver", "s3", "--storage-opt", "bucket=" + s3Bucket, "--storage-opt", "region=us-east-1",
+		"--storage-opt", "regionendpoint=" + endpoint, "--storage-opt", "forcepathstyle=true"}, extra...)
+	startServe(t, []string{"AWS_ACCESS_KEY_ID=" + s3AccessKey, "AWS_SECRET_ACCESS_KEY=" + s3SecretKey}, "http://", args...)
 	return host
+}
+
+// blobAnswer GETs a blob without following redirects and returns the
+// status and the Location.
+func blobAnswer(t *testing.T, host, repo, digest string) (int, string) {
+	t.Helper()
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get("http://" + host + "/v2/" + repo + "/blobs/" + digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("Location")
 }
 
 func uploadSecret(t *testing.T) string {
@@ -161,7 +174,7 @@ func (p *splitProxy) count(key string) int {
 // starts each upload on replica A and sends the chunks and the final PUT to
 // replica B, which accepts them because both read the same upload secret;
 // the content is in the bucket, and oras and barge read it back through
-// either replica.
+// either replica, which serve the bytes themselves unless --storage-redirect.
 func TestRegistryReplicasOnS3(t *testing.T) {
 	endpoint, root := startS3(t)
 	secret := uploadSecret(t)
@@ -185,6 +198,22 @@ func TestRegistryReplicasOnS3(t *testing.T) {
 	blobs, _ := filepath.Glob(filepath.Join(root, s3Bucket, "docker", "registry", "v2", "blobs", "sha256", "*", "*", "data"))
 	if len(blobs) < 3 { // weights, config.json, the artifact config
 		t.Errorf("%d blobs in the bucket, want the pushed layers and config there: %v", len(blobs), blobs)
+	}
+
+	// The replicas serve blob bytes themselves: nodes need no path to the
+	// object store. --storage-redirect sends them there instead.
+	var manifest struct{ Layers []struct{ Digest string } }
+	json.Unmarshal([]byte(must(t, oras(t, "manifest", "fetch", "--plain-http", a+"/models/big@"+digest)).stdout), &manifest)
+	if len(manifest.Layers) == 0 {
+		t.Fatal("no layers in the pushed manifest")
+	}
+	layer := manifest.Layers[0].Digest
+	if status, loc := blobAnswer(t, b, "models/big", layer); status != http.StatusOK {
+		t.Errorf("blob GET on a replica: %d to %q, want 200 from the replica itself", status, loc)
+	}
+	redirecting := serveOnS3(t, endpoint, secret, "--storage-redirect")
+	if status, loc := blobAnswer(t, redirecting, "models/big", layer); status != http.StatusTemporaryRedirect || !strings.HasPrefix(loc, endpoint+"/") {
+		t.Errorf("blob GET with --storage-redirect: %d to %q, want 307 to %s", status, loc, endpoint)
 	}
 
 	for name, host := range map[string]string{"A": a, "B": b} {
