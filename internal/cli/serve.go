@@ -91,6 +91,9 @@ when they change. Deleting manifests and blobs is off unless --enable-delete.`,
 			if opts.EnableDelete {
 				notes = append(notes, "deletes allowed")
 			}
+			if opts.Storage.Driver == "s3" && secretFile == "" {
+				notes = append(notes, "upload secret random: replicas need one --upload-secret-file")
+			}
 			note := ""
 			if len(notes) > 0 {
 				note = " (" + strings.Join(notes, ", ") + ")"

@@ -104,12 +104,20 @@ func startS3(t *testing.T) (endpoint, root string) {
 // its environment as the chart passes them, and returns its host:port.
 func serveOnS3(t *testing.T, endpoint, secretFile string, extra ...string) string {
 	t.Helper()
-	host := freePort(t, "127.0.0.1")
-	args := append([]string{"--addr", host, "--upload-secret-file", secretFile,
+	host, _ := serveOnS3Line(t, endpoint, append([]string{"--upload-secret-file", secretFile}, extra...)...)
+	return host
+}
+
+// serveOnS3Line is serveOnS3 with all flags given, and returns the line
+// barge serve announced itself with too.
+func serveOnS3Line(t *testing.T, endpoint string, extra ...string) (host, line string) {
+	t.Helper()
+	host = freePort(t, "127.0.0.1")
+	args := append([]string{"--addr", host,
 		"--storage-driver", "s3", "--storage-opt", "bucket=" + s3Bucket, "--storage-opt", "region=us-east-1",
 		"--storage-opt", "regionendpoint=" + endpoint, "--storage-opt", "forcepathstyle=true"}, extra...)
-	startServe(t, []string{"AWS_ACCESS_KEY_ID=" + s3AccessKey, "AWS_SECRET_ACCESS_KEY=" + s3SecretKey}, "http://", args...)
-	return host
+	line = startServe(t, []string{"AWS_ACCESS_KEY_ID=" + s3AccessKey, "AWS_SECRET_ACCESS_KEY=" + s3SecretKey}, "http://", args...)
+	return host, line
 }
 
 // blobAnswer GETs a blob without following redirects and returns the
@@ -274,12 +282,32 @@ func TestRegistryReplicasNeedTheSameUploadSecret(t *testing.T) {
 		t.Errorf("PATCH on a replica with the same secret: %d %s, want 202", status, code)
 	}
 
-	// What a user sees when replicas were started without a shared secret.
+	// What a user sees when replicas were started without a shared secret:
+	// a note at start, and a push that fails saying what to do.
+	if _, line := serveOnS3Line(t, endpoint); !strings.Contains(line, "s3 bucket "+s3Bucket+" at "+endpoint) || !strings.Contains(line, "--upload-secret-file") {
+		t.Errorf("barge serve on s3 without --upload-secret-file announced %q: want the bucket, the endpoint and a note about the upload secret", line)
+	}
 	src := t.TempDir()
 	os.WriteFile(filepath.Join(src, "config.json"), []byte(`{"layers": 12}`), 0o644)
 	proxy := newSplitProxy(t, a, other)
 	r := command{env: []string{"XDG_CACHE_HOME=" + t.TempDir()}}.run(t, bargeBin, "push", src, strings.TrimPrefix(proxy.URL, "http://")+"/models/split:1")
 	if r.err == nil || !strings.Contains(r.stderr, "same `barge serve --upload-secret-file`") {
 		t.Errorf("push across replicas with different secrets: %s\nwant a failure that names --upload-secret-file", r)
+	}
+}
+
+// TestServeRefusesKeysInArguments: an object store key on the command line
+// is visible to every user of the machine (ps, /proc): barge serve refuses
+// it and says where the key goes instead. A malformed option is named.
+func TestServeRefusesKeysInArguments(t *testing.T) {
+	for _, tc := range []struct{ opt, want string }{
+		{"secretkey=hunter2", "AWS_SECRET_ACCESS_KEY"},
+		{"AccessKey=AKIA", "AWS_ACCESS_KEY_ID"},
+		{"bucket", `--storage-opt "bucket" is not key=value`},
+	} {
+		r := barge(t, "serve", "--addr", "127.0.0.1:0", "--storage-driver", "s3", "--storage-opt", "bucket=b", "--storage-opt", tc.opt)
+		if r.err == nil || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("--storage-opt %s: %s\nwant a refusal naming %s", tc.opt, r, tc.want)
+		}
 	}
 }

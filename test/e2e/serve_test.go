@@ -50,9 +50,10 @@ func serve(t *testing.T, args ...string) {
 	startServe(t, nil, "https://", args...)
 }
 
-// startServe starts `barge serve` with extra environment and args and waits
-// for it to announce itself on a URL that starts with scheme.
-func startServe(t *testing.T, env []string, scheme string, args ...string) {
+// startServe starts `barge serve` with extra environment and args, waits
+// for it to announce itself on a URL that starts with scheme, and returns
+// that line.
+func startServe(t *testing.T, env []string, scheme string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(bargeBin, append([]string{"serve"}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
@@ -96,7 +97,7 @@ func startServe(t *testing.T, env []string, scheme string, args ...string) {
 					for range lines {
 					}
 				}()
-				return
+				return l
 			}
 		case <-ctx.Done():
 			t.Fatalf("barge serve did not start: %s", strings.Join(seen, "\n"))
