@@ -15,6 +15,10 @@ COSIGN         := $(BIN)/cosign
 KUBE_APISERVER := $(BIN)/kube-apiserver
 ETCD           := $(BIN)/etcd
 KUBECTL        := $(BIN)/kubectl
+# versitygw (an S3 server over a directory) is pinned on its own in
+# hack/tools/versitygw/go.mod: only the registry's S3 test runs it.
+VERSITYGW_MOD  := $(CURDIR)/hack/tools/versitygw/go.mod
+VERSITYGW      := $(BIN)/versitygw
 # The server reports the version pinned in hack/controlplane/go.mod.
 KUBE_VERSION   := $(shell awk '$$1 == "k8s.io/kubernetes" { print $$2 }' $(CONTROLPLANE_MOD))
 KUBE_SEMVER    := $(subst ., ,$(KUBE_VERSION:v%=%))
@@ -39,8 +43,8 @@ build: ## Build the binaries into bin/.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 .PHONY: test
-test: tools ## Run every test (unit, fuzz seeds, envtest on the real kube-apiserver, interop with oras, the network fault suite: root for it).
-	BARGE_ORAS=$(ORAS) BARGE_COSIGN=$(COSIGN) $(GO) test -count=1 -timeout 30m ./...
+test: tools ## Run every test (unit, fuzz seeds, envtest on the real kube-apiserver, interop with oras, S3 replicas on versitygw, the network fault suite: root for it).
+	BARGE_ORAS=$(ORAS) BARGE_COSIGN=$(COSIGN) BARGE_VERSITYGW=$(VERSITYGW) $(GO) test -count=1 -timeout 30m ./...
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate deepcopy code and the CRDs in charts/barge/crds/.
@@ -61,6 +65,7 @@ verify: lint-chart ## Check formatting, vet, go.mod tidiness, generated files an
 	$(GO) mod tidy -diff
 	cd hack/tools && $(GO) mod tidy -diff
 	cd hack/controlplane && $(GO) mod tidy -diff
+	cd hack/tools/versitygw && $(GO) mod tidy -diff
 	@$(MAKE) --no-print-directory generate
 	@git diff --exit-code -- 'api/*zz_generated.*.go' charts/barge/crds && test -z "$$(git status --porcelain -- 'api/*zz_generated.*.go' charts/barge/crds)" \
 	  || { echo "generated files are stale or uncommitted: run make generate and commit them"; exit 1; }
@@ -95,9 +100,10 @@ $(CRANE): $(CURDIR)/hack/tools/crane/go.mod
 
 .PHONY: tools
 # Cold (empty build cache, 2 cores shared with other builds), measured: kube-apiserver
-# 10m51s (7m34s CPU), helm 2m10s, controller-gen 1m15s, etcd 23s; the first `make test`
-# includes this. Warm: nothing to do; a go.mod bump that changes no package relinks in 1s.
-tools: $(ORAS) $(CONTROLLER_GEN) $(HELM) $(COSIGN) $(KUBE_APISERVER) $(ETCD) ## Build the pinned tools and control plane into bin/.
+# 10m51s (7m34s CPU), helm 2m10s, controller-gen 1m15s, etcd 23s, versitygw 9m50s (3m CPU);
+# the first `make test` includes this. Warm: nothing to do; a go.mod bump that changes no
+# package relinks in 1s.
+tools: $(ORAS) $(CONTROLLER_GEN) $(HELM) $(COSIGN) $(KUBE_APISERVER) $(ETCD) $(VERSITYGW) ## Build the pinned tools and control plane into bin/.
 
 $(ORAS): $(TOOLS_MOD)
 	cd hack/tools && $(GO) build -o $(ORAS) oras.land/oras/cmd/oras
@@ -110,6 +116,9 @@ $(HELM): $(TOOLS_MOD)
 
 $(COSIGN): $(TOOLS_MOD)
 	cd hack/tools && $(GO) build -o $@ github.com/sigstore/cosign/v3/cmd/cosign
+
+$(VERSITYGW): $(VERSITYGW_MOD)
+	cd hack/tools/versitygw && $(GO) build -o $@ github.com/versity/versitygw/cmd/versitygw
 
 $(KUBE_APISERVER): $(CONTROLPLANE_MOD)
 	cd hack/controlplane && CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(KUBE_LDFLAGS)' -o $@ k8s.io/kubernetes/cmd/kube-apiserver

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +22,7 @@ import (
 	"github.com/distribution/distribution/v3/registry/handlers"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem" // storage driver "filesystem"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"   // storage driver "inmemory"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/s3-aws"     // storage driver "s3"
 	"github.com/sirupsen/logrus"
 )
 
@@ -34,9 +37,13 @@ type Options struct {
 	// port 0 picks a free port (see Registry.Addr). An address that is not
 	// loopback needs TLS and auth, or InsecureListen.
 	Addr string
-	// Root is the storage directory. If empty, content is kept in memory and
-	// lost on Close.
+	// Root is the storage directory. If empty (and Storage names no
+	// driver), content is kept in memory and lost on Close.
 	Root string
+	// Storage picks one of distribution's storage drivers instead of Root,
+	// such as "s3" for S3-compatible object storage, which several
+	// replicas can share.
+	Storage Storage
 	// Htpasswd is the path of an htpasswd file (bcrypt entries) of users
 	// who may pull and push. When it or HtpasswdReadOnly is set, every
 	// request needs HTTP basic credentials from one of them. The files are
@@ -65,6 +72,61 @@ type Options struct {
 	// Log receives the registry's access and error log. If nil, logs are
 	// discarded.
 	Log io.Writer
+}
+
+// Storage is the storage section of distribution's configuration: a driver
+// and its parameters, spelled as distribution documents them
+// (https://distribution.github.io/distribution/storage-drivers/).
+type Storage struct {
+	// Driver is "filesystem", "inmemory" or "s3". If empty, Root decides
+	// between filesystem and inmemory.
+	Driver string
+	// Parameters are the driver's options, such as bucket, region,
+	// regionendpoint and forcepathstyle for s3. Values may be strings
+	// ("true", "5242880") as on a command line. The s3 driver takes its
+	// credentials from accesskey and secretkey, or when they are absent
+	// from the AWS environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+	// a web identity token, an instance role).
+	Parameters map[string]any
+	// Redirect lets the registry answer a blob GET with a redirect to a
+	// presigned URL of the object store, so that the bytes bypass the
+	// registry. Off by default: pullers on edge nodes often cannot reach
+	// the object store, or do not trust its certificate.
+	Redirect bool
+}
+
+// StorageDrivers are the drivers this build registers.
+var StorageDrivers = []string{"filesystem", "inmemory", "s3"}
+
+// configuration returns distribution's storage section for s and root.
+func (s Storage) configuration(root string, deletes bool) (configuration.Storage, error) {
+	driver, params := s.Driver, maps.Clone(s.Parameters)
+	switch {
+	case driver == "" && root != "":
+		driver, params = "filesystem", configuration.Parameters{"rootdirectory": root}
+	case driver == "":
+		driver = "inmemory"
+	case root != "":
+		return nil, fmt.Errorf("give a storage directory or a storage driver (%s), not both", driver)
+	case !slices.Contains(StorageDrivers, driver):
+		return nil, fmt.Errorf("unknown storage driver %q: this build has %s", driver, strings.Join(StorageDrivers, ", "))
+	}
+	if params == nil {
+		params = configuration.Parameters{}
+	}
+	return configuration.Storage{
+		driver:   params,
+		"delete": configuration.Parameters{"enabled": deletes},
+		// Without a redirect, distribution serves blobs itself.
+		"redirect": configuration.Parameters{"disable": !s.Redirect},
+		// Upload purging is a background goroutine that outlives Close;
+		// the embedded registry has no abandoned uploads worth a timer.
+		// On object storage, a lifecycle rule removes abandoned multipart
+		// uploads instead.
+		"maintenance": configuration.Parameters{
+			"uploadpurging": map[any]any{"enabled": false},
+		},
+	}, nil
 }
 
 // ErrInsecureListen is returned by Start for a non-loopback address without
@@ -125,27 +187,16 @@ func Start(ctx context.Context, opts Options) (*Registry, error) {
 	if secret == "" {
 		secret = rand.Text()
 	}
-	deletes := configuration.Parameters{"enabled": opts.EnableDelete}
+	storage, err := opts.Storage.configuration(opts.Root, opts.EnableDelete)
+	if err != nil {
+		return nil, fmt.Errorf("start registry: %w", err)
+	}
 
 	config := &configuration.Configuration{}
 	config.Log.Level = "error"
 	config.HTTP.Addr = addr
 	config.HTTP.Secret = secret
-	config.Storage = configuration.Storage{
-		"inmemory": configuration.Parameters{},
-		"delete":   deletes,
-	}
-	if opts.Root != "" {
-		config.Storage = configuration.Storage{
-			"filesystem": configuration.Parameters{"rootdirectory": opts.Root},
-			"delete":     deletes,
-		}
-	}
-	// Upload purging is a background goroutine that outlives Close; the
-	// embedded registry has no abandoned uploads worth a timer.
-	config.Storage["maintenance"] = configuration.Parameters{
-		"uploadpurging": map[any]any{"enabled": false},
-	}
+	config.Storage = storage
 
 	// distribution logs through logrus' standard logger, which is
 	// process-global: the last registry started decides where logs go.

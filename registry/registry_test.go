@@ -171,3 +171,37 @@ func TestHtpasswd(t *testing.T) {
 		t.Fatalf("push with credentials: %v", err)
 	}
 }
+
+// TestStorageDriver: a driver named with its parameters stores content as
+// --root does, and a bad storage choice fails at Start with a message that
+// says what to change (distribution itself would panic).
+func TestStorageDriver(t *testing.T) {
+	root := t.TempDir()
+	reg := start(t, registry.Options{Storage: registry.Storage{Driver: "filesystem", Parameters: map[string]any{"rootdirectory": root}}})
+	pushBlob(t, reg.Host(), []byte("through the named driver"))
+	if _, err := os.Stat(filepath.Join(root, "docker", "registry", "v2", "blobs")); err != nil {
+		t.Errorf("the filesystem driver did not write under its rootdirectory: %v", err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		opts registry.Options
+		want string
+	}{
+		{"unknown driver", registry.Options{Storage: registry.Storage{Driver: "gcs"}}, `unknown storage driver "gcs": this build has filesystem, inmemory, s3`},
+		{"root and driver", registry.Options{Root: root, Storage: registry.Storage{Driver: "s3"}}, "a storage directory or a storage driver (s3), not both"},
+		{"s3 without a bucket", registry.Options{Storage: registry.Storage{Driver: "s3", Parameters: map[string]any{"region": "us-east-1"}}}, "no bucket parameter"},
+		{"s3 with a bad option", registry.Options{Storage: registry.Storage{Driver: "s3", Parameters: map[string]any{"bucket": "b", "region": "us-east-1", "forcepathstyle": "maybe"}}}, "forcepathstyle parameter should be a boolean"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.Addr = "127.0.0.1:0"
+			reg, err := registry.Start(context.Background(), tc.opts)
+			if err == nil {
+				reg.Close(context.Background())
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Start: %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}

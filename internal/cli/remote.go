@@ -147,10 +147,24 @@ func explain(err error, ref registry.Reference) error {
 		return fmt.Errorf("%w\nregistry %s wants credentials: run `barge login %s`", err, host, host)
 	case errors.As(err, &errResp) && errResp.StatusCode == http.StatusForbidden:
 		return fmt.Errorf("%w\nyour credentials for %s do not allow this: check the repository name and your access", err, host)
+	case errors.As(err, &errResp) && lostUpload(errResp):
+		return fmt.Errorf("%w\nregistry %s does not know the upload it started: if several replicas serve %s, give them all the same `barge serve --upload-secret-file` (the chart does)", err, host, host)
 	case errors.Is(err, errdef.ErrNotFound) || (errors.As(err, &errResp) && errResp.StatusCode == http.StatusNotFound):
 		return fmt.Errorf("%s not found: check the name, and list versions with `barge versions %s/%s`", ref, ref.Registry, ref.Repository)
 	}
 	return err
+}
+
+// lostUpload says whether the registry refused an upload session it
+// handed out: what a replica answers for a session signed by another
+// replica's secret.
+func lostUpload(e *errcode.ErrorResponse) bool {
+	for _, x := range e.Errors {
+		if x.Code == "BLOB_UPLOAD_UNKNOWN" || x.Code == "BLOB_UPLOAD_INVALID" {
+			return true
+		}
+	}
+	return false
 }
 
 func isDNS(err error) bool {

@@ -29,6 +29,9 @@ func TestChartApplies(t *testing.T) {
 			"--set", "edgePuller.peers.enabled=true",
 			"--set-json", `controller.servingImages={"onnx":{"image":"registry.example.com/onnx:1","port":8001}}`,
 		},
+		"registry replicas on s3": {
+			"--set", "registry.replicas=2,registry.storage.type=s3,registry.storage.s3.bucket=models,registry.storage.s3.credentialsSecret=s3-keys",
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			ns := env.Namespace(t)

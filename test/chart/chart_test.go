@@ -52,6 +52,7 @@ var variants = map[string][]string{
 	},
 	"no registry":                  {"--set", "registry.enabled=false"},
 	"registry without persistence": {"--set", "registry.persistence.enabled=false"},
+	"registry on s3":               {"--set", "registry.replicas=2,registry.storage.type=s3,registry.storage.s3.bucket=models,registry.storage.s3.credentialsSecret=s3-keys"},
 	"no puller":                    {"--set", "edgePuller.enabled=false"},
 }
 
@@ -100,7 +101,7 @@ func TestDefaultObjects(t *testing.T) {
 		"PersistentVolumeClaim/registry": 1,
 		"Deployment/registry":            1,
 		"Service/registry":               1,
-		"Secret/registry":                3, // users, pull credentials, TLS
+		"Secret/registry":                4, // users, pull credentials, TLS, upload secret
 		"ConfigMap/registry":             1, // the CA pullers and controller trust
 		"NetworkPolicy/registry":         1,
 		// the pullers' node scope
@@ -1089,8 +1090,8 @@ func TestRegistryValues(t *testing.T) {
 			if _, ok := flag(c.Args, "htpasswd"); ok {
 				t.Error("--htpasswd with auth off")
 			}
-			if n := len(objs.find("Secret", "registry")); n != 1 {
-				t.Errorf("%d registry Secrets, want only the TLS one", n)
+			if n := len(objs.find("Secret", "registry")); n != 2 {
+				t.Errorf("%d registry Secrets, want only the TLS one and the upload secret", n)
 			}
 		}},
 		{"TLS off means --insecure-listen", []string{"--set", "registry.tls.enabled=false"}, func(t *testing.T, objs objects, c corev1.Container, _ *corev1.PodTemplateSpec) {
@@ -1166,7 +1167,7 @@ func TestRegistryValues(t *testing.T) {
 func TestRegistryGeneratedSecretsAreRandom(t *testing.T) {
 	full := release + "-barge-registry"
 	a, b := render(t), render(t)
-	for _, ref := range []string{"-auth/push-password", "-auth/pull-password", "-tls/tls.key", "-tls/ca.crt"} {
+	for _, ref := range []string{"-auth/push-password", "-auth/pull-password", "-tls/tls.key", "-tls/ca.crt", "-upload/secret"} {
 		name, key, _ := strings.Cut(ref, "/")
 		x, y := secretData(t, a, full+name)[key], secretData(t, b, full+name)[key]
 		if len(x) < 32 || string(x) == string(y) {
@@ -1219,11 +1220,11 @@ func TestRegistryNetworkPolicy(t *testing.T) {
 }
 
 // TestRegistrySecretsSurviveUpgrade installs the chart into a real API
-// server with helm and upgrades it: the generated passwords and certificate
-// stay (lookup reads them back), so pullers' credentials do not break on
-// every upgrade; a change of the certificate's names makes a new one, and
-// the passwords still stay. The pullers' generated peer CA and certificate
-// stay too.
+// server with helm and upgrades it: the generated passwords, certificate
+// and upload secret stay (lookup reads them back), so pullers' credentials
+// and uploads in flight do not break on every upgrade; a change of the
+// certificate's names makes a new one, and the passwords still stay. The
+// pullers' generated peer CA and certificate stay too.
 func TestRegistrySecretsSurviveUpgrade(t *testing.T) {
 	env, err := testenv.Start()
 	if err != nil {
@@ -1256,6 +1257,7 @@ func TestRegistrySecretsSurviveUpgrade(t *testing.T) {
 	deploy("install", peers...)
 	users, certs := secret(full+"-auth"), secret(full+"-tls")
 	pull := secret(full + "-pull")
+	upload := secret(full + "-upload")
 	peerCerts := secret(peerTLS)
 
 	deploy("upgrade", peers...)
@@ -1264,6 +1266,9 @@ func TestRegistrySecretsSurviveUpgrade(t *testing.T) {
 	}
 	if !maps.EqualFunc(certs, secret(full+"-tls"), bytes.Equal) {
 		t.Error("an upgrade changed the generated certificate")
+	}
+	if !maps.EqualFunc(upload, secret(full+"-upload"), bytes.Equal) {
+		t.Error("an upgrade changed the upload secret: uploads in flight through the old replicas would fail on the new ones")
 	}
 	if !maps.EqualFunc(peerCerts, secret(peerTLS), bytes.Equal) {
 		t.Error("an upgrade changed the generated peer CA or certificate: pullers not yet restarted would refuse the new ones")

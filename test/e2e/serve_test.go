@@ -43,10 +43,20 @@ func freePort(t *testing.T, host string) string {
 	return net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 }
 
-// serve starts `barge serve` with args and waits for it to announce itself.
+// serve starts `barge serve` with args and waits for it to announce itself
+// on HTTPS.
 func serve(t *testing.T, args ...string) {
 	t.Helper()
+	startServe(t, nil, "https://", args...)
+}
+
+// startServe starts `barge serve` with extra environment and args, waits
+// for it to announce itself on a URL that starts with scheme, and returns
+// that line.
+func startServe(t *testing.T, env []string, scheme string, args ...string) string {
+	t.Helper()
 	cmd := exec.Command(bargeBin, append([]string{"serve"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -82,12 +92,12 @@ func serve(t *testing.T, args ...string) {
 				t.Fatalf("barge serve exited: %s", strings.Join(seen, "\n"))
 			}
 			seen = append(seen, l)
-			if strings.HasPrefix(l, "Serving an OCI registry on https://") {
+			if strings.HasPrefix(l, "Serving an OCI registry on "+scheme) {
 				go func() {
 					for range lines {
 					}
 				}()
-				return
+				return l
 			}
 		case <-ctx.Done():
 			t.Fatalf("barge serve did not start: %s", strings.Join(seen, "\n"))
