@@ -46,7 +46,7 @@ func TestFanOut(t *testing.T) {
 			}
 			// Without peers the uplink carries the model ten times: no run
 			// can be faster than that.
-			if least := time.Duration(nodesPerSite * f.Model * 8 * int64(time.Second) / c.p.rate); f.ToReady >= least {
+			if least := uplinkTime(nodesPerSite*f.Model, c.p.rate); f.ToReady >= least {
 				t.Errorf("with peers every node was Ready after %s; without peers the uplink alone needs %s", f.ToReady, least)
 			}
 		})
