@@ -16,12 +16,8 @@ func TestFigures(t *testing.T) {
 	if os.Getenv("BARGE_NETFAULT_FIGURES") == "" {
 		t.Skip("make bench runs this, with BARGE_NETFAULT_FIGURES set")
 	}
-	defer startController(peersBuilt)
-	phases := []bool{false}
-	if peersBuilt {
-		phases = []bool{true, false}
-	}
-	for _, peers := range phases {
+	defer startController(true)
+	for _, peers := range []bool{true, false} {
 		if err := startController(peers); err != nil {
 			t.Fatal(err)
 		}
@@ -31,7 +27,7 @@ func TestFigures(t *testing.T) {
 				s := takeSite(t, fast)
 				fanOut(t, s, fast, "fan-out", 64*MiB, peers)
 				if peers {
-					t.Run("cut", func(t *testing.T) { uplinkCut(t, s, 64*MiB, true) })
+					t.Run("cut", func(t *testing.T) { uplinkCut(t, s, 64*MiB) })
 					t.Run("kill", func(t *testing.T) { seedKilled(t, s, 64*MiB) })
 				}
 			})

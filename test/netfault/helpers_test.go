@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -324,15 +323,12 @@ func readyTimeout(p profile, size int64, peers bool) time.Duration {
 	if rate == 0 {
 		rate = 1e9
 	}
-	return time.Duration(3*copies*size*8*int64(time.Second)/rate) + time.Minute
+	return uplinkTime(3*copies*size, rate) + time.Minute
 }
 
-func names(nodes []*edgeNode) []string {
-	out := []string{}
-	for _, n := range nodes {
-		out = append(out, n.name)
-	}
-	return slices.Sorted(slices.Values(out))
+// uplinkTime is how long n bytes take at rate bits per second.
+func uplinkTime(n, rate int64) time.Duration {
+	return time.Duration(float64(n) * 8 / float64(rate) * float64(time.Second))
 }
 
 func deleteNode(t *testing.T, name string) {

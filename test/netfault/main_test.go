@@ -33,7 +33,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -64,9 +63,6 @@ var (
 	peerTLS    string // ca.crt, tls.crt, tls.key for every puller
 	registry   string // host:port of barge serve on registryAddr
 	sites      []*site
-	// peersBuilt is whether the binaries have the peer flags (puller
-	// --peer-listen, controller --peer-port).
-	peersBuilt bool
 
 	ctrlMu sync.Mutex
 	ctrl   *process
@@ -168,7 +164,6 @@ func setUp() (stop func(), err error) {
 	if err := build.Run(); err != nil {
 		return stop, fmt.Errorf("build: %w", err)
 	}
-	peersBuilt = helpHas("barge-edgepuller", "-peer-listen") && helpHas("barge-controller", "-peer-port")
 
 	c, err := startCloud()
 	if err != nil {
@@ -218,16 +213,14 @@ func setUp() (stop func(), err error) {
 			}
 			n.root = filepath.Join(work, "nodes", n.name)
 			n.args = []string{"--kubeconfig", nodeConfig, "--node-name", n.name, "--root", n.root,
-				"--metrics-addr", fmt.Sprintf("%s:%d", n.addr, metricsPort)}
-			if peersBuilt {
-				n.args = append(n.args, "--peer-listen", fmt.Sprintf("%s:%d", n.addr, peerPort), "--peer-tls-dir", peerTLS)
-			}
+				"--metrics-addr", fmt.Sprintf("%s:%d", n.addr, metricsPort),
+				"--peer-listen", fmt.Sprintf("%s:%d", n.addr, peerPort), "--peer-tls-dir", peerTLS}
 			if err := n.start(bins); err != nil {
 				return stop, err
 			}
 		}
 	}
-	if err := startController(peersBuilt); err != nil {
+	if err := startController(true); err != nil {
 		return stop, err
 	}
 	undo = append(undo, func() {
@@ -238,12 +231,6 @@ func setUp() (stop func(), err error) {
 	return stop, nil
 }
 
-// helpHas reports whether a binary's --help mentions flag.
-func helpHas(bin, flag string) bool {
-	out, _ := exec.Command(filepath.Join(bins, bin), "--help").CombinedOutput()
-	return strings.Contains(string(out), flag)
-}
-
 // startController (re)starts barge-controller, with peers on the nodes or
 // without (--peer-port 0), for a comparison in one run.
 func startController(peers bool) error {
@@ -252,14 +239,12 @@ func startController(peers bool) error {
 	if ctrl != nil {
 		ctrl.stop()
 	}
-	args := []string{"--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0"}
-	if peersBuilt {
-		port := 0
-		if peers {
-			port = peerPort
-		}
-		args = append(args, "--site-label", zoneLabel, "--peer-port", fmt.Sprint(port))
+	port := 0
+	if peers {
+		port = peerPort
 	}
+	args := []string{"--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
+		"--site-label", zoneLabel, "--peer-port", fmt.Sprint(port)}
 	p, err := startProcess("controller", "", filepath.Join(bins, "barge-controller"), args...)
 	if err != nil {
 		return err

@@ -6,39 +6,22 @@ import (
 	"time"
 )
 
-// requirePeers skips a test of peer behaviour until the binaries have it.
-func requirePeers(t *testing.T) {
-	t.Helper()
-	if !peersBuilt {
-		t.Skip("the pullers have no --peer-listen yet")
-	}
-}
-
 // TestFanOut: a model reaches the ten nodes of a site while the registry
-// sends it over the uplink about once (with peers), on both profiles.
-// Without peers (before they are built), a small model, the baseline: once
-// per node.
+// sends it over the uplink once, on both profiles, well before the uplink
+// could have carried it once per node.
 func TestFanOut(t *testing.T) {
 	requireNet(t)
 	t.Parallel()
 	for _, c := range []struct {
-		p                profile
-		size, noPeerSize int64
+		p    profile
+		size int64
 	}{
-		{fast, 64 * MiB, 4 * MiB},
-		{lossy, 8 * MiB, 1 * MiB},
+		{fast, 64 * MiB},
+		{lossy, 8 * MiB},
 	} {
 		t.Run(c.p.short, func(t *testing.T) {
 			t.Parallel()
 			s := takeSite(t, c.p)
-			if !peersBuilt {
-				f := fanOut(t, s, c.p, "fan-out", c.noPeerSize, false)
-				// Each node fetched it from the origin, once.
-				if f.Egress < nodesPerSite*f.Model || f.Egress > nodesPerSite*f.Model*11/10 {
-					t.Errorf("without peers the registry sent %.1f MiB to the site, want 10x to 11x the model (%d MiB)", float64(f.Egress)/MiB, f.Model/MiB)
-				}
-				return
-			}
 			f := fanOut(t, s, c.p, "fan-out", c.size, true)
 			if limit := f.Model * 11 / 10; f.Egress > limit {
 				t.Errorf("with peers the registry sent %.1f MiB to the site for a %d MiB model: %.2fx, want at most 1.1x",
@@ -46,7 +29,7 @@ func TestFanOut(t *testing.T) {
 			}
 			// Without peers the uplink carries the model ten times: no run
 			// can be faster than that.
-			if least := time.Duration(nodesPerSite * f.Model * 8 * int64(time.Second) / c.p.rate); f.ToReady >= least {
+			if least := uplinkTime(nodesPerSite*f.Model, c.p.rate); f.ToReady >= least {
 				t.Errorf("with peers every node was Ready after %s; without peers the uplink alone needs %s", f.ToReady, least)
 			}
 		})
@@ -62,9 +45,6 @@ func TestAPIServerUnreachable(t *testing.T) {
 	t.Parallel()
 	s := takeSite(t, fast)
 	size := int64(64 * MiB)
-	if !peersBuilt {
-		size = 4 * MiB
-	}
 	ns := env.Namespace(t)
 	m := pushModel(t, ns, size)
 	deploy(t, s, m)
@@ -120,7 +100,7 @@ func TestAPIServerUnreachable(t *testing.T) {
 	last, nas := waitReady(t, m, s.nodes, 3*time.Minute)
 	t.Logf("status caught up %s after the route came back", last.Sub(back).Round(100*time.Millisecond))
 	// The seed kept serving its followers through the outage.
-	if _, fromPeers := sources(nas, s.nodes); peersBuilt && fromPeers == 0 {
+	if _, fromPeers := sources(nas, s.nodes); fromPeers == 0 {
 		t.Errorf("no node counts bytes from a peer: the site fetched without its peers during the outage")
 	}
 }
@@ -131,20 +111,11 @@ func TestAPIServerUnreachable(t *testing.T) {
 func TestUplinkCut(t *testing.T) {
 	requireNet(t)
 	t.Parallel()
-	s := takeSite(t, fast)
-	if peersBuilt {
-		uplinkCut(t, s, 64*MiB, true)
-	} else {
-		uplinkCut(t, s, 4*MiB, false)
-	}
+	uplinkCut(t, takeSite(t, fast), 64*MiB)
 }
 
-func uplinkCut(t *testing.T, s *site, size int64, peers bool) figure {
+func uplinkCut(t *testing.T, s *site, size int64) figure {
 	t.Helper()
-	copies := int64(1)
-	if !peers {
-		copies = nodesPerSite
-	}
 	ns := env.Namespace(t)
 	m := pushModel(t, ns, size)
 	pids := map[string]int{}
@@ -155,12 +126,12 @@ func uplinkCut(t *testing.T, s *site, size int64, peers bool) figure {
 	start := time.Now()
 	deploy(t, s, m)
 	waitFor(t, "a third of the pull", 2*time.Minute, func() bool {
-		return s.egress(registryAddr, netip.Addr{})-reg0 > copies*size/3
+		return s.egress(registryAddr, netip.Addr{})-reg0 > size/3
 	})
 	s.wire.SetCut(true)
 	time.Sleep(10 * time.Second)
 	s.wire.SetCut(false)
-	last, nas := waitReady(t, m, s.nodes, readyTimeout(fast, size, peers)+10*time.Second)
+	last, nas := waitReady(t, m, s.nodes, readyTimeout(fast, size, true)+10*time.Second)
 	checkHolds(t, m, s.nodes)
 	for _, n := range s.nodes {
 		if p := n.puller(); !p.running() || p.cmd.Process.Pid != pids[n.name] {
@@ -168,13 +139,12 @@ func uplinkCut(t *testing.T, s *site, size int64, peers bool) figure {
 		}
 	}
 	origin, fromPeers := sources(nas, s.nodes)
-	f := figure{Scenario: "uplink cut for 10 s at a third", Profile: fast.name, Peers: peers, Nodes: len(s.nodes), Model: size,
+	f := figure{Scenario: "uplink cut for 10 s at a third", Profile: fast.name, Peers: true, Nodes: len(s.nodes), Model: size,
 		Egress: s.egress(registryAddr, netip.Addr{}) - reg0, Wire: s.onWire(registryAddr) - wire0, ToReady: last.Sub(start), Origin: origin, FromPeers: fromPeers}
 	record(t, f)
-	pct := int64(105)
-	if limit := copies * size * pct / 100; f.Egress > limit {
-		t.Errorf("the registry sent %.1f MiB to the site, %.3fx of %d x %d MiB; want at most %.2fx",
-			float64(f.Egress)/MiB, float64(f.Egress)/float64(copies*size), copies, size/MiB, float64(pct)/100)
+	if limit := size * 105 / 100; f.Egress > limit {
+		t.Errorf("the registry sent %.1f MiB to the site for a %d MiB model: %.3fx; want at most 1.05x",
+			float64(f.Egress)/MiB, size/MiB, float64(f.Egress)/float64(size))
 	}
 	return f
 }
@@ -185,7 +155,6 @@ func uplinkCut(t *testing.T, s *site, size int64, peers bool) figure {
 // nodes that asked the liar name it in status.droppedPeers as Corrupt.
 func TestLyingPeer(t *testing.T) {
 	requireNet(t)
-	requirePeers(t)
 	t.Parallel()
 	s := takeSite(t, fast)
 	// The Node first, so that the controller knows it well before the
@@ -229,7 +198,6 @@ func TestLyingPeer(t *testing.T) {
 // later, completes too.
 func TestSeedKilled(t *testing.T) {
 	requireNet(t)
-	requirePeers(t)
 	t.Parallel()
 	seedKilled(t, takeSite(t, fast), 64*MiB)
 }
