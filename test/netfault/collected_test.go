@@ -26,7 +26,6 @@ import (
 // nothing (manifests), the other nodes fetch the dataset from their peers.
 func TestCollectedDataset(t *testing.T) {
 	requireNet(t)
-	requirePeers(t)
 	t.Parallel()
 	const size = 16 * MiB
 	s := takeSite(t, fast)
