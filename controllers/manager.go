@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -164,6 +166,9 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 // tests change.
 func setup(mgr ctrl.Manager, opts Options) (*placer, error) {
 	opts = opts.withDefaults()
+	if err := indexNodeArtifacts(context.Background(), mgr); err != nil {
+		return nil, fmt.Errorf("index NodeArtifacts by owner: %w", err)
+	}
 	resolver := &Resolver{Secrets: mgr.GetAPIReader(), HTTPClient: opts.HTTPClient, RequestTimeout: opts.RequestTimeout,
 		AllowedRegistries: opts.AllowedRegistries, ServiceAccount: opts.ServiceAccount, Credentials: opts.Credentials}
 	pl := &placer{client: mgr.GetClient(), reader: mgr.GetAPIReader(), scheme: mgr.GetScheme(), typedNodes: opts.PeerPort > 0}

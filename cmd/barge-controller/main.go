@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"path"
 	"slices"
@@ -22,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"oras.land/oras-go/v2/registry/remote/credentials"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
@@ -68,6 +71,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		peerPort    = fs.Int("peer-port", 0, "`port` of the edge pullers' peer servers (their --peer-listen), reached at each Node's InternalIP; 0 turns peers off")
 		seeds       = fs.Int("seeds-per-site", 1, "how many nodes of a site fetch a digest from the origin; the others fetch from them")
 		maxPeers    = fs.Int("max-peers", 4, fmt.Sprintf("how many peers one NodeArtifact lists, 1 to %d", v1alpha1.MaxPeers))
+		apiQPS      = fs.Float64("kube-api-qps", 200, "client-side limit of Kubernetes API requests per second (creating a model's NodeArtifacts on 1,000 nodes is 1,000 requests); 0 for none, leaving the API server's priority and fairness to pace the controller")
+		profiling   = fs.Bool("profiling", false, "serve Go's /debug/pprof/ on the metrics address, for measuring the controller; off in production, as it shows the process's memory and stacks")
+		apiBurst    = fs.Int("kube-api-burst", 400, "requests above --kube-api-qps allowed in a burst")
 	)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -118,10 +124,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
+	if err := setRate(cfg, *apiQPS, *apiBurst); err != nil {
+		return err
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Cache:                         controllers.CacheOptions(),
-		Metrics:                       server.Options{BindAddress: *metricsAddr},
+		Metrics:                       server.Options{BindAddress: *metricsAddr, ExtraHandlers: profilingHandlers(*profiling)},
 		HealthProbeBindAddress:        *probeAddr,
 		LeaderElection:                *leaderElect,
 		LeaderElectionID:              "barge-controller.barge.dev",
@@ -171,6 +180,33 @@ func checkSites(label string, port, seeds, maxPeers int) error {
 	case maxPeers < 1 || maxPeers > v1alpha1.MaxPeers:
 		return fmt.Errorf("--max-peers %d: must be from 1 to %d", maxPeers, v1alpha1.MaxPeers)
 	}
+	return nil
+}
+
+// profilingHandlers are net/http/pprof's, when on.
+func profilingHandlers(on bool) map[string]http.Handler {
+	if !on {
+		return nil
+	}
+	return map[string]http.Handler{
+		"/debug/pprof/":        http.HandlerFunc(pprof.Index),
+		"/debug/pprof/profile": http.HandlerFunc(pprof.Profile),
+		"/debug/pprof/heap":    pprof.Handler("heap"),
+	}
+}
+
+// setRate sets the client-side rate limit of the controller's API requests.
+func setRate(cfg *rest.Config, qps float64, burst int) error {
+	switch {
+	case qps < 0:
+		return fmt.Errorf("--kube-api-qps %g: give requests per second, or 0 for no client-side limit", qps)
+	case qps > 0 && burst < 1:
+		return fmt.Errorf("--kube-api-burst %d: must be at least 1", burst)
+	case qps == 0:
+		cfg.QPS, cfg.Burst = -1, 0 // client-go: no limiter
+		return nil
+	}
+	cfg.QPS, cfg.Burst = float32(qps), burst
 	return nil
 }
 
