@@ -111,6 +111,10 @@ type Options struct {
 	// SeedsPerSite is how many nodes of a site fetch a digest from the
 	// origin, the others from them; if <= 0, 1.
 	SeedsPerSite int
+	// MetricsRefresh is how long status.metrics of an unchanged digest are
+	// kept before its metrics referrers are read again; if <= 0,
+	// DefaultMetricsRefresh.
+	MetricsRefresh time.Duration
 	// MaxPeers is how many peers one NodeArtifact lists; if <= 0, 4, and
 	// at most v1alpha1.MaxPeers.
 	MaxPeers int
@@ -170,7 +174,8 @@ func setup(mgr ctrl.Manager, opts Options) (*placer, error) {
 		return nil, fmt.Errorf("index NodeArtifacts by owner: %w", err)
 	}
 	resolver := &Resolver{Secrets: mgr.GetAPIReader(), HTTPClient: opts.HTTPClient, RequestTimeout: opts.RequestTimeout,
-		AllowedRegistries: opts.AllowedRegistries, ServiceAccount: opts.ServiceAccount, Credentials: opts.Credentials}
+		AllowedRegistries: opts.AllowedRegistries, ServiceAccount: opts.ServiceAccount, Credentials: opts.Credentials,
+		MetricsRefresh: opts.MetricsRefresh}
 	pl := &placer{client: mgr.GetClient(), reader: mgr.GetAPIReader(), scheme: mgr.GetScheme(), typedNodes: opts.PeerPort > 0}
 	pol := opts.sitePolicy()
 	pl.sites.Store(&pol)

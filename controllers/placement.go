@@ -106,6 +106,12 @@ type placement struct {
 	// upload is a TrainingModel's round: the update each node's puller
 	// uploads once its trainer is done. Nil for other owners.
 	upload *v1alpha1.UploadSpec
+	// maxCreates, when > 0, bounds the NodeArtifacts one pass creates; the
+	// result says more are to come, and the owner requeues at once. A model
+	// on 1,000 nodes then reports its digest and progress after the first
+	// few hundred, and shares the workers with the other models, instead of
+	// holding one for 1,000 creates and saying nothing until they are done.
+	maxCreates int
 }
 
 // moveBounds limit which NodeArtifacts one pass moves.
@@ -140,6 +146,9 @@ type placeResult struct {
 	// repaired are NodeArtifacts whose labels or spec someone else changed,
 	// set back.
 	repaired []string
+	// more: placement.maxCreates left nodes without a NodeArtifact; the
+	// next pass creates them.
+	more bool
 }
 
 // placer writes and removes NodeArtifacts.
@@ -297,6 +306,9 @@ func (pl *placer) apply(ctx context.Context, p placement, v nodeView) (placeResu
 		}
 	}
 	plan := planRollout(desired, existing, p.digest, p.bounds())
+	if p.maxCreates > 0 && len(plan.create) > p.maxCreates {
+		plan.create, res.more = plan.create[:p.maxCreates], true
+	}
 	peers := pl.planPeers(p, v, plan)
 
 	made, err := pl.createAll(ctx, p, plan.create, peers)

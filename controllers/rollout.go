@@ -551,7 +551,11 @@ func (r *InferenceModelReconciler) rolloutEdge(ctx context.Context, s *modelScop
 	if d.record != nil {
 		m.Status.History = addHistory(m.Status.History, *d.record)
 	}
-	return ctrl.Result{RequeueAfter: d.requeue}, nil
+	result := ctrl.Result{RequeueAfter: d.requeue}
+	if s.placed.more {
+		result = soonest(result, ctrl.Result{RequeueAfter: morePasses})
+	}
+	return result, nil
 }
 
 // rolloutInput is what this pass knows of the rollout, but for the nodes.
@@ -590,8 +594,17 @@ func (s *modelScope) edgePlacement(target, files string, moveOnly map[string]boo
 		verify:        edgeVerify(m.Spec.Verify, target, files),
 		moveOnly:      moveOnly,
 		failedSettled: true,
+		maxCreates:    maxCreatesPerPass,
 	}
 }
+
+// maxCreatesPerPass bounds the NodeArtifacts one pass of a model creates
+// (placement.maxCreates).
+const maxCreatesPerPass = 200
+
+// morePasses is how soon a model whose pass left NodeArtifacts to create
+// is taken again: at once, behind the models already queued.
+const morePasses = time.Millisecond
 
 // widens: after may move a node that before held back.
 func widens(before, after map[string]bool) bool {

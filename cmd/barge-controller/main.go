@@ -72,6 +72,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		seeds       = fs.Int("seeds-per-site", 1, "how many nodes of a site fetch a digest from the origin; the others fetch from them")
 		maxPeers    = fs.Int("max-peers", 4, fmt.Sprintf("how many peers one NodeArtifact lists, 1 to %d", v1alpha1.MaxPeers))
 		apiQPS      = fs.Float64("kube-api-qps", 200, "client-side limit of Kubernetes API requests per second (creating a model's NodeArtifacts on 1,000 nodes is 1,000 requests); 0 for none, leaving the API server's priority and fairness to pace the controller")
+		metricsRef  = fs.Duration("metrics-refresh", controllers.DefaultMetricsRefresh, "how long the status.metrics of an unchanged digest are kept before its metrics referrers are read again; a re-resolve that finds the same digest otherwise costs the registry one HEAD")
 		profiling   = fs.Bool("profiling", false, "serve Go's /debug/pprof/ on the metrics address, for measuring the controller; off in production, as it shows the process's memory and stacks")
 		apiBurst    = fs.Int("kube-api-burst", 400, "requests above --kube-api-qps allowed in a burst")
 	)
@@ -93,7 +94,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--allowed-registries: %w", err)
 	}
-	for name, d := range map[string]time.Duration{"registry-timeout": *regTimeout, "reconcile-timeout": *passTimeout, "deletion-grace-period": *grace} {
+	for name, d := range map[string]time.Duration{"registry-timeout": *regTimeout, "reconcile-timeout": *passTimeout, "deletion-grace-period": *grace, "metrics-refresh": *metricsRef} {
 		if d <= 0 {
 			return fmt.Errorf("--%s %s: must be positive", name, d)
 		}
@@ -154,6 +155,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		PeerPort:            *peerPort,
 		SeedsPerSite:        *seeds,
 		MaxPeers:            *maxPeers,
+		MetricsRefresh:      *metricsRef,
 	}); err != nil {
 		return err
 	}
