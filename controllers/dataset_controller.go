@@ -86,7 +86,7 @@ func (r *DatasetReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha1.Dataset{}, builder.WithPredicates(forObjectChanges())).
 		Owns(&v1alpha1.NodeArtifact{}, builder.WithPredicates(nodeArtifactChanges())).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.forNode), nodeWatch(r.opts)...).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.opts.MaxConcurrentReconciles}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.opts.MaxConcurrentReconciles, RateLimiter: retryLimiter()}).
 		Complete(r)
 }
 

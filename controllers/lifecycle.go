@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -521,3 +522,19 @@ func deletionConditions(conds *[]metav1.Condition, generation int64, kind, name 
 	set(v1alpha1.ReconcilingCondition, metav1.ConditionTrue, ReasonDeleting, msg)
 	apimeta.RemoveStatusCondition(conds, v1alpha1.StalledCondition)
 }
+
+// retryLimiter paces the retries of passes that failed on an API error:
+// per object, 100 ms doubling up to a minute. controller-runtime's default
+// adds a bucket of 10 retries a second shared by every object, whose
+// reservations pile up when many objects fail at once (an API server that
+// answers 429 or times out under a 1,000-model rollout): each failure then
+// waits behind all the others, and a model could sit minutes unresolved,
+// with no pass to say why. The client's --kube-api-qps already bounds what
+// the controller sends.
+func retryLimiter() workqueue.TypedRateLimiter[reconcile.Request] {
+	return workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, maxRetryDelay)
+}
+
+// maxRetryDelay is the longest an object waits to be retried after an API
+// error.
+const maxRetryDelay = time.Minute

@@ -111,6 +111,10 @@ type Options struct {
 	// SeedsPerSite is how many nodes of a site fetch a digest from the
 	// origin, the others from them; if <= 0, 1.
 	SeedsPerSite int
+	// MaxCreatesPerPass bounds the NodeArtifacts one pass of an
+	// InferenceModel creates; the model is taken again at once for the
+	// rest. If <= 0, 200.
+	MaxCreatesPerPass int
 	// MetricsRefresh is how long status.metrics of an unchanged digest are
 	// kept before its metrics referrers are read again; if <= 0,
 	// DefaultMetricsRefresh.
@@ -132,6 +136,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.RetryInterval <= 0 {
 		o.RetryInterval = 30 * time.Second
+	}
+	if o.MaxCreatesPerPass <= 0 {
+		o.MaxCreatesPerPass = 200
 	}
 	if o.MaxConcurrentReconciles <= 0 {
 		o.MaxConcurrentReconciles = 4

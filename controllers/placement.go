@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -558,16 +559,17 @@ func (pl *placer) nodes(ctx context.Context) ([]metav1.PartialObjectMetadata, ma
 }
 
 // owned lists the NodeArtifacts owner controls: from the cache, by
-// controllerIndex, once it shows every write of this controller for owner;
-// until then from the API server (writeLog).
+// controllerIndex, once it shows every write of this controller for owner
+// (writeLog), which takes milliseconds; should it take longer than
+// cacheWait, from the API server.
 func (pl *placer) owned(ctx context.Context, owner client.Object, kind string) ([]*v1alpha1.NodeArtifact, error) {
-	var list v1alpha1.NodeArtifactList
-	if err := pl.client.List(ctx, &list, client.InNamespace(owner.GetNamespace()), client.MatchingFields{controllerIndex: string(owner.GetUID())}); err != nil {
-		return nil, fmt.Errorf("list NodeArtifacts of %s %s/%s from the cache: %w", kind, owner.GetNamespace(), owner.GetName(), err)
+	list, err := pl.ownedCached(ctx, owner, kind)
+	if err != nil {
+		return nil, err
 	}
-	if !pl.writes.shows(owner.GetUID(), list.Items) {
-		list = v1alpha1.NodeArtifactList{}
-		if err := pl.reader.List(ctx, &list, client.InNamespace(owner.GetNamespace()), client.MatchingLabels(ownerLabels(kind, owner.GetName()))); err != nil {
+	if list == nil {
+		list = &v1alpha1.NodeArtifactList{}
+		if err := pl.reader.List(ctx, list, client.InNamespace(owner.GetNamespace()), client.MatchingLabels(ownerLabels(kind, owner.GetName()))); err != nil {
 			return nil, fmt.Errorf("list NodeArtifacts of %s %s/%s: %w", kind, owner.GetNamespace(), owner.GetName(), err)
 		}
 	}
@@ -579,6 +581,34 @@ func (pl *placer) owned(ctx context.Context, owner client.Object, kind string) (
 		}
 	}
 	return out, nil
+}
+
+// cacheWait is how long a pass waits for the cache to show the writes of
+// the passes before it, before it lists from the API server instead.
+const cacheWait = 10 * time.Second
+
+// ownedCached lists owner's NodeArtifacts from the cache once it shows
+// every write logged for owner, polling for up to cacheWait; nil when it
+// did not.
+func (pl *placer) ownedCached(ctx context.Context, owner client.Object, kind string) (*v1alpha1.NodeArtifactList, error) {
+	deadline := time.Now().Add(cacheWait)
+	for {
+		list := &v1alpha1.NodeArtifactList{}
+		if err := pl.client.List(ctx, list, client.InNamespace(owner.GetNamespace()), client.MatchingFields{controllerIndex: string(owner.GetUID())}); err != nil {
+			return nil, fmt.Errorf("list NodeArtifacts of %s %s/%s from the cache: %w", kind, owner.GetNamespace(), owner.GetName(), err)
+		}
+		if pl.writes.shows(owner.GetUID(), list.Items) {
+			return list, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // ownedByName gets the NodeArtifact name if owner controls it, else nil.

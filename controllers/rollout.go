@@ -515,7 +515,9 @@ func (r *InferenceModelReconciler) rolloutEdge(ctx context.Context, s *modelScop
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	res, err := r.placer.apply(ctx, s.edgePlacement(first.target, placed, first.moveOnly), view)
+	p := s.edgePlacement(first.target, placed, first.moveOnly)
+	p.maxCreates = r.opts.MaxCreatesPerPass
+	res, err := r.placer.apply(ctx, p, view)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -530,7 +532,9 @@ func (r *InferenceModelReconciler) rolloutEdge(ctx context.Context, s *modelScop
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		res, err := r.placer.place(ctx, s.edgePlacement(d.target, again, d.moveOnly))
+		p := s.edgePlacement(d.target, again, d.moveOnly)
+		p.maxCreates = r.opts.MaxCreatesPerPass
+		res, err := r.placer.place(ctx, p)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -594,13 +598,8 @@ func (s *modelScope) edgePlacement(target, files string, moveOnly map[string]boo
 		verify:        edgeVerify(m.Spec.Verify, target, files),
 		moveOnly:      moveOnly,
 		failedSettled: true,
-		maxCreates:    maxCreatesPerPass,
 	}
 }
-
-// maxCreatesPerPass bounds the NodeArtifacts one pass of a model creates
-// (placement.maxCreates).
-const maxCreatesPerPass = 200
 
 // morePasses is how soon a model whose pass left NodeArtifacts to create
 // is taken again: at once, behind the models already queued.
