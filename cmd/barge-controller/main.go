@@ -105,6 +105,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := checkSites(*siteLabel, *peerPort, *seeds, *maxPeers); err != nil {
 		return err
 	}
+	if err := checkRate(*apiQPS, *apiBurst); err != nil {
+		return err
+	}
 	roots, err := parseRoots(*dataRoots)
 	if err != nil {
 		return fmt.Errorf("--local-dataset-roots: %w", err)
@@ -125,9 +128,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
-	if err := setRate(cfg, *apiQPS, *apiBurst); err != nil {
-		return err
-	}
+	setRate(cfg, *apiQPS, *apiBurst)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Cache:                         controllers.CacheOptions(),
@@ -197,19 +198,25 @@ func profilingHandlers(on bool) map[string]http.Handler {
 	}
 }
 
-// setRate sets the client-side rate limit of the controller's API requests.
-func setRate(cfg *rest.Config, qps float64, burst int) error {
+// checkRate checks --kube-api-qps and --kube-api-burst.
+func checkRate(qps float64, burst int) error {
 	switch {
 	case qps < 0:
 		return fmt.Errorf("--kube-api-qps %g: give requests per second, or 0 for no client-side limit", qps)
 	case qps > 0 && burst < 1:
 		return fmt.Errorf("--kube-api-burst %d: must be at least 1", burst)
-	case qps == 0:
-		cfg.QPS, cfg.Burst = -1, 0 // client-go: no limiter
-		return nil
+	}
+	return nil
+}
+
+// setRate sets the client-side rate limit of the controller's API
+// requests; qps 0 turns it off, as controller-runtime's default does.
+func setRate(cfg *rest.Config, qps float64, burst int) {
+	if qps == 0 {
+		cfg.QPS, cfg.Burst = -1, 0
+		return
 	}
 	cfg.QPS, cfg.Burst = float32(qps), burst
-	return nil
 }
 
 // parseRoots reads a comma-separated list of absolute directories.
