@@ -74,6 +74,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		apiQPS      = fs.Float64("kube-api-qps", 200, "client-side limit of Kubernetes API requests per second (creating a model's NodeArtifacts on 1,000 nodes is 1,000 requests); 0 for none, leaving the API server's priority and fairness to pace the controller")
 		metricsRef  = fs.Duration("metrics-refresh", controllers.DefaultMetricsRefresh, "how long the status.metrics of an unchanged digest are kept before its metrics referrers are read again; a re-resolve that finds the same digest otherwise costs the registry one HEAD")
 		profiling   = fs.Bool("profiling", false, "serve Go's /debug/pprof/ on the metrics address, for measuring the controller; off in production, as it shows the process's memory and stacks")
+		workers     = fs.Int("concurrent-reconciles", 16, "passes run at once per kind (InferenceModel, Dataset, TrainingModel); a pass mostly waits on the API server and registries, so more workers make a 1,000-model rollout faster without more CPU")
 		apiBurst    = fs.Int("kube-api-burst", 400, "requests above --kube-api-qps allowed in a burst")
 	)
 	zapOpts := zap.Options{}
@@ -107,6 +108,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if err := checkRate(*apiQPS, *apiBurst); err != nil {
 		return err
+	}
+	if *workers < 1 {
+		return fmt.Errorf("--concurrent-reconciles %d: must be at least 1", *workers)
 	}
 	roots, err := parseRoots(*dataRoots)
 	if err != nil {
@@ -142,21 +146,22 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("manager: %w", err)
 	}
 	if err := controllers.Setup(mgr, controllers.Options{
-		BargeImage:          *bargeImage,
-		ServingImages:       images,
-		RequestTimeout:      *regTimeout,
-		ReconcileTimeout:    *passTimeout,
-		AllowedRegistries:   registries,
-		DeletionGracePeriod: *grace,
-		ServiceAccount:      *account,
-		Credentials:         creds,
-		EdgeRoot:            path.Clean(*edgeRoot),
-		LocalDatasetRoots:   roots,
-		SiteLabel:           *siteLabel,
-		PeerPort:            *peerPort,
-		SeedsPerSite:        *seeds,
-		MaxPeers:            *maxPeers,
-		MetricsRefresh:      *metricsRef,
+		BargeImage:              *bargeImage,
+		ServingImages:           images,
+		RequestTimeout:          *regTimeout,
+		ReconcileTimeout:        *passTimeout,
+		AllowedRegistries:       registries,
+		DeletionGracePeriod:     *grace,
+		ServiceAccount:          *account,
+		Credentials:             creds,
+		EdgeRoot:                path.Clean(*edgeRoot),
+		LocalDatasetRoots:       roots,
+		SiteLabel:               *siteLabel,
+		PeerPort:                *peerPort,
+		SeedsPerSite:            *seeds,
+		MaxPeers:                *maxPeers,
+		MetricsRefresh:          *metricsRef,
+		MaxConcurrentReconciles: *workers,
 	}); err != nil {
 		return err
 	}
