@@ -68,3 +68,17 @@ func TestRetryLimiterNoStarvation(t *testing.T) {
 		t.Errorf("a model failing again and again waits %s for its next pass; want at most %s", longest, maxRetryDelay)
 	}
 }
+
+// TestFirstInFirstOut: the controllers' queues serve objects in the order
+// they came, whatever event brought them: controller-runtime's priority
+// queue starved the objects of the informer's initial list (see
+// controllerOptions).
+func TestFirstInFirstOut(t *testing.T) {
+	o := controllerOptions(Options{}.withDefaults())
+	if o.UsePriorityQueue == nil || *o.UsePriorityQueue {
+		t.Errorf("UsePriorityQueue %v; want false: the priority queue leaves the models of the initial list without a pass while others keep coming", o.UsePriorityQueue)
+	}
+	if o.MaxConcurrentReconciles != 4 || o.RateLimiter == nil {
+		t.Errorf("options %+v; want the Options' workers and retryLimiter", o)
+	}
+}
