@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -106,7 +107,7 @@ func (r *InferenceModelReconciler) inspect(ctx context.Context, s *modelScope) (
 		s.metricsErr = err
 		return ctrl.Result{}, nil
 	}
-	st.Metrics = metrics
+	st.Metrics = maps.Clone(metrics)
 	return ctrl.Result{}, nil
 }
 

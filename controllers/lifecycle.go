@@ -14,8 +14,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	kptr "k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -521,3 +524,39 @@ func deletionConditions(conds *[]metav1.Condition, generation int64, kind, name 
 	set(v1alpha1.ReconcilingCondition, metav1.ConditionTrue, ReasonDeleting, msg)
 	apimeta.RemoveStatusCondition(conds, v1alpha1.StalledCondition)
 }
+
+// controllerOptions are the work queue and workers of each controller.
+//
+// The queue is first in, first out, not controller-runtime's priority
+// queue: that one gives every object of the informer's initial list a low
+// priority, kept by its requeues, and serves it only when no
+// normal-priority item is ready. During a 1,000-model rollout the
+// NodeArtifact events and interval requeues of the models seen later never
+// stop, so the models created before the controller's cache had synced (or
+// all of them after a restart) waited for minutes with no pass, no status
+// and nothing logged: the stuck-unresolved run of issue 12 (170 of 1,000
+// models in a rollout of this branch before the change, every one with an
+// empty status and queued at priority -100).
+func controllerOptions(o Options) controller.Options {
+	return controller.Options{
+		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
+		RateLimiter:             retryLimiter(),
+		UsePriorityQueue:        kptr.To(false),
+	}
+}
+
+// retryLimiter paces the retries of passes that failed on an API error:
+// per object, 100 ms doubling up to a minute. controller-runtime's default
+// adds a bucket of 10 retries a second shared by every object, whose
+// reservations pile up when many objects fail at once (an API server that
+// answers 429 or times out under a 1,000-model rollout): each failure then
+// waits behind all the others, and a model could sit minutes unresolved,
+// with no pass to say why. The client's --kube-api-qps already bounds what
+// the controller sends.
+func retryLimiter() workqueue.TypedRateLimiter[reconcile.Request] {
+	return workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, maxRetryDelay)
+}
+
+// maxRetryDelay is the longest an object waits to be retried after an API
+// error.
+const maxRetryDelay = time.Minute

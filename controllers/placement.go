@@ -8,6 +8,9 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -104,6 +107,12 @@ type placement struct {
 	// upload is a TrainingModel's round: the update each node's puller
 	// uploads once its trainer is done. Nil for other owners.
 	upload *v1alpha1.UploadSpec
+	// maxCreates, when > 0, bounds the NodeArtifacts one pass creates; the
+	// result says more are to come, and the owner requeues at once. A model
+	// on 1,000 nodes then reports its digest and progress after the first
+	// few hundred, and shares the workers with the other models, instead of
+	// holding one for 1,000 creates and saying nothing until they are done.
+	maxCreates int
 }
 
 // moveBounds limit which NodeArtifacts one pass moves.
@@ -138,16 +147,22 @@ type placeResult struct {
 	// repaired are NodeArtifacts whose labels or spec someone else changed,
 	// set back.
 	repaired []string
+	// more: placement.maxCreates left nodes without a NodeArtifact; the
+	// next pass creates them.
+	more bool
 }
 
 // placer writes and removes NodeArtifacts.
 type placer struct {
-	// client reads Nodes from the cache and writes NodeArtifacts.
+	// client reads Nodes and NodeArtifacts from the cache (NodeArtifacts
+	// by controllerIndex) and writes NodeArtifacts.
 	client client.Client
-	// reader lists NodeArtifacts uncached: a rollout decides from what the
-	// API server holds now, so a stale cache can never move more nodes than
-	// maxConcurrentNodes allows.
+	// reader reads uncached: a rollout decides from what it last wrote, so
+	// while the cache lacks one of its writes (writes), the owner's
+	// NodeArtifacts are listed from the API server, and a stale cache can
+	// never move more nodes than maxConcurrentNodes allows.
 	reader client.Reader
+	writes writeLog
 	scheme *runtime.Scheme
 	// sites is how NodeArtifacts list their peers; nil or a zero port: no
 	// peers. A pointer, so that the suite can change it while it runs.
@@ -292,31 +307,25 @@ func (pl *placer) apply(ctx context.Context, p placement, v nodeView) (placeResu
 		}
 	}
 	plan := planRollout(desired, existing, p.digest, p.bounds())
+	if p.maxCreates > 0 && len(plan.create) > p.maxCreates {
+		plan.create, res.more = plan.create[:p.maxCreates], true
+	}
 	peers := pl.planPeers(p, v, plan)
 
-	for _, node := range plan.create {
-		na, err := pl.newNodeArtifact(p, node, peers[node])
-		if err != nil {
-			return res, err
+	made, err := pl.createAll(ctx, p, plan.create, peers)
+	for _, m := range made {
+		switch {
+		case m.conflict:
+			res.conflicts = append(res.conflicts, m.na.Name)
+		case m.na != nil:
+			existing = append(existing, m.na)
+			if m.created {
+				res.created = append(res.created, m.na.Spec.NodeName)
+			}
 		}
-		if err := pl.client.Create(ctx, na); err != nil {
-			if !apierrors.IsAlreadyExists(err) {
-				return res, fmt.Errorf("create NodeArtifact %s for node %s: %w", na.Name, node, err)
-			}
-			// Ours, with the labels that list it stripped, or another's.
-			mislabelled, err := pl.ownedByName(ctx, p.owner, na.Name)
-			if err != nil {
-				return res, err
-			}
-			if mislabelled == nil {
-				res.conflicts = append(res.conflicts, na.Name)
-				continue
-			}
-			existing = append(existing, mislabelled)
-			continue
-		}
-		existing = append(existing, na)
-		res.created = append(res.created, node)
+	}
+	if err != nil {
+		return res, err
 	}
 	moving := map[*v1alpha1.NodeArtifact]bool{}
 	for _, na := range plan.move {
@@ -343,6 +352,7 @@ func (pl *placer) apply(ctx context.Context, p placement, v nodeView) (placeResu
 		if err := pl.client.Patch(ctx, na, client.MergeFrom(before)); err != nil {
 			return res, fmt.Errorf("update NodeArtifact %s of node %s to %s: %w", na.Name, na.Spec.NodeName, p.digest, err)
 		}
+		pl.writes.wrote(p.owner.GetUID(), na)
 		if repaired && !moving[na] {
 			res.repaired = append(res.repaired, na.Name)
 		}
@@ -396,12 +406,70 @@ func (pl *placer) apply(ctx context.Context, p placement, v nodeView) (placeResu
 	return res, nil
 }
 
+// createWidth is how many NodeArtifacts one pass creates at once: a model
+// on 1,000 nodes creates 1,000, and one at a time that is 1,000 round
+// trips in a row before its status says anything.
+const createWidth = 16
+
+// made is the outcome of one create: the NodeArtifact created, or ours
+// found under its name (mislabelled), or a conflict with another's.
+type made struct {
+	na       *v1alpha1.NodeArtifact
+	created  bool
+	conflict bool
+}
+
+// createAll creates the NodeArtifacts of nodes, createWidth at a time, and
+// returns what became of each, in the order of nodes; on an error, those
+// done before it.
+func (pl *placer) createAll(ctx context.Context, p placement, nodes []string, peers map[string]peerWant) ([]made, error) {
+	out := make([]made, len(nodes))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(createWidth)
+	for i, node := range nodes {
+		g.Go(func() error {
+			m, err := pl.createOne(gctx, p, node, peers[node])
+			out[i] = m
+			return err
+		})
+	}
+	err := g.Wait()
+	return out, err
+}
+
+func (pl *placer) createOne(ctx context.Context, p placement, node string, peers peerWant) (made, error) {
+	na, err := pl.newNodeArtifact(p, node, peers)
+	if err != nil {
+		return made{}, err
+	}
+	if err := pl.client.Create(ctx, na); err != nil {
+		if !apierrors.IsAlreadyExists(err) {
+			return made{}, fmt.Errorf("create NodeArtifact %s for node %s: %w", na.Name, node, err)
+		}
+		// Ours, with the labels that list it stripped, or another's.
+		mislabelled, err := pl.ownedByName(ctx, p.owner, na.Name)
+		if err != nil {
+			return made{}, err
+		}
+		if mislabelled == nil {
+			return made{na: na, conflict: true}, nil
+		}
+		return made{na: mislabelled}, nil
+	}
+	pl.writes.wrote(p.owner.GetUID(), na)
+	return made{na: na, created: true}, nil
+}
+
 // remove deletes every NodeArtifact of owner and returns the nodes whose
 // pullers have not yet removed theirs.
 func (pl *placer) remove(ctx context.Context, owner client.Object, kind string) ([]string, error) {
 	existing, err := pl.owned(ctx, owner, kind)
-	if err != nil || len(existing) == 0 {
+	if err != nil {
 		return nil, err
+	}
+	if len(existing) == 0 {
+		pl.writes.forget(owner.GetUID())
+		return nil, nil
 	}
 	nodes, _, err := pl.nodes(ctx)
 	if err != nil {
@@ -432,6 +500,9 @@ func (pl *placer) delete(ctx context.Context, na *v1alpha1.NodeArtifact, nodes [
 	if err := pl.client.Delete(ctx, na); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("delete NodeArtifact %s of node %s: %w", na.Name, na.Spec.NodeName, err)
 	}
+	if ref := metav1.GetControllerOf(na); ref != nil {
+		pl.writes.deleted(ref.UID, na.Name)
+	}
 	return nil
 }
 
@@ -454,6 +525,10 @@ func (pl *placer) releaseIfNodeGone(ctx context.Context, na *v1alpha1.NodeArtifa
 	controllerutil.RemoveFinalizer(na, v1alpha1.FilesFinalizer)
 	if err := pl.client.Patch(ctx, na, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("remove finalizer %s of NodeArtifact %s (node %s is gone): %w", v1alpha1.FilesFinalizer, na.Name, na.Spec.NodeName, err)
+	}
+	if ref := metav1.GetControllerOf(na); ref != nil {
+		// The last finalizer gone, the object is too.
+		pl.writes.deleted(ref.UID, na.Name)
 	}
 	return nil
 }
@@ -483,11 +558,20 @@ func (pl *placer) nodes(ctx context.Context) ([]metav1.PartialObjectMetadata, ma
 	return list.Items, nil, nil
 }
 
-// owned lists the NodeArtifacts owner controls.
+// owned lists the NodeArtifacts owner controls: from the cache, by
+// controllerIndex, once it shows every write of this controller for owner
+// (writeLog), which takes milliseconds; should it take longer than
+// cacheWait, from the API server.
 func (pl *placer) owned(ctx context.Context, owner client.Object, kind string) ([]*v1alpha1.NodeArtifact, error) {
-	var list v1alpha1.NodeArtifactList
-	if err := pl.reader.List(ctx, &list, client.InNamespace(owner.GetNamespace()), client.MatchingLabels(ownerLabels(kind, owner.GetName()))); err != nil {
-		return nil, fmt.Errorf("list NodeArtifacts of %s %s/%s: %w", kind, owner.GetNamespace(), owner.GetName(), err)
+	list, err := pl.ownedCached(ctx, owner, kind)
+	if err != nil {
+		return nil, err
+	}
+	if list == nil {
+		list = &v1alpha1.NodeArtifactList{}
+		if err := pl.reader.List(ctx, list, client.InNamespace(owner.GetNamespace()), client.MatchingLabels(ownerLabels(kind, owner.GetName()))); err != nil {
+			return nil, fmt.Errorf("list NodeArtifacts of %s %s/%s: %w", kind, owner.GetNamespace(), owner.GetName(), err)
+		}
 	}
 	var out []*v1alpha1.NodeArtifact
 	for i := range list.Items {
@@ -497,6 +581,34 @@ func (pl *placer) owned(ctx context.Context, owner client.Object, kind string) (
 		}
 	}
 	return out, nil
+}
+
+// cacheWait is how long a pass waits for the cache to show the writes of
+// the passes before it, before it lists from the API server instead.
+const cacheWait = 10 * time.Second
+
+// ownedCached lists owner's NodeArtifacts from the cache once it shows
+// every write logged for owner, polling for up to cacheWait; nil when it
+// did not.
+func (pl *placer) ownedCached(ctx context.Context, owner client.Object, kind string) (*v1alpha1.NodeArtifactList, error) {
+	deadline := time.Now().Add(cacheWait)
+	for {
+		list := &v1alpha1.NodeArtifactList{}
+		if err := pl.client.List(ctx, list, client.InNamespace(owner.GetNamespace()), client.MatchingFields{controllerIndex: string(owner.GetUID())}); err != nil {
+			return nil, fmt.Errorf("list NodeArtifacts of %s %s/%s from the cache: %w", kind, owner.GetNamespace(), owner.GetName(), err)
+		}
+		if pl.writes.shows(owner.GetUID(), list.Items) {
+			return list, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // ownedByName gets the NodeArtifact name if owner controls it, else nil.

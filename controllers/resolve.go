@@ -118,11 +118,34 @@ type Resolver struct {
 	// named, replaces them.
 	Credentials credentials.Store
 
+	// MetricsRefresh is how long the status metrics of one digest are kept
+	// before its referrers are read again; if <= 0, DefaultMetricsRefresh.
+	// A re-resolve that finds the same digest then costs the registry one
+	// HEAD, not the referrers list too (spec.selection still reads the
+	// referrers of its candidates every pass: they decide the version).
+	MetricsRefresh time.Duration
+
 	mu    sync.Mutex
 	cache map[string]*inspected
 	// metricsCache keeps metrics by their referrers (select.go).
 	metricsCache metricsCache
+	// digestMetrics keeps status metrics by repository@digest.
+	digestMetrics map[string]digestMetrics
 }
+
+// DefaultMetricsRefresh is how often the metrics of an unchanged digest are
+// read again: metrics attached to a running version show within this long.
+const DefaultMetricsRefresh = time.Hour
+
+// digestMetrics are the status metrics of a digest, and when they were read.
+type digestMetrics struct {
+	metrics map[string]string
+	at      time.Time
+}
+
+// maxDigestMetrics bounds digestMetrics: one per model digest, so room for
+// several thousand models; past it the cache starts over.
+const maxDigestMetrics = 8192
 
 // maxCached bounds the inspection cache; past it the cache starts over.
 const maxCached = 1024
@@ -537,19 +560,39 @@ func resolutionOf(r *v1alpha1.ResolvedArtifact) resolution {
 }
 
 // metrics reads the metrics referrers of desc, newest value of each metric
-// winning, as decimal text.
+// winning, as decimal text; for a digest read less than MetricsRefresh ago,
+// what was read then, without asking the registry. The map is shared with
+// the cache: read it, never write it.
 func (r *Resolver) metrics(ctx context.Context, repo *remote.Repository, src source, desc ocispec.Descriptor) (map[string]string, error) {
+	key := src.Repository + "@" + desc.Digest.String()
+	refresh := r.MetricsRefresh
+	if refresh <= 0 {
+		refresh = DefaultMetricsRefresh
+	}
+	r.mu.Lock()
+	got, ok := r.digestMetrics[key]
+	r.mu.Unlock()
+	if ok && time.Since(got.at) < refresh {
+		return got.metrics, nil
+	}
+	read := time.Now()
 	latest, err := r.latestMetrics(ctx, repo, src, desc)
 	if err != nil {
 		return nil, err
 	}
-	if len(latest) == 0 {
-		return nil, nil
+	var out map[string]string
+	if len(latest) > 0 {
+		out = make(map[string]string, len(latest))
+		for k, v := range latest {
+			out[k] = strconv.FormatFloat(v, 'g', -1, 64)
+		}
 	}
-	out := make(map[string]string, len(latest))
-	for k, v := range latest {
-		out[k] = strconv.FormatFloat(v, 'g', -1, 64)
+	r.mu.Lock()
+	if r.digestMetrics == nil || len(r.digestMetrics) >= maxDigestMetrics {
+		r.digestMetrics = map[string]digestMetrics{}
 	}
+	r.digestMetrics[key] = digestMetrics{metrics: out, at: read}
+	r.mu.Unlock()
 	return out, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 	corev1 "k8s.io/api/core/v1"
@@ -282,5 +283,55 @@ func TestControllerCredentials(t *testing.T) {
 				t.Fatalf("error %#v, want reason %s", err, tt.wantReason)
 			}
 		})
+	}
+}
+
+// TestReresolveOneHead: re-resolving an unchanged tag costs the registry
+// one HEAD: the manifest is cached by digest, and so are its metrics until
+// MetricsRefresh has passed, when the referrers are read again and metrics
+// attached meanwhile show.
+func TestReresolveOneHead(t *testing.T) {
+	ref := repoName(t, "m")
+	repo := openRepo(t, ref)
+	d := pushModel(t, repo, "1.0.0", map[string]string{"m.onnx": "1"}, artifact.Metadata{})
+	attach(t, repo, d, map[string]float64{"accuracy": 0.5})
+	counter := &countingTransport{counts: map[string]int{}}
+	r := &Resolver{HTTPClient: &http.Client{Transport: counter}, MetricsRefresh: time.Hour}
+	src := source{Repository: ref, Version: "1.0.0", Insecure: true}
+	pass := func() map[string]string {
+		t.Helper()
+		repo, err := r.open(context.Background(), src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := r.resolve(context.Background(), repo, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.inspect(context.Background(), &repo, src, res.Descriptor); err != nil {
+			t.Fatal(err)
+		}
+		m, err := r.metrics(context.Background(), repo, src, res.Descriptor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if m := pass(); m["accuracy"] != "0.5" {
+		t.Fatalf("first pass: metrics %v", m)
+	}
+	counter.take()
+	attach(t, repo, d, map[string]float64{"accuracy": 0.75})
+	for i := range 3 {
+		if m := pass(); m["accuracy"] != "0.5" {
+			t.Errorf("re-resolve %d: metrics %v; want those read first, until MetricsRefresh", i, m)
+		}
+		if got := counter.take(); !equalCounts(got, map[string]int{"HEAD manifest": 1}) {
+			t.Errorf("re-resolve %d of an unchanged tag: requests %v; want one HEAD", i, got)
+		}
+	}
+	r.MetricsRefresh = time.Nanosecond
+	if m := pass(); m["accuracy"] != "0.75" {
+		t.Errorf("after MetricsRefresh: metrics %v; want the newest attached", m)
 	}
 }

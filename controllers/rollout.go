@@ -515,7 +515,9 @@ func (r *InferenceModelReconciler) rolloutEdge(ctx context.Context, s *modelScop
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	res, err := r.placer.apply(ctx, s.edgePlacement(first.target, placed, first.moveOnly), view)
+	p := s.edgePlacement(first.target, placed, first.moveOnly)
+	p.maxCreates = r.opts.MaxCreatesPerPass
+	res, err := r.placer.apply(ctx, p, view)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -530,7 +532,9 @@ func (r *InferenceModelReconciler) rolloutEdge(ctx context.Context, s *modelScop
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		res, err := r.placer.place(ctx, s.edgePlacement(d.target, again, d.moveOnly))
+		p := s.edgePlacement(d.target, again, d.moveOnly)
+		p.maxCreates = r.opts.MaxCreatesPerPass
+		res, err := r.placer.place(ctx, p)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -551,7 +555,11 @@ func (r *InferenceModelReconciler) rolloutEdge(ctx context.Context, s *modelScop
 	if d.record != nil {
 		m.Status.History = addHistory(m.Status.History, *d.record)
 	}
-	return ctrl.Result{RequeueAfter: d.requeue}, nil
+	result := ctrl.Result{RequeueAfter: d.requeue}
+	if s.placed.more {
+		result = soonest(result, ctrl.Result{RequeueAfter: morePasses})
+	}
+	return result, nil
 }
 
 // rolloutInput is what this pass knows of the rollout, but for the nodes.
@@ -592,6 +600,10 @@ func (s *modelScope) edgePlacement(target, files string, moveOnly map[string]boo
 		failedSettled: true,
 	}
 }
+
+// morePasses is how soon a model whose pass left NodeArtifacts to create
+// is taken again: at once, behind the models already queued.
+const morePasses = time.Millisecond
 
 // widens: after may move a node that before held back.
 func widens(before, after map[string]bool) bool {

@@ -146,7 +146,7 @@ func startManager(ctx context.Context, e *testenv.Env) (<-chan struct{}, error) 
 	if err != nil {
 		return nil, err
 	}
-	sites, err = setup(mgr, Options{RetryInterval: time.Second, BargeImage: testBargeImage, RequestTimeout: testRequestTimeout,
+	sites, err = setup(mgr, Options{RetryInterval: time.Second, MaxCreatesPerPass: 4, BargeImage: testBargeImage, RequestTimeout: testRequestTimeout,
 		DeletionGracePeriod: testDeletionGrace, PeerPort: testPeerPort})
 	if err != nil {
 		return nil, err

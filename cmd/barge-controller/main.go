@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"path"
 	"slices"
@@ -22,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"oras.land/oras-go/v2/registry/remote/credentials"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
@@ -68,6 +71,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		peerPort    = fs.Int("peer-port", 0, "`port` of the edge pullers' peer servers (their --peer-listen), reached at each Node's InternalIP; 0 turns peers off")
 		seeds       = fs.Int("seeds-per-site", 1, "how many nodes of a site fetch a digest from the origin; the others fetch from them")
 		maxPeers    = fs.Int("max-peers", 4, fmt.Sprintf("how many peers one NodeArtifact lists, 1 to %d", v1alpha1.MaxPeers))
+		apiQPS      = fs.Float64("kube-api-qps", 200, "client-side limit of Kubernetes API requests per second (creating a model's NodeArtifacts on 1,000 nodes is 1,000 requests); 0 for none, leaving the API server's priority and fairness to pace the controller")
+		metricsRef  = fs.Duration("metrics-refresh", controllers.DefaultMetricsRefresh, "how long the status.metrics of an unchanged digest are kept before its metrics referrers are read again; a re-resolve that finds the same digest otherwise costs the registry one HEAD")
+		profiling   = fs.Bool("profiling", false, "serve Go's /debug/pprof/ on the metrics address, for measuring the controller; off in production, as it shows the process's memory and stacks")
+		workers     = fs.Int("concurrent-reconciles", 16, "passes run at once per kind (InferenceModel, Dataset, TrainingModel); a pass mostly waits on the API server and registries, so more workers make a 1,000-model rollout faster without more CPU")
+		apiBurst    = fs.Int("kube-api-burst", 400, "requests above --kube-api-qps allowed in a burst")
 	)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -87,7 +95,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--allowed-registries: %w", err)
 	}
-	for name, d := range map[string]time.Duration{"registry-timeout": *regTimeout, "reconcile-timeout": *passTimeout, "deletion-grace-period": *grace} {
+	for name, d := range map[string]time.Duration{"registry-timeout": *regTimeout, "reconcile-timeout": *passTimeout, "deletion-grace-period": *grace, "metrics-refresh": *metricsRef} {
 		if d <= 0 {
 			return fmt.Errorf("--%s %s: must be positive", name, d)
 		}
@@ -97,6 +105,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if err := checkSites(*siteLabel, *peerPort, *seeds, *maxPeers); err != nil {
 		return err
+	}
+	if err := checkRate(*apiQPS, *apiBurst); err != nil {
+		return err
+	}
+	if *workers < 1 {
+		return fmt.Errorf("--concurrent-reconciles %d: must be at least 1", *workers)
 	}
 	roots, err := parseRoots(*dataRoots)
 	if err != nil {
@@ -118,10 +132,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
+	setRate(cfg, *apiQPS, *apiBurst)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Cache:                         controllers.CacheOptions(),
-		Metrics:                       server.Options{BindAddress: *metricsAddr},
+		Metrics:                       server.Options{BindAddress: *metricsAddr, ExtraHandlers: profilingHandlers(*profiling)},
 		HealthProbeBindAddress:        *probeAddr,
 		LeaderElection:                *leaderElect,
 		LeaderElectionID:              "barge-controller.barge.dev",
@@ -131,20 +146,22 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("manager: %w", err)
 	}
 	if err := controllers.Setup(mgr, controllers.Options{
-		BargeImage:          *bargeImage,
-		ServingImages:       images,
-		RequestTimeout:      *regTimeout,
-		ReconcileTimeout:    *passTimeout,
-		AllowedRegistries:   registries,
-		DeletionGracePeriod: *grace,
-		ServiceAccount:      *account,
-		Credentials:         creds,
-		EdgeRoot:            path.Clean(*edgeRoot),
-		LocalDatasetRoots:   roots,
-		SiteLabel:           *siteLabel,
-		PeerPort:            *peerPort,
-		SeedsPerSite:        *seeds,
-		MaxPeers:            *maxPeers,
+		BargeImage:              *bargeImage,
+		ServingImages:           images,
+		RequestTimeout:          *regTimeout,
+		ReconcileTimeout:        *passTimeout,
+		AllowedRegistries:       registries,
+		DeletionGracePeriod:     *grace,
+		ServiceAccount:          *account,
+		Credentials:             creds,
+		EdgeRoot:                path.Clean(*edgeRoot),
+		LocalDatasetRoots:       roots,
+		SiteLabel:               *siteLabel,
+		PeerPort:                *peerPort,
+		SeedsPerSite:            *seeds,
+		MaxPeers:                *maxPeers,
+		MetricsRefresh:          *metricsRef,
+		MaxConcurrentReconciles: *workers,
 	}); err != nil {
 		return err
 	}
@@ -172,6 +189,39 @@ func checkSites(label string, port, seeds, maxPeers int) error {
 		return fmt.Errorf("--max-peers %d: must be from 1 to %d", maxPeers, v1alpha1.MaxPeers)
 	}
 	return nil
+}
+
+// profilingHandlers are net/http/pprof's, when on.
+func profilingHandlers(on bool) map[string]http.Handler {
+	if !on {
+		return nil
+	}
+	return map[string]http.Handler{
+		"/debug/pprof/":        http.HandlerFunc(pprof.Index),
+		"/debug/pprof/profile": http.HandlerFunc(pprof.Profile),
+		"/debug/pprof/heap":    pprof.Handler("heap"),
+	}
+}
+
+// checkRate checks --kube-api-qps and --kube-api-burst.
+func checkRate(qps float64, burst int) error {
+	switch {
+	case qps < 0:
+		return fmt.Errorf("--kube-api-qps %g: give requests per second, or 0 for no client-side limit", qps)
+	case qps > 0 && burst < 1:
+		return fmt.Errorf("--kube-api-burst %d: must be at least 1", burst)
+	}
+	return nil
+}
+
+// setRate sets the client-side rate limit of the controller's API
+// requests; qps 0 turns it off, as controller-runtime's default does.
+func setRate(cfg *rest.Config, qps float64, burst int) {
+	if qps == 0 {
+		cfg.QPS, cfg.Burst = -1, 0
+		return
+	}
+	cfg.QPS, cfg.Burst = float32(qps), burst
 }
 
 // parseRoots reads a comma-separated list of absolute directories.

@@ -97,6 +97,10 @@ func TestFlags(t *testing.T) {
 		{[]string{"--peer-port", "70000"}, "--peer-port 70000: give a port from 1 to 65535, or 0 to turn peers off"},
 		{[]string{"--seeds-per-site", "0"}, "--seeds-per-site 0: must be at least 1"},
 		{[]string{"--max-peers", "17"}, "--max-peers 17: must be from 1 to 16"},
+		{[]string{"--kube-api-qps", "-1"}, "--kube-api-qps -1: give requests per second, or 0 for no client-side limit"},
+		{[]string{"--kube-api-burst", "0"}, "--kube-api-burst 0: must be at least 1"},
+		{[]string{"--metrics-refresh", "0s"}, "--metrics-refresh 0s: must be positive"},
+		{[]string{"--concurrent-reconciles", "0"}, "--concurrent-reconciles 0: must be at least 1"},
 	} {
 		err := run(context.Background(), tt.args, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -108,7 +112,7 @@ func TestFlags(t *testing.T) {
 		t.Fatalf("--help: %v", err)
 	}
 	for _, want := range []string{"-kubeconfig", "-metrics-bind-address", "-health-probe-bind-address", "-leader-elect", "-barge-image", "-serving-images", "-allowed-registries", "-registry-timeout", "-reconcile-timeout", "-deletion-grace-period",
-		"-edge-root", `(default "/var/lib/barge")`, "-site-label", `(default "topology.kubernetes.io/zone")`, "-peer-port", "-seeds-per-site", "-max-peers", "onnx: mcr.microsoft.com/onnxruntime/server", "triton: nvcr.io/nvidia/tritonserver", "tensorflow: tensorflow/serving", fmt.Sprintf("(default %q)", ":8080")} {
+		"-edge-root", `(default "/var/lib/barge")`, "-site-label", `(default "topology.kubernetes.io/zone")`, "-peer-port", "-seeds-per-site", "-max-peers", "-kube-api-qps", "(default 200)", "-kube-api-burst", "(default 400)", "-metrics-refresh", "(default 1h0m0s)", "-profiling", "-concurrent-reconciles", "(default 16)", "onnx: mcr.microsoft.com/onnxruntime/server", "triton: nvcr.io/nvidia/tritonserver", "tensorflow: tensorflow/serving", fmt.Sprintf("(default %q)", ":8080")} {
 		if !strings.Contains(help.String(), want) {
 			t.Errorf("--help lacks %q:\n%s", want, help.String())
 		}

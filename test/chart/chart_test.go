@@ -1309,6 +1309,9 @@ func TestControllerFlags(t *testing.T) {
 		"reconcile-timeout":     "2m",
 		"deletion-grace-period": "10m",
 		"edge-root":             "/var/lib/barge",
+		"kube-api-qps":          "200",
+		"kube-api-burst":        "400",
+		"concurrent-reconciles": "16",
 	} {
 		if got, ok := flag(c.Args, name); !ok || got != want {
 			t.Errorf("--%s=%q (present %v), want %q", name, got, ok, want)

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -59,6 +60,8 @@ type config struct {
 	rollout  time.Duration
 	timeout  time.Duration
 	keep     bool
+	profile  string
+	ctrlArgs string
 }
 
 // rangeVersion is the targetVersion of the range models; their repository
@@ -80,6 +83,8 @@ func main() {
 	flag.DurationVar(&cfg.rollout, "rollout-timeout", 7*time.Minute, "give up when the models are not all Ready after this long")
 	flag.DurationVar(&cfg.timeout, "timeout", 12*time.Minute, "stop everything after this long")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the work directory (for debugging)")
+	flag.StringVar(&cfg.profile, "profile", "", "directory to write the controller's CPU profile of the rollout's first 30 s (cpu.pprof) and its heap at all Ready (heap.pprof) into; it runs with --profiling")
+	flag.StringVar(&cfg.ctrlArgs, "controller-args", "", "more barge-controller flags, space-separated (e.g. \"--kube-api-qps 50\")")
 	flag.Parse()
 	if cfg.models < 1 || cfg.ranges < 0 || cfg.ranges >= cfg.models || cfg.nodes < 1 || cfg.repos < 1 || cfg.windows < 1 || cfg.interval < 5*time.Second ||
 		(cfg.pullers != "real" && cfg.pullers != "simulated") {
@@ -328,8 +333,12 @@ func (b *bench) startProcesses(ctx context.Context, bins, kubeconfig string) err
 	if b.metricsAddr, err = freePort(); err != nil {
 		return err
 	}
-	b.controller, err = startProcess("barge-controller", filepath.Join(b.work, "controller.log"), filepath.Join(bins, "barge-controller"),
-		"--kubeconfig", kubeconfig, "--metrics-bind-address", b.metricsAddr, "--health-probe-bind-address", "0", "--zap-log-level", "error")
+	args := []string{"--kubeconfig", kubeconfig, "--metrics-bind-address", b.metricsAddr, "--health-probe-bind-address", "0", "--zap-log-level", "error"}
+	if b.cfg.profile != "" {
+		args = append(args, "--profiling")
+	}
+	args = append(args, strings.Fields(b.cfg.ctrlArgs)...)
+	b.controller, err = startProcess("barge-controller", filepath.Join(b.work, "controller.log"), filepath.Join(bins, "barge-controller"), args...)
 	if err != nil {
 		return err
 	}
@@ -433,6 +442,9 @@ func (b *bench) rollout(ctx context.Context, digests map[string]string) error {
 	regBefore := b.proxy.snapshot()
 	cpuBefore := cpuTime(b.controller.pid())
 
+	if b.cfg.profile != "" {
+		go b.saveProfile(ctx, "profile?seconds=30", "cpu.pprof")
+	}
 	step(fmt.Sprintf("create %d InferenceModels (%d on a tag over %d repositories, %d on %q), each selecting all %d nodes",
 		b.cfg.models, b.cfg.models-b.cfg.ranges, b.cfg.repos, b.cfg.ranges, rangeVersion, b.cfg.nodes))
 	t0 := time.Now()
@@ -525,6 +537,9 @@ func (b *bench) rollout(ctx context.Context, digests map[string]string) error {
 	}
 	step(fmt.Sprintf("all %d models Ready on %d nodes after %s", b.cfg.models, b.cfg.nodes, b.res.tAll.Round(time.Second)))
 	b.res.cpuRollout = cpuTime(b.controller.pid()) - cpuBefore
+	if b.cfg.profile != "" {
+		b.saveProfile(ctx, "heap", "heap.pprof")
+	}
 	b.res.peakAtReadyKiB = procStatus(b.controller.pid(), "VmHWM")
 	if b.res.nodeArtifacts, err = b.countNodeArtifacts(ctx); err != nil {
 		return err
@@ -552,6 +567,28 @@ func (b *bench) rollout(ctx context.Context, digests map[string]string) error {
 	b.res.reconcRollout, b.res.ctrlRollout = diff(reconcAfter, reconcBefore), diff(ctrlAfter, ctrlBefore)
 	b.res.regRollout = b.proxy.snapshot().sub(regBefore)
 	return nil
+}
+
+// saveProfile GETs the controller's /debug/pprof/NAME into the -profile
+// directory.
+func (b *bench) saveProfile(ctx context.Context, name, file string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.metricsAddr+"/debug/pprof/"+name, nil)
+	if err == nil {
+		var resp *http.Response
+		if resp, err = http.DefaultClient.Do(req); err == nil {
+			defer resp.Body.Close()
+			var body []byte
+			if body, err = io.ReadAll(resp.Body); err == nil {
+				err = os.MkdirAll(b.cfg.profile, 0o755)
+			}
+			if err == nil {
+				err = os.WriteFile(filepath.Join(b.cfg.profile, file), body, 0o644)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: warning: profile:", err)
+	}
 }
 
 // diagnose says what a rollout that did not finish looks like: some models

@@ -1,0 +1,94 @@
+package controllers
+
+import (
+	"bufio"
+	"fmt"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+
+	"github.com/bargeml/barge/api/v1alpha1"
+	"github.com/bargeml/barge/artifact"
+)
+
+// nodeArtifactLists is how many LISTs of NodeArtifacts the API server has
+// answered so far, every client together (apiserver_request_total).
+func nodeArtifactLists(t *testing.T) int {
+	t.Helper()
+	hc, err := rest.HTTPClientFor(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := hc.Get(env.Config.Host + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line := regexp.MustCompile(`^apiserver_request_total\{(.*)\} (\S+)$`)
+	n := 0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		m := line.FindStringSubmatch(sc.Text())
+		if m == nil || !regexp.MustCompile(`resource="nodeartifacts"`).MatchString(m[1]) || !regexp.MustCompile(`verb="LIST"`).MatchString(m[1]) {
+			continue
+		}
+		v, _ := strconv.ParseFloat(m[2], 64)
+		n += int(v)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestManyNodesFewPasses: a model on more nodes than one pass creates
+// (the suite's MaxCreatesPerPass is 4) gets a NodeArtifact on every node
+// over a few passes that follow at once, and is Ready once they are; its
+// later passes, re-resolves included, read its NodeArtifacts from the
+// controller's cache: the API server answers no LIST of NodeArtifacts.
+func TestManyNodesFewPasses(t *testing.T) {
+	ns := env.Namespace(t)
+	ref := repoName(t, "m")
+	d := pushModel(t, openRepo(t, ref), "1.0.0", map[string]string{"m.onnx": "w"}, artifact.Metadata{}).Digest.String()
+	names := nodes(t, ns, nil, 11)
+	m := edgeModel(ns, "m", ref, "1.0.0")
+	create(t, m)
+	nas := waitNodeArtifacts(t, ns, "a NodeArtifact on each of 11 nodes", func(nas map[string]*v1alpha1.NodeArtifact) error {
+		if len(nas) != len(names) {
+			return fmt.Errorf("%d NodeArtifacts", len(nas))
+		}
+		return nil
+	})
+	for _, na := range nas {
+		puller(t, na, v1alpha1.NodeArtifactReady, d, "")
+	}
+	eventually(t, "Ready on 11 nodes", func() error {
+		get(t, m)
+		if m.Status.Nodes.Ready != 11 || m.Status.Nodes.Desired != 11 {
+			return fmt.Errorf("status.nodes %+v", m.Status.Nodes)
+		}
+		return conditionIs(m.Status.Conditions, v1alpha1.ReadyCondition, metav1.ConditionTrue, ReasonSucceeded, "")
+	})
+
+	lists := nodeArtifactLists(t)
+	for i := range 3 {
+		get(t, m)
+		at := m.Status.Resolved.ResolvedAt.Time
+		intervalPassed(t, m)
+		eventually(t, fmt.Sprintf("re-resolve %d", i), func() error {
+			get(t, m)
+			if r := m.Status.Resolved; r == nil || r.ResolvedAt == nil || !r.ResolvedAt.After(at.Add(-time.Second)) || r.ResolvedAt.Time.Before(time.Now().Add(-time.Minute)) {
+				return fmt.Errorf("status.resolved %+v", m.Status.Resolved)
+			}
+			return conditionIs(m.Status.Conditions, v1alpha1.ReadyCondition, metav1.ConditionTrue, ReasonSucceeded, "")
+		})
+	}
+	if got := nodeArtifactLists(t) - lists; got != 0 {
+		t.Errorf("3 re-resolves of a model that is Ready made the API server answer %d LISTs of NodeArtifacts; want none (the cache)", got)
+	}
+}
