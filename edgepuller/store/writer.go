@@ -30,8 +30,9 @@ type Writer struct {
 	data         *os.File
 	hash         hash.Hash // sha256 of data[:offset]
 	offset       int64
-	checkpointed int64 // offset covered by the state file
-	flushed      int64 // offset up to which writeback was started
+	checkpointed int64  // offset covered by the state file
+	flushed      int64  // offset up to which writeback was started
+	readBuf      []byte // Absorb's, allocated on first use
 
 	// inflight is the checkpoint running in the background, if any: it
 	// sends its error (or nil) once, then is drained by waitCheckpoint.
@@ -188,7 +189,9 @@ func (w *Writer) Write(p []byte) (int, error) {
 		interval := w.s.checkpointFor(w.desc.Size)
 		next := (w.offset/interval + 1) * interval
 		chunk := p[:min(int64(len(p)), next-w.offset)]
-		n, err := w.data.Write(chunk)
+		// At the offset, not the file position: Absorb moves the prefix
+		// without writing.
+		n, err := w.data.WriteAt(chunk, w.offset)
 		w.hash.Write(chunk[:n])
 		w.offset += int64(n)
 		written += n
