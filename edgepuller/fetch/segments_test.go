@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -214,5 +217,85 @@ func waitFor(t *testing.T, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatal("timed out waiting")
 		}
+	}
+}
+
+// pullHelperEnv makes TestPullHelperProcess pull BARGE_PULL_REF into the
+// store at BARGE_PULL_STORE, with segments of 1 MiB, as a separate process
+// that the test can SIGKILL.
+const pullHelperEnv = "BARGE_PULL_HELPER"
+
+func TestPullHelperProcess(t *testing.T) {
+	if os.Getenv(pullHelperEnv) == "" {
+		return
+	}
+	fetch.SetSegmentSizes(1<<20, 1<<20)
+	st, err := store.Open(os.Getenv("BARGE_PULL_STORE"), store.Options{CheckpointBytes: 64 << 10})
+	if err == nil {
+		_, _, _, err = fetch.Pull(context.Background(), st, os.Getenv("BARGE_PULL_REF"), fetch.Options{PlainHTTP: true})
+	}
+	fmt.Fprintln(os.Stderr, "helper:", err)
+	os.Exit(3) // it is meant to be killed
+}
+
+// TestSegmentedSIGKILL kills a puller whose first segment stalls part way
+// while the three others are complete: the next pull resumes from the
+// prefix's checkpoint (what lay beyond it was never verified), asks only
+// for the rest, and the blob is right.
+func TestSegmentedSIGKILL(t *testing.T) {
+	f := newSegmented(t)
+	const at = 300 << 10
+	var others atomic.Int32
+	stalled := make(chan struct{}, 1)
+	f.p.fault(f.m.digestOf("weights.bin"), func(n int, w http.ResponseWriter, r *http.Request) bool {
+		first := strings.HasPrefix(r.Header.Get("Range"), "bytes=0-")
+		resp := f.p.upstream(r)
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		if !first {
+			io.Copy(w, resp.Body)
+			others.Add(1)
+			return true
+		}
+		io.CopyN(w, resp.Body, at)
+		w.(http.Flusher).Flush()
+		stalled <- struct{}{}
+		<-r.Context().Done()
+		return true
+	})
+	root := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestPullHelperProcess$")
+	cmd.Env = append(os.Environ(), pullHelperEnv+"=1", "BARGE_PULL_STORE="+root, "BARGE_PULL_REF="+f.ref)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	<-stalled
+	waitFor(t, func() bool { return others.Load() == 3 })
+	// Let the puller write and absorb what it received.
+	time.Sleep(200 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+
+	st, err := store.Open(root, store.Options{CheckpointBytes: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := st.Status(context.Background(), f.m.digestOf("weights.bin"))
+	if err != nil || s.Offset > at || s.Offset < at-2*64<<10 {
+		t.Fatalf("after SIGKILL Status = %+v, %v; want a checkpoint of the prefix, at most 2 intervals below %d", s, err, at)
+	}
+	f.p.fault("", nil)
+	_, gets, err := f.pull(t, st, fetch.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertStored(t, st, f.m)
+	if got := bodyBytes(gets); got != segSize-s.Offset {
+		t.Errorf("the resume received %d bytes, want the %d from the checkpoint at %d", got, segSize-s.Offset, s.Offset)
 	}
 }
