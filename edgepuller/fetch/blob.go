@@ -74,7 +74,9 @@ type puller struct {
 	resumed, retries                   atomic.Int64
 
 	mu      sync.Mutex
-	streams int                    // blob downloads and extra segments running
+	streams int                    // blob downloads running
+	extra   int                    // segment streams running beyond the first of their blob
+	pending int                    // layers of the pull not done yet, running or waiting
 	noRange bool                   // the origin ignored a bounded Range: no segments
 	down    map[string]bool        // mirrors that could not be reached during this pull
 	dropped map[string]DroppedPeer // peers dropped during this pull, by node
@@ -344,7 +346,11 @@ func (p *puller) transfer(ctx context.Context, desc ocispec.Descriptor, name str
 	p.mu.Lock()
 	p.streams++
 	p.mu.Unlock()
-	defer p.releaseStreams(1)
+	defer func() {
+		p.mu.Lock()
+		p.streams--
+		p.mu.Unlock()
+	}()
 
 	var used []source
 	srcs := p.usable(skip)
@@ -360,7 +366,7 @@ func (p *puller) transfer(ctx context.Context, desc ocispec.Descriptor, name str
 		var aerr *attemptError
 		if n := dl.segmentsFor(src); n > 1 {
 			aerr = dl.segmented(ctx, src, n)
-			p.releaseStreams(n - 1)
+			p.releaseExtra(n - 1)
 		} else {
 			aerr = dl.attempt(ctx, src)
 		}

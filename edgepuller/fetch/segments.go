@@ -38,7 +38,7 @@ var errNoRange = errors.New("ignores Range requests")
 
 // segmentsFor decides how many segments the rest of desc gets from src:
 // 1 means one stream (the plain attempt). It reserves the extra streams;
-// the caller gives them back with releaseStreams.
+// the caller gives them back with releaseExtra.
 func (d *download) segmentsFor(src source) int {
 	p := d.p
 	left := d.desc.Size - d.w.Offset()
@@ -50,17 +50,28 @@ func (d *download) segmentsFor(src source) int {
 	if p.noRange {
 		return 1
 	}
-	n := min(int64(p.opts.Segments), left/minSegment, int64(p.opts.Concurrency-p.streams+1))
+	// The layers still to come will want a stream each: only what they
+	// leave of Concurrency goes to segments.
+	busy := max(p.streams, p.pending) + p.extra
+	n := min(int64(p.opts.Segments), left/minSegment, int64(p.opts.Concurrency-busy+1))
 	if n < 2 {
 		return 1
 	}
-	p.streams += int(n) - 1
+	p.extra += int(n) - 1
 	return int(n)
 }
 
-func (p *puller) releaseStreams(n int) {
+// releaseExtra gives back the extra streams of a segmented attempt.
+func (p *puller) releaseExtra(n int) {
 	p.mu.Lock()
-	p.streams -= n
+	p.extra -= n
+	p.mu.Unlock()
+}
+
+// setPending adds delta to the layers of the pull not done yet.
+func (p *puller) setPending(delta int) {
+	p.mu.Lock()
+	p.pending += delta
 	p.mu.Unlock()
 }
 

@@ -299,3 +299,33 @@ func TestSegmentedSIGKILL(t *testing.T) {
 		t.Errorf("the resume received %d bytes, want the %d from the checkpoint at %d", got, segSize-s.Offset, s.Offset)
 	}
 }
+
+// TestSegmentsLeaveLayersTheirStreams: a model whose large layers fill
+// Concurrency gets one stream per layer, whatever order they start in; with
+// two, the first to start takes the two streams left over.
+func TestSegmentsLeaveLayersTheirStreams(t *testing.T) {
+	t.Cleanup(fetch.SetSegmentSizes(1<<20, 1<<20))
+	reg := startRegistry(t)
+	for _, layers := range []int{4, 2} {
+		t.Run(fmt.Sprint(layers), func(t *testing.T) {
+			files := map[string][]byte{}
+			for i := range layers {
+				files[fmt.Sprintf("part-%d.bin", i)] = randomBytes(segSize, uint64(100+10*layers+i))
+			}
+			m := pushModel(t, reg.Host(), fmt.Sprintf("models/parts%d", layers), "v1", files)
+			st := newStore(t)
+			c := newCounter(t)
+			if _, _, _, err := fetch.Pull(context.Background(), st, reg.Host()+fmt.Sprintf("/models/parts%d:v1", layers), fetch.Options{PlainHTTP: true, Client: c.client()}); err != nil {
+				t.Fatal(err)
+			}
+			assertStored(t, st, m)
+			gets := 0
+			for name := range files {
+				gets += len(c.blobGETs("", m.digestOf(name)))
+			}
+			if want := map[int]int{4: 4, 2: 4}[layers]; gets != want {
+				t.Errorf("%d layers took %d GETs, want %d (Concurrency 4)", layers, gets, want)
+			}
+		})
+	}
+}
