@@ -64,6 +64,9 @@ type puller struct {
 	meta  remote.Client
 	blob  remote.Client
 	limit *Limiter
+	// originLatency times the origin's answers to metadata requests:
+	// segments are for a long link.
+	originLatency *latency
 	// peerMeta and peerBlob reach peers; peerTr is their transport, closed
 	// with the pull. Nil without peers.
 	peerMeta, peerBlob remote.Client
@@ -90,9 +93,9 @@ func newPuller(st *store.Store, ref registry.Reference, opts Options) (*puller, 
 		return nil, err
 	}
 	meta, blob := clients(opts.Client)
-	meta = WithRequestTimeout(meta, opts.RequestTimeout)
+	lat := &latency{c: WithRequestTimeout(meta, opts.RequestTimeout), host: ref.Host()}
 	p := &puller{
-		st: st, ref: ref, opts: opts, srcs: srcs, meta: meta, blob: blob,
+		st: st, ref: ref, opts: opts, srcs: srcs, meta: lat, blob: blob, originLatency: lat,
 		limit:   opts.limiter(),
 		down:    map[string]bool{},
 		dropped: map[string]DroppedPeer{},
