@@ -139,14 +139,19 @@ func (d *download) segmented(ctx context.Context, src source, n int) *attemptErr
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	moved := make(chan struct{}, 1)
-	errs := make([]*attemptError, n)
-	var wg sync.WaitGroup
-	for i, sg := range segs {
+	// first is the failure that stopped the segments; the others then end
+	// with the cancellation, which says nothing.
+	var (
+		first     *attemptError
+		firstOnce sync.Once
+		wg        sync.WaitGroup
+	)
+	for _, sg := range segs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = d.segment(sctx, src, sg, moved)
-			if errs[i] != nil {
+			if err := d.segment(sctx, src, sg, moved); err != nil {
+				firstOnce.Do(func() { first = err })
 				cancel()
 			}
 			select {
@@ -199,10 +204,8 @@ func (d *download) segmented(ctx context.Context, src source, n int) *attemptErr
 	if err := w.DiscardAhead(); err != nil {
 		return failf(local, "%w", err)
 	}
-	for _, e := range errs {
-		if e != nil {
-			return e
-		}
+	if first != nil {
+		return first
 	}
 	return failf(transient, "%s: download in %d segments stopped at offset %d of %d", src, n, w.Offset(), size)
 }
@@ -264,6 +267,10 @@ func (d *download) segmentAttempt(ctx context.Context, src source, sg *store.Seg
 		}
 	case http.StatusOK:
 		return d.noSegments(src, fmt.Errorf("%s %w: it answered Range bytes=%d-%d with the whole blob", src, errNoRange, from, end-1))
+	case http.StatusRequestedRangeNotSatisfiable:
+		// One stream finds out what is wrong (and resets if the blob
+		// there is shorter).
+		return d.noSegments(src, fmt.Errorf("%s refused Range bytes=%d-%d (HTTP 416)", src, from, end-1))
 	default:
 		return statusError(src, resp)
 	}

@@ -118,31 +118,42 @@ func TestSegmentCut(t *testing.T) {
 	}
 }
 
-// TestSegmentsRangeIgnored: an origin that answers Range with the whole
-// blob (200) gets one plain GET after the first refusals, and the blob is
-// right.
+// TestSegmentsRangeIgnored: an origin that answers a bounded Range with
+// the whole blob (200), or refuses it (416), gets one plain GET after the
+// first refusals, and the blob is right.
 func TestSegmentsRangeIgnored(t *testing.T) {
-	f := newSegmented(t)
-	f.p.fault(f.m.digestOf("weights.bin"), func(n int, w http.ResponseWriter, r *http.Request) bool {
-		w.Header().Set("Content-Length", fmt.Sprint(len(f.weights)))
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.WriteHeader(http.StatusOK)
-		w.Write(f.weights)
-		return true
-	})
-	st := newStore(t)
-	_, gets, err := f.pull(t, st, fetch.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	assertStored(t, st, f.m)
-	last := gets[len(gets)-1]
-	if last.Range != "" || last.Status != http.StatusOK || last.Body != segSize {
-		t.Fatalf("last GET %+v, want a plain GET of the whole blob", last)
-	}
-	// The refused segments were dropped unread: at most a buffer each.
-	if got := bodyBytes(gets); got > segSize+4<<20 {
-		t.Errorf("received %d bytes for a blob of %d", got, segSize)
+	for name, status := range map[string]int{"200": http.StatusOK, "416": http.StatusRequestedRangeNotSatisfiable} {
+		t.Run(name, func(t *testing.T) {
+			f := newSegmented(t)
+			f.p.fault(f.m.digestOf("weights.bin"), func(n int, w http.ResponseWriter, r *http.Request) bool {
+				if status == http.StatusRequestedRangeNotSatisfiable {
+					if r.Header.Get("Range") == "" {
+						return false
+					}
+					registryError(w, status, "BLOB_UNKNOWN", "range not satisfiable")
+					return true
+				}
+				w.Header().Set("Content-Length", fmt.Sprint(len(f.weights)))
+				w.Header().Set("Content-Type", "application/octet-stream")
+				w.WriteHeader(http.StatusOK)
+				w.Write(f.weights)
+				return true
+			})
+			st := newStore(t)
+			_, gets, err := f.pull(t, st, fetch.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertStored(t, st, f.m)
+			last := gets[len(gets)-1]
+			if last.Range != "" || last.Status != http.StatusOK || last.Body != segSize {
+				t.Fatalf("last GET %+v, want a plain GET of the whole blob", last)
+			}
+			// The refused segments were dropped unread: at most a buffer each.
+			if got := bodyBytes(gets); got > segSize+4<<20 {
+				t.Errorf("received %d bytes for a blob of %d", got, segSize)
+			}
+		})
 	}
 }
 
