@@ -287,15 +287,19 @@ func TestSegmentedSIGKILL(t *testing.T) {
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	<-stalled
 	waitFor(t, func() bool { return others.Load() == 3 })
-	// Let the puller write and absorb what it received.
-	time.Sleep(200 * time.Millisecond)
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
-
 	st, err := store.Open(root, store.Options{CheckpointBytes: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Let the puller absorb what it received, up to a checkpoint that
+	// lands (Status takes no lock), before the kill.
+	waitFor(t, func() bool {
+		s, err := st.Status(context.Background(), f.m.digestOf("weights.bin"))
+		return err == nil && s.Offset >= at-2*64<<10
+	})
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+
 	s, err := st.Status(context.Background(), f.m.digestOf("weights.bin"))
 	if err != nil || s.Offset > at || s.Offset < at-2*64<<10 {
 		t.Fatalf("after SIGKILL Status = %+v, %v; want a checkpoint of the prefix, at most 2 intervals below %d", s, err, at)
