@@ -64,6 +64,9 @@ type puller struct {
 	meta  remote.Client
 	blob  remote.Client
 	limit *Limiter
+	// originLatency times the origin's answers to metadata requests:
+	// segments are for a long link.
+	originLatency *latency
 	// peerMeta and peerBlob reach peers; peerTr is their transport, closed
 	// with the pull. Nil without peers.
 	peerMeta, peerBlob remote.Client
@@ -74,6 +77,10 @@ type puller struct {
 	resumed, retries                   atomic.Int64
 
 	mu      sync.Mutex
+	streams int                    // blob downloads running
+	extra   int                    // segment streams running beyond the first of their blob
+	pending int                    // layers of the pull not done yet, running or waiting
+	noRange bool                   // the origin ignored a bounded Range: no segments
 	down    map[string]bool        // mirrors that could not be reached during this pull
 	dropped map[string]DroppedPeer // peers dropped during this pull, by node
 	drops   []string               // their nodes, in the order they were dropped
@@ -86,9 +93,9 @@ func newPuller(st *store.Store, ref registry.Reference, opts Options) (*puller, 
 		return nil, err
 	}
 	meta, blob := clients(opts.Client)
-	meta = WithRequestTimeout(meta, opts.RequestTimeout)
+	lat := &latency{c: WithRequestTimeout(meta, opts.RequestTimeout), host: ref.Host()}
 	p := &puller{
-		st: st, ref: ref, opts: opts, srcs: srcs, meta: meta, blob: blob,
+		st: st, ref: ref, opts: opts, srcs: srcs, meta: lat, blob: blob, originLatency: lat,
 		limit:   opts.limiter(),
 		down:    map[string]bool{},
 		dropped: map[string]DroppedPeer{},
@@ -339,6 +346,15 @@ func (p *puller) transfer(ctx context.Context, desc ocispec.Descriptor, name str
 	ev.Kind = Started
 	p.emit(ev)
 
+	p.mu.Lock()
+	p.streams++
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.streams--
+		p.mu.Unlock()
+	}()
+
 	var used []source
 	srcs := p.usable(skip)
 	buf := make([]byte, min(bufferSize, desc.Size))
@@ -350,7 +366,13 @@ func (p *puller) transfer(ctx context.Context, desc ocispec.Descriptor, name str
 			continue
 		}
 		before := w.Offset()
-		aerr := dl.attempt(ctx, src)
+		var aerr *attemptError
+		if n := dl.segmentsFor(src); n > 1 {
+			aerr = dl.segmented(ctx, src, n)
+			p.releaseExtra(n - 1)
+		} else {
+			aerr = dl.attempt(ctx, src)
+		}
 		if w.Offset() > before {
 			used = append(used, src)
 			failures = 0 // progress: the link works, it is just flaky
@@ -381,8 +403,8 @@ func (p *puller) transfer(ctx context.Context, desc ocispec.Descriptor, name str
 				failures, aerr, w.Offset(), desc.Size)
 		}
 		wait := p.opts.Backoff(failures)
-		if aerr.kind == restart {
-			wait = 0 // the ingest was reset: nothing to wait for
+		if aerr.kind == restart || aerr.kind == fallback {
+			wait = 0 // the ingest was reset, or one stream takes over: nothing to wait for
 		}
 		if aerr.retryAfter > 0 {
 			// A little jitter on top, so that nodes told the same time do
@@ -428,6 +450,7 @@ type failure int
 const (
 	transient   failure = iota // retry here after a backoff: 5xx, 429, cuts, stalls
 	restart                    // the ingest was reset to 0; retry here at once
+	fallback                   // segments do not work with this source; retry here at once with one stream
 	unreachable                // cannot connect: a mirror is skipped, a peer dropped, for the rest of the pull
 	notFound                   // 404: a peer or mirror falls through, the origin fails
 	fatal                      // retrying cannot help: 401, 403, other 4xx, TLS

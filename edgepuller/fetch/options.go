@@ -99,6 +99,17 @@ type Options struct {
 	// is fetched: a signature check that refuses a digest costs no layer
 	// bytes on a slow link.
 	Verify func(ctx context.Context, manifest ocispec.Descriptor) error
+	// Segments is how many Range requests at once one large blob may be
+	// downloaded with from the origin, as aria2 and hf_transfer do: one
+	// TCP stream over a long link is limited by its window, not by the
+	// link. A blob is split only when at least 128 MiB of it is left, into
+	// segments of at least 64 MiB, only while fewer than Concurrency
+	// streams run in the pull (the layers of a model already fill a
+	// link), never from a peer or mirror, never with Announce set (a
+	// peer following this node's ingest would read its holes), and not
+	// again in a pull once the origin ignored a Range. If <= 0, 4 is used;
+	// 1 turns it off.
+	Segments int
 	// Progress, if set, receives events about every blob. It is called
 	// from many goroutines at once and must not block for long.
 	Progress func(Event)
@@ -106,6 +117,7 @@ type Options struct {
 
 const (
 	defaultConcurrency  = 4
+	defaultSegments     = 4
 	defaultMaxAttempts  = 8
 	defaultStallTimeout = 30 * time.Second
 	// DefaultRequestTimeout and DefaultTimeout are the defaults of
@@ -130,6 +142,9 @@ func (o Options) limiter() *Limiter {
 func (o Options) withDefaults() Options {
 	if o.Concurrency <= 0 {
 		o.Concurrency = defaultConcurrency
+	}
+	if o.Segments <= 0 {
+		o.Segments = defaultSegments
 	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = defaultMaxAttempts

@@ -103,6 +103,11 @@ func (p *puller) pull(ctx context.Context, reference string) (ocispec.Descriptor
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.opts.Concurrency)
 	seen := map[string]bool{}
+	for _, l := range m.Layers {
+		seen[l.Digest.String()] = true
+	}
+	p.setPending(len(seen))
+	clear(seen)
 	for i, l := range m.Layers {
 		if seen[l.Digest.String()] {
 			continue // the same bytes under two names: fetch them once
@@ -111,6 +116,7 @@ func (p *puller) pull(ctx context.Context, reference string) (ocispec.Descriptor
 		name := l.Annotations[ocispec.AnnotationTitle]
 		g.Go(func() error {
 			err := p.fetchBlob(gctx, l, name)
+			p.setPending(-1)
 			done[l.Digest]()
 			if err != nil {
 				if name == "" {

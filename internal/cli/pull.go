@@ -144,6 +144,7 @@ Layers the store has already, from any artifact, are not downloaded again.`,
 	f.StringVar(&cache, "cache", "", "local content store (default: the user's cache directory, barge/store, or $BARGE_CACHE)")
 	f.BoolVar(&force, "force", false, "replace DIR even if a previous pull did not create it")
 	f.IntVar(&opts.Concurrency, "concurrency", 4, "layers downloaded at once")
+	f.IntVar(&opts.Segments, "segments", 4, "parallel Range requests for a large layer (128 MiB or more) while fewer than --concurrency layers download; 1 turns it off")
 	f.StringVar(&limitRate, "limit-rate", "", "cap the download rate, in bytes per second with an optional K, M or G suffix (e.g. 2M)")
 	f.DurationVar(&opts.Timeout, "timeout", fetch.DefaultTimeout, "give up a pull that has not finished after this long; run it again to resume")
 	f.DurationVar(&opts.RequestTimeout, "request-timeout", fetch.DefaultRequestTimeout, "give up a manifest, tag lookup or token request to the registry after this long")

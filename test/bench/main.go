@@ -38,6 +38,7 @@ type config struct {
 	layerSize  int64
 	layers     int
 	bigSize    int64
+	bigRuns    int
 	cpuprofile string
 	noSync     bool
 	timeline   bool
@@ -45,7 +46,7 @@ type config struct {
 	timeout    time.Duration
 }
 
-var metrics = []string{"cold", "breakdown", "cut", "kill", "dedup", "resume"}
+var metrics = []string{"cold", "coldbig", "breakdown", "cut", "kill", "dedup", "resume"}
 
 func main() {
 	var cfg config
@@ -58,7 +59,8 @@ func main() {
 	flag.IntVar(&cfg.byteRuns, "byte-runs", 3, "runs per tool of the byte-counting scenarios")
 	flag.Int64Var(&cfg.layerSize, "layer-mib", 256, "size of each of the model's files, MiB")
 	flag.IntVar(&cfg.layers, "layers", 4, "files (layers) in the model")
-	flag.Int64Var(&cfg.bigSize, "big-mib", 4096, "size of the single-file artifact for the resume latency, MiB")
+	flag.Int64Var(&cfg.bigSize, "big-mib", 4096, "size of the single-file artifact for the cold pull of one large layer and the resume latency, MiB")
+	flag.IntVar(&cfg.bigRuns, "big-runs", 5, "timed rounds of the cold pull of the single large file")
 	flag.StringVar(&cfg.cpuprofile, "cpuprofile", "", "instead of the benchmark, pull the model once in-process (fetch and unpack, as barge pull does) and write a CPU profile here")
 	flag.BoolVar(&cfg.noSync, "nosync", false, "with -cpuprofile: open the store with NoSync, to see what fsync costs")
 	flag.BoolVar(&cfg.timeline, "timeline", false, "instead of the benchmark, pull the model once with each tool and print its requests against time")
@@ -75,8 +77,8 @@ func main() {
 		}
 		cfg.only[m] = true
 	}
-	if cfg.runs < 1 || cfg.byteRuns < 1 || cfg.layers < 2 {
-		fmt.Fprintln(os.Stderr, "bench: -runs and -byte-runs must be at least 1, -layers at least 2")
+	if cfg.runs < 1 || cfg.byteRuns < 1 || cfg.bigRuns < 1 || cfg.layers < 2 {
+		fmt.Fprintln(os.Stderr, "bench: -runs, -big-runs and -byte-runs must be at least 1, -layers at least 2")
 		os.Exit(2)
 	}
 
@@ -164,6 +166,7 @@ func run(ctx context.Context, cfg config) (err error) {
 		fn   func(context.Context) ([]row, error)
 	}{
 		{"cold", b.cold},
+		{"coldbig", b.coldBig},
 		{"breakdown", func(ctx context.Context) (_ []row, err error) {
 			stages, err = b.breakdown(ctx)
 			return nil, err

@@ -15,13 +15,13 @@ import (
 	"time"
 )
 
-// coldRuns pulls the model with each tool runs times, alternating, after
-// an untimed warm-up round, and returns each tool's measured runs.
-func (b *bench) coldRuns(ctx context.Context, tools []tool) (map[string][]result, error) {
-	runs := map[string][]result{}
-	ref := b.direct(b.model)
+// coldRuns pulls a with each tool runs times, alternating, after an
+// untimed warm-up round, and returns each tool's measured runs.
+func (b *bench) coldRuns(ctx context.Context, tools []tool, a artifactInfo, runs int) (map[string][]result, error) {
+	measured := map[string][]result{}
+	ref := b.direct(a)
 	defer os.RemoveAll(filepath.Join(b.work, "cold"))
-	for round := 0; round <= b.cfg.runs; round++ {
+	for round := 0; round <= runs; round++ {
 		for _, t := range alternate(tools, round) {
 			base := filepath.Join(b.work, "cold", t.name)
 			if err := os.RemoveAll(base); err != nil {
@@ -33,7 +33,12 @@ func (b *bench) coldRuns(ctx context.Context, tools []tool) (map[string][]result
 			if r.err != nil {
 				return nil, fmt.Errorf("%s pull: %w\n%s", t.name, r.err, r.stderr)
 			}
-			if err := checkFiles(t, dir, b.model); err != nil {
+			if err := checkFiles(t, dir, a); err != nil {
+				return nil, err
+			}
+			// Files of GiBs are not left in the page cache for the next
+			// tool to evict.
+			if err := os.RemoveAll(base); err != nil {
 				return nil, err
 			}
 			if round == 0 {
@@ -41,10 +46,10 @@ func (b *bench) coldRuns(ctx context.Context, tools []tool) (map[string][]result
 				continue
 			}
 			logf("%s run %d: %.2fs, CPU %.2fs, peak RSS %d MiB", t.name, round, r.wall.Seconds(), r.cpu.Seconds(), r.rss>>20)
-			runs[t.name] = append(runs[t.name], r)
+			measured[t.name] = append(measured[t.name], r)
 		}
 	}
-	return runs, nil
+	return measured, nil
 }
 
 // row is one line of the results table. Values are medians over the runs;
@@ -70,10 +75,37 @@ func (b *bench) cold(ctx context.Context) ([]row, error) {
 	if b.crane != "" {
 		tools = append(tools, b.craneTool())
 	}
-	runs, err := b.coldRuns(ctx, tools)
+	runs, err := b.coldRuns(ctx, tools, b.model, b.cfg.runs)
 	if err != nil {
 		return nil, err
 	}
+	size := fmt.Sprintf("%d MiB in %d layers", b.model.size()>>20, len(b.model.layers))
+	return coldRows(tools, runs, size, 0.9, "≤ 0.9"), nil
+}
+
+// coldBig times full pulls of the single large file, as cold does: barge
+// with its defaults (segments where the origin is far enough away), barge
+// with one stream, and oras.
+func (b *bench) coldBig(ctx context.Context) ([]row, error) {
+	tools := []tool{b.bargeTool(), b.orasTool(), b.bargeOneStream()}
+	runs, err := b.coldRuns(ctx, tools, b.big, b.cfg.bigRuns)
+	if err != nil {
+		return nil, err
+	}
+	rows := coldRows(tools[:2], runs, fmt.Sprintf("%d MiB in 1 layer", b.big.size()>>20), 1.0, "≤ 1.0")
+	one := runs["barge, one stream"]
+	var wall, oras []time.Duration
+	for i, r := range one {
+		wall = append(wall, r.wall)
+		oras = append(oras, runs["oras"][i].wall)
+	}
+	rows[0].note = fmt.Sprintf("barge with its defaults, which fetch a large layer in up to 4 Range segments only from an origin whose metadata answers take 10 ms or more (on loopback: one stream); with --segments 1 it took %.2f s, %.2f× oras", median(wall).Seconds(), pairedRatio(wall, oras))
+	return rows, nil
+}
+
+// coldRows makes the time, CPU and peak RSS rows of cold pulls of an
+// artifact of the given size.
+func coldRows(tools []tool, runs map[string][]result, size string, limit float64, target string) []row {
 	wall, cpu, rss := map[string][]time.Duration{}, map[string][]time.Duration{}, map[string][]int64{}
 	for name, rs := range runs {
 		for _, r := range rs {
@@ -94,13 +126,12 @@ func (b *bench) cold(ctx context.Context) ([]row, error) {
 		}
 		return fmt.Sprintf("%d MiB", median(xs)>>20)
 	}
-	size := fmt.Sprintf("%d MiB in %d layers", b.model.size()>>20, len(b.model.layers))
 	timeRatio := pairedRatio(wall["barge"], wall["oras"])
 	bargeRSS := median(rss["barge"])
 	timeRow := row{
 		metric: "cold pull, " + size + " (median wall time)",
 		barge:  secs(wall["barge"]), oras: secs(wall["oras"]), crane: secs(wall["crane"]),
-		ratio: timeRatio, target: "≤ 1.0 (aim 0.8)", met: timeRatio <= 1.0,
+		ratio: timeRatio, target: target, met: timeRatio <= limit,
 		unit: "s", samples: map[string][]string{},
 	}
 	cpuRow := row{
@@ -123,7 +154,7 @@ func (b *bench) cold(ctx context.Context) ([]row, error) {
 			rssRow.samples[t.name] = append(rssRow.samples[t.name], fmt.Sprintf("%d", rss[t.name][i]>>20))
 		}
 	}
-	return []row{timeRow, cpuRow, rssRow}, nil
+	return []row{timeRow, cpuRow, rssRow}
 }
 
 // cut pulls the model through the proxy, which cuts the connection once
@@ -383,7 +414,9 @@ func (b *bench) resume(ctx context.Context) ([]row, error) {
 
 	b.proxy.reset()
 	const rate = "400M"
-	p, err := b.start(ctx, []string{b.barge, "pull", "--cache", cache, "--limit-rate", rate, ref, dir}, false)
+	// One stream: segments would write ahead of the prefix, and the data
+	// file's size would say nothing about how much of it is there.
+	p, err := b.start(ctx, []string{b.barge, "pull", "--cache", cache, "--limit-rate", rate, "--segments", "1", ref, dir}, false)
 	if err != nil {
 		return nil, err
 	}

@@ -89,7 +89,7 @@ func (b *bench) setup(ctx context.Context) error {
 	if err := os.RemoveAll(src); err != nil {
 		return err
 	}
-	if b.cfg.only["resume"] && b.cfg.cpuprofile == "" {
+	if (b.cfg.only["resume"] || b.cfg.only["coldbig"]) && b.cfg.cpuprofile == "" {
 		big := filepath.Join(b.work, "src-big")
 		if err := os.Mkdir(big, 0o755); err != nil {
 			return err
@@ -273,6 +273,14 @@ type tool struct {
 func (b *bench) bargeTool() tool {
 	return tool{"barge", func(ref, dir, cache string) []string {
 		return []string{b.barge, "pull", "--cache", cache, ref, dir}
+	}}
+}
+
+// bargeOneStream is barge with segments turned off: what a large layer
+// costs with one stream, for comparison.
+func (b *bench) bargeOneStream() tool {
+	return tool{"barge, one stream", func(ref, dir, cache string) []string {
+		return []string{b.barge, "pull", "--segments", "1", "--cache", cache, ref, dir}
 	}}
 }
 
