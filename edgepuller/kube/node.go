@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -388,6 +389,18 @@ func (n *Node) watch(ctx context.Context, rv string, set func([]agent.Desired)) 
 		rv = na.ResourceVersion
 		name := Name(na)
 		n.mu.Lock()
+		if ev.Type == watch.Modified && n.replace(na) {
+			// Only the status or other fields nothing here reads changed
+			// (most often this puller's own patch coming back): no pass
+			// over the node's other artifacts.
+			shadowed := n.shadowed[na.UID] != nil
+			n.mu.Unlock()
+			n.signal(n.up)
+			if shadowed {
+				n.signal(n.kick) // its Failed status may need saying again
+			}
+			continue
+		}
 		if ev.Type == watch.Deleted || !n.mine(na) {
 			delete(n.all, na.UID)
 			delete(n.released, string(na.UID))
@@ -402,6 +415,27 @@ func (n *Node) watch(ctx context.Context, rv string, set func([]agent.Desired)) 
 		n.deliver(set)
 		n.signal(n.up)
 	}
+}
+
+// replace puts na in place of the object with its UID when it changes
+// nothing that own, deliver or flush's finalizer pass read: same
+// generation (so the same spec), labels, finalizers and deletion. It
+// reports whether it did. Call with n.mu held.
+func (n *Node) replace(na *v1alpha1.NodeArtifact) bool {
+	old := n.all[na.UID]
+	if old == nil || old.Generation != na.Generation || na.Spec.NodeName != n.opts.NodeName ||
+		(old.DeletionTimestamp == nil) != (na.DeletionTimestamp == nil) ||
+		!slices.Equal(old.Finalizers, na.Finalizers) || !maps.Equal(old.Labels, na.Labels) {
+		return false
+	}
+	n.all[na.UID] = na
+	if cur := n.objects[Name(na)]; cur != nil && cur.UID == na.UID {
+		n.objects[Name(na)] = na
+	}
+	if n.shadowed[na.UID] != nil {
+		n.shadowed[na.UID] = na
+	}
+	return true
 }
 
 // own picks, for every agent name, the NodeArtifact that owns its directory:

@@ -5,8 +5,12 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bargeml/barge/api/v1alpha1"
 	"github.com/bargeml/barge/edgepuller/agent"
@@ -132,5 +136,72 @@ func TestListIsPaginated(t *testing.T) {
 	waitFor(t, "the one created after the list, by the watch", func() bool { return len(desired()) == count+1 })
 	if l, _ := c.listsAndWatches(); l != 3 {
 		t.Errorf("%d list requests, want the 3 pages only: the watch goes on from the paged list", l)
+	}
+}
+
+// cpuTime is the CPU this process has used, user and system.
+func cpuTime(t *testing.T) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuPerChange lists count NodeArtifacts in a Node, then reports changes
+// Ready statuses, one per artifact, and returns the CPU this process used
+// per change: the patch, its answer and its watch event coming back.
+func cpuPerChange(t *testing.T, count, changes int) time.Duration {
+	s := newSite(t)
+	m := s.push("models/many", map[string]string{"model.onnx": "many"})
+	ctx := context.Background()
+	for i := range count {
+		na := &v1alpha1.NodeArtifact{
+			ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: fmt.Sprintf("many-%04d", i), Labels: map[string]string{v1alpha1.NodeLabel: node}},
+			Spec:       v1alpha1.NodeArtifactSpec{NodeName: node, Reference: m.ref, Digest: m.digest.String(), Insecure: true},
+		}
+		if err := env.Client.Create(ctx, na); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		env.Client.DeleteAllOf(ctx, &v1alpha1.NodeArtifact{}, client.InNamespace(s.ns))
+	})
+	c := &counter{}
+	n, desired := runNode(t, s, kube.Options{Config: c.wrap(pullerConfig(t))})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%d of %d desired; lists %v", len(desired()), count, c.listQueries())
+		}
+	})
+	waitFor(t, "all listed", func() bool { return len(desired()) == count })
+	time.Sleep(200 * time.Millisecond)
+
+	start := cpuTime(t)
+	for i := range changes {
+		name := fmt.Sprintf("many-%04d", i)
+		n.Report(agent.Status{Name: s.ns + "/" + name, Reference: m.ref, Phase: agent.Ready, Digest: m.digest, Path: "/x/current", BytesDone: m.bytes, BytesTotal: m.bytes})
+		waitFor(t, name+" patched", func() bool { return c.count(statusPath(s.ns, name)) == 1 })
+	}
+	time.Sleep(300 * time.Millisecond) // the last watch events
+	return (cpuTime(t) - start) / time.Duration(changes)
+}
+
+// The CPU a status change costs the puller does not grow with the number
+// of NodeArtifacts it has: no pass over all of them per event.
+func TestCPUPerChangeFlat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("creates 1,100 NodeArtifacts")
+	}
+	const changes = 100
+	var small, large time.Duration
+	t.Run("100", func(t *testing.T) { small = cpuPerChange(t, 100, changes) })
+	t.Run("1000", func(t *testing.T) { large = cpuPerChange(t, 1000, changes) })
+	if t.Failed() {
+		return
+	}
+	t.Logf("CPU per status change: %s at 100 NodeArtifacts, %s at 1,000", small, large)
+	if large > small*3/2 {
+		t.Errorf("CPU per change %s at 1,000 NodeArtifacts against %s at 100: it grows with the number of artifacts", large, small)
 	}
 }
