@@ -43,8 +43,8 @@ func runNode(t *testing.T, s *site, opts kube.Options) (n *kube.Node, desired fu
 	return n, func() []agent.Desired { mu.Lock(); defer mu.Unlock(); return last }
 }
 
-// Quick pulls by a real puller make at most 2 status patches each (in
-// practice one, the Ready), counted as the API server answered them: no
+// Quick pulls by a real puller, a dozen at once (some wait for a download
+// slot), make at most 2 status patches each (in practice one, the Ready), counted as the API server answered them: no
 // Pending or Pulling patch for a pull that finishes before the first tick.
 func TestQuickPullFewPatches(t *testing.T) {
 	s := newSite(t)
@@ -57,7 +57,10 @@ func TestQuickPullFewPatches(t *testing.T) {
 		names = append(names, name)
 	}
 	c := &counter{}
-	s.start(c.wrap(pullerConfig(t)), nil)
+	// A tick of 5 s keeps these pulls quick on a busy machine too, where a
+	// pull of a few bytes can take 2 s; TestUnfinishedStatusWaitsATick
+	// checks the default tick.
+	s.start(c.wrap(pullerConfig(t)), func(o *kube.Options) { o.ProgressEvery = 5 * time.Second })
 	for _, name := range names {
 		s.waitStatus(name, "Ready", func(st v1alpha1.NodeArtifactStatus) bool { return st.Phase == v1alpha1.NodeArtifactReady })
 	}
