@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -288,6 +289,7 @@ type counter struct {
 	byPath  map[string]int // "PATCH /apis/.../status" → successful requests
 	lists   int
 	watches int
+	listQ   []url.Values                      // the query of each list that succeeded
 	rewrite func(*http.Request) *http.Request // if set, what is sent instead of each request
 }
 
@@ -313,6 +315,7 @@ func (c *counter) wrap(cfg *rest.Config) *rest.Config {
 						c.watches++
 					} else {
 						c.lists++
+						c.listQ = append(c.listQ, r.URL.Query())
 					}
 				}
 				c.mu.Unlock()
@@ -335,6 +338,12 @@ func (c *counter) count(key string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.byPath[key]
+}
+
+func (c *counter) listQueries() []url.Values {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.listQ)
 }
 
 func (c *counter) listsAndWatches() (int, int) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -38,9 +39,17 @@ type Options struct {
 	// a deleting NodeArtifact keeps its finalizer while the directory exists.
 	ArtifactDir func(name string) string
 	// ProgressEvery is the least time between two status patches of one
-	// NodeArtifact that only move its byte counts; if <= 0, 1 s. A change
-	// of phase, digest, path or message is sent at once.
+	// NodeArtifact that only move its byte counts or say it is still
+	// unfinished (Pending, Pulling); if <= 0, 1 s. An unfinished status is
+	// sent only once the artifact has been unfinished that long, so a pull
+	// quicker than that makes one patch, its Ready. Any other change of
+	// phase, digest, path or message is sent at once.
 	ProgressEvery time.Duration
+	// ListPageSize is how many NodeArtifacts one list request asks for; the
+	// rest follow in further pages, each within its own timeout, so a slow
+	// link never has to carry all of a large node's list in one answer. If
+	// <= 0, 500.
+	ListPageSize int
 	// Backoff is the wait before trying again after the API server could not
 	// be reached for the attempt-th time in a row (1 for the first). If nil,
 	// 1 s doubling up to 30 s, with jitter.
@@ -106,6 +115,9 @@ func New(opts Options) (*Node, error) {
 	}
 	if opts.ProgressEvery <= 0 {
 		opts.ProgressEvery = time.Second
+	}
+	if opts.ListPageSize <= 0 {
+		opts.ListPageSize = 500
 	}
 	if opts.Backoff == nil {
 		opts.Backoff = defaultBackoff
@@ -229,16 +241,13 @@ func sleep(ctx context.Context, d time.Duration) {
 // list replaces what the Node knows with the server's list and returns its
 // resourceVersion, from which to watch.
 func (n *Node) list(ctx context.Context, set func([]agent.Desired)) (string, error) {
-	lctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
-	var list v1alpha1.NodeArtifactList
-	err := n.rc.Get().Resource("nodeartifacts").Param("labelSelector", n.selector).Do(lctx).Into(&list)
+	items, rv, err := n.listPages(ctx)
 	if err != nil {
-		return "", fmt.Errorf("list NodeArtifacts with label %s: %w", n.selector, err)
+		return "", err
 	}
 	all := map[types.UID]*v1alpha1.NodeArtifact{}
-	for i := range list.Items {
-		if na := &list.Items[i]; n.mine(na) {
+	for _, na := range items {
+		if n.mine(na) {
 			all[na.UID] = na
 		}
 	}
@@ -259,10 +268,54 @@ func (n *Node) list(ctx context.Context, set func([]agent.Desired)) (string, err
 		}
 	}
 	n.mu.Unlock()
-	n.log.Debug("NodeArtifacts listed", "count", len(all), "resourceVersion", list.ResourceVersion)
+	n.log.Debug("NodeArtifacts listed", "count", len(all), "resourceVersion", rv)
 	n.deliver(set)
 	n.signal(n.up)
-	return list.ResourceVersion, nil
+	return rv, nil
+}
+
+// listPages lists the node's NodeArtifacts ListPageSize at a time, each page
+// within requestTimeout, and returns them with the resourceVersion of the
+// list (every page is of the first page's snapshot). A continue token that
+// expired between pages (the server compacted meanwhile) starts the list
+// over, a few times, before giving up.
+func (n *Node) listPages(ctx context.Context) ([]*v1alpha1.NodeArtifact, string, error) {
+	const restarts = 3
+	for attempt := 1; ; attempt++ {
+		items, rv, err := n.listOnce(ctx)
+		if err == nil || !apierrors.IsResourceExpired(err) || attempt > restarts {
+			return items, rv, err
+		}
+		n.log.Debug("list of NodeArtifacts expired between pages; listing again", "err", err)
+	}
+}
+
+func (n *Node) listOnce(ctx context.Context) ([]*v1alpha1.NodeArtifact, string, error) {
+	var items []*v1alpha1.NodeArtifact
+	rv, next := "", ""
+	for page := 1; ; page++ {
+		lctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		var list v1alpha1.NodeArtifactList
+		req := n.rc.Get().Resource("nodeartifacts").Param("labelSelector", n.selector).
+			Param("limit", strconv.Itoa(n.opts.ListPageSize))
+		if next != "" {
+			req = req.Param("continue", next)
+		}
+		err := req.Do(lctx).Into(&list)
+		cancel()
+		if err != nil {
+			return nil, "", fmt.Errorf("list NodeArtifacts with label %s (page %d of %d objects): %w", n.selector, page, n.opts.ListPageSize, err)
+		}
+		if page == 1 {
+			rv = list.ResourceVersion
+		}
+		for i := range list.Items {
+			items = append(items, &list.Items[i])
+		}
+		if next = list.Continue; next == "" {
+			return items, rv, nil
+		}
+	}
 }
 
 // mine filters what the label selector let through: spec.nodeName decides.
@@ -336,6 +389,18 @@ func (n *Node) watch(ctx context.Context, rv string, set func([]agent.Desired)) 
 		rv = na.ResourceVersion
 		name := Name(na)
 		n.mu.Lock()
+		if ev.Type == watch.Modified && n.replace(na) {
+			// Only the status or other fields nothing here reads changed
+			// (most often this puller's own patch coming back): no pass
+			// over the node's other artifacts.
+			shadowed := n.shadowed[na.UID] != nil
+			n.mu.Unlock()
+			n.signal(n.up)
+			if shadowed {
+				n.signal(n.kick) // its Failed status may need saying again
+			}
+			continue
+		}
 		if ev.Type == watch.Deleted || !n.mine(na) {
 			delete(n.all, na.UID)
 			delete(n.released, string(na.UID))
@@ -350,6 +415,27 @@ func (n *Node) watch(ctx context.Context, rv string, set func([]agent.Desired)) 
 		n.deliver(set)
 		n.signal(n.up)
 	}
+}
+
+// replace puts na in place of the object with its UID when it changes
+// nothing that own, deliver or flush's finalizer pass read: same
+// generation (so the same spec), labels, finalizers and deletion. It
+// reports whether it did. Call with n.mu held.
+func (n *Node) replace(na *v1alpha1.NodeArtifact) bool {
+	old := n.all[na.UID]
+	if old == nil || old.Generation != na.Generation || na.Spec.NodeName != n.opts.NodeName ||
+		(old.DeletionTimestamp == nil) != (na.DeletionTimestamp == nil) ||
+		!slices.Equal(old.Finalizers, na.Finalizers) || !maps.Equal(old.Labels, na.Labels) {
+		return false
+	}
+	n.all[na.UID] = na
+	if cur := n.objects[Name(na)]; cur != nil && cur.UID == na.UID {
+		n.objects[Name(na)] = na
+	}
+	if n.shadowed[na.UID] != nil {
+		n.shadowed[na.UID] = na
+	}
+	return true
 }
 
 // own picks, for every agent name, the NodeArtifact that owns its directory:

@@ -30,7 +30,15 @@ type entry struct {
 	pending bool         // s is not sent yet
 	sent    transition   // what the last patch said
 	sentAt  time.Time
+	// since is when the artifact last entered an unfinished phase (Pending
+	// or Pulling) from a finished one or from nothing; zero while finished.
+	// An unfinished status waits ProgressEvery from then, so a quick pull
+	// sends only its Ready.
+	since time.Time
 }
+
+// unfinished phases are passing states: worth a patch only when they last.
+func unfinished(p agent.Phase) bool { return p == agent.Pending || p == agent.Pulling }
 
 // transition is what makes a status worth sending at once; a change of the
 // byte counts alone waits for ProgressEvery.
@@ -65,6 +73,12 @@ func (n *Node) Report(s agent.Status) {
 	if e == nil {
 		e = &entry{}
 		n.queue[s.Name] = e
+	}
+	switch {
+	case !unfinished(s.Phase):
+		e.since = time.Time{}
+	case e.since.IsZero():
+		e.since = time.Now()
 	}
 	e.s, e.pending = s, true
 	n.mu.Unlock()
@@ -171,11 +185,10 @@ func (n *Node) flush(ctx context.Context) (time.Duration, error) {
 		case e.s.Reference != na.Spec.Reference || (e.s.Upload.Round != 0 && e.s.Upload.Round != uploadRound(na)):
 			e.pending = false // from a worker for a spec that has changed since
 			continue
-		case transitionOf(e.s) == e.sent:
-			if wait := e.sentAt.Add(n.opts.ProgressEvery).Sub(now); wait > 0 {
-				due(wait)
-				continue
-			}
+		}
+		if wait := n.wait(e, now); wait > 0 {
+			due(wait)
+			continue
 		}
 		jobs = append(jobs, job{name: name, na: na.DeepCopy(), s: e.s})
 	}
@@ -202,6 +215,7 @@ func (n *Node) flush(ctx context.Context) (time.Duration, error) {
 		if j.release {
 			err = n.release(ctx, j.name, j.na, j.shadow)
 		} else {
+			j = n.latest(j)
 			err = n.patchStatus(ctx, j.name, j.na, j.s, j.shadow)
 		}
 		if err != nil {
@@ -209,6 +223,45 @@ func (n *Node) flush(ctx context.Context) (time.Duration, error) {
 		}
 	}
 	return next, nil
+}
+
+// wait is how long e's status waits before it is sent. A finished phase
+// (Ready, Failed) goes at once; an unfinished one waits ProgressEvery from
+// when the artifact entered it, and then from the last patch; a change of
+// the byte counts alone waits ProgressEvery from the last patch.
+func (n *Node) wait(e *entry, now time.Time) time.Duration {
+	at := time.Time{}
+	switch {
+	case unfinished(e.s.Phase):
+		at = e.since.Add(n.opts.ProgressEvery)
+		if t := e.sentAt.Add(n.opts.ProgressEvery); t.After(at) {
+			at = t
+		}
+	case transitionOf(e.s) == e.sent:
+		at = e.sentAt.Add(n.opts.ProgressEvery)
+	}
+	return at.Sub(now)
+}
+
+// latest is j with the newest finished status of its NodeArtifact, if one
+// was reported since flush took j: while a long queue of patches drains at
+// the client's rate, a Ready supersedes the Pending or Pulling queued
+// before it instead of following it.
+func (n *Node) latest(j job) job {
+	if j.shadow {
+		return j
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e, na := n.queue[j.name], n.objects[j.name]
+	if e == nil || !e.pending || na == nil || na.UID != j.na.UID || unfinished(e.s.Phase) || e.s.Equal(j.s) {
+		return j
+	}
+	if e.s.Reference != na.Spec.Reference || (e.s.Upload.Round != 0 && e.s.Upload.Round != uploadRound(na)) {
+		return j
+	}
+	j.na, j.s = na.DeepCopy(), e.s
+	return j
 }
 
 // patchStatus sends s as na's status, unless na already says it.
