@@ -1,6 +1,10 @@
 package artifact
 
-import ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+import (
+	"encoding/json"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
 
 // CNCF ModelPack media types. A Barge model is a valid ModelPack artifact.
 const (
@@ -96,4 +100,23 @@ var knownLayerTypes = map[string]bool{
 	MediaTypeModelDatasetRaw: true, MediaTypeModelDatasetTar: true,
 	ArtifactTypeMetrics:         true,
 	ocispec.MediaTypeImageLayer: true, ocispec.MediaTypeImageLayerGzip: true,
+}
+
+// ManifestMediaType is the media type of manifest bytes b: the mediaType it
+// declares or, for an OCI manifest that leaves it out, what its fields make
+// it (an index when it has manifests). Bytes that are not a manifest are
+// named an image manifest: Parse says what is wrong with them.
+func ManifestMediaType(b []byte) string {
+	var m struct {
+		MediaType string            `json:"mediaType"`
+		Manifests []json.RawMessage `json:"manifests"`
+	}
+	_ = json.Unmarshal(b, &m)
+	switch {
+	case m.MediaType != "":
+		return m.MediaType
+	case m.Manifests != nil:
+		return ocispec.MediaTypeImageIndex
+	}
+	return ocispec.MediaTypeImageManifest
 }

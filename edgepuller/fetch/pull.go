@@ -246,22 +246,9 @@ func (p *puller) shortcutManifest(ctx context.Context, s source, d digest.Digest
 }
 
 // describeManifest is the descriptor of manifest bytes b, verified to be
-// d: the media type is the one the manifest declares, or, for an OCI
-// manifest that leaves it out, what its fields make it.
+// d, with the media type the bytes give (artifact.ManifestMediaType).
 func describeManifest(d digest.Digest, b []byte) ocispec.Descriptor {
-	var m struct {
-		MediaType string            `json:"mediaType"`
-		Manifests []json.RawMessage `json:"manifests"`
-	}
-	_ = json.Unmarshal(b, &m) // artifact.Parse reports what is wrong with it
-	mt := m.MediaType
-	if mt == "" {
-		mt = ocispec.MediaTypeImageManifest
-		if m.Manifests != nil {
-			mt = ocispec.MediaTypeImageIndex
-		}
-	}
-	return ocispec.Descriptor{MediaType: mt, Digest: d, Size: int64(len(b))}
+	return ocispec.Descriptor{MediaType: artifact.ManifestMediaType(b), Digest: d, Size: int64(len(b))}
 }
 
 func resolveHint(errs []error) string {

@@ -1,14 +1,11 @@
 package peer
 
 import (
-	"encoding/json"
 	"errors"
-	"io"
 	"strconv"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // route is what a request path asks for.
@@ -124,101 +121,4 @@ func parseCount(s string) (int64, bool) {
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	return n, err == nil
-}
-
-// manifestMediaType is the media type of the manifest read from r, the one
-// fetch's describeManifest gives the same bytes (json.Unmarshal into
-// {mediaType, manifests}): the declared mediaType, else an index if it has
-// manifests, else an image manifest. It reads r token by token, so that a
-// manifest request costs no more memory than its largest string.
-func manifestMediaType(r io.Reader) string {
-	mt, index, err := scanManifest(json.NewDecoder(r))
-	if err != nil {
-		mt, index = "", false // json.Unmarshal would have failed as a whole
-	}
-	switch {
-	case mt != "":
-		return mt
-	case index:
-		return ocispec.MediaTypeImageIndex
-	}
-	return ocispec.MediaTypeImageManifest
-}
-
-func scanManifest(dec *json.Decoder) (mt string, index bool, err error) {
-	t, err := dec.Token()
-	if err != nil {
-		return "", false, err
-	}
-	if t != json.Delim('{') {
-		// Not an object: Unmarshal into a struct fails on the type, but
-		// only after checking that the whole input is valid JSON.
-		return "", false, skipAndEnd(dec, t)
-	}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return "", false, err
-		}
-		key, _ := t.(string)
-		v, err := dec.Token()
-		if err != nil {
-			return "", false, err
-		}
-		switch {
-		case strings.EqualFold(key, "mediaType"):
-			if s, ok := v.(string); ok {
-				mt = s
-			}
-		case strings.EqualFold(key, "manifests"):
-			switch v {
-			case json.Delim('['):
-				index = true
-			case nil:
-				index = false
-			}
-		}
-		if err := skip(dec, v); err != nil {
-			return "", false, err
-		}
-	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return "", false, err
-	}
-	return mt, index, end(dec)
-}
-
-// skip reads the rest of the value that began with token t.
-func skip(dec *json.Decoder, t json.Token) error {
-	depth := 0
-	for {
-		switch t {
-		case json.Delim('{'), json.Delim('['):
-			depth++
-		case json.Delim('}'), json.Delim(']'):
-			depth--
-		}
-		if depth == 0 {
-			return nil
-		}
-		var err error
-		if t, err = dec.Token(); err != nil {
-			return err
-		}
-	}
-}
-
-func skipAndEnd(dec *json.Decoder, t json.Token) error {
-	if err := skip(dec, t); err != nil {
-		return err
-	}
-	return end(dec)
-}
-
-// end checks that nothing but white space follows the value.
-func end(dec *json.Decoder) error {
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("data after the manifest")
-	}
-	return nil
 }

@@ -287,7 +287,13 @@ func (s *Server) serveCommitted(w *recorder, r *http.Request, rt route, desc oci
 	f := rc.(*os.File) // documented by Store.Fetch
 	mt := "application/octet-stream"
 	if rt == routeManifest {
-		mt = manifestMediaType(io.NewSectionReader(f, 0, desc.Size))
+		// At most artifact.MaxManifestBytes (checked above).
+		b, err := io.ReadAll(io.NewSectionReader(f, 0, desc.Size))
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "UNKNOWN", fmt.Sprintf("%s: read it: %v", desc.Digest, err))
+			return
+		}
+		mt = artifact.ManifestMediaType(b)
 	}
 	w.Header().Set("Content-Type", mt)
 	w.Header().Set("Docker-Content-Digest", desc.Digest.String())
