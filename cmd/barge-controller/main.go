@@ -24,7 +24,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
 	"oras.land/oras-go/v2/registry/remote/credentials"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
@@ -34,6 +33,7 @@ import (
 
 	"github.com/bargeml/barge/api/v1alpha1"
 	"github.com/bargeml/barge/controllers"
+	"github.com/bargeml/barge/internal/kuberate"
 )
 
 // version is set at build time with -ldflags "-X main.version=..."; it is
@@ -106,7 +106,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := checkSites(*siteLabel, *peerPort, *seeds, *maxPeers); err != nil {
 		return err
 	}
-	if err := checkRate(*apiQPS, *apiBurst); err != nil {
+	if err := kuberate.Check(*apiQPS, *apiBurst); err != nil {
 		return err
 	}
 	if *workers < 1 {
@@ -132,7 +132,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
-	setRate(cfg, *apiQPS, *apiBurst)
+	kuberate.Set(cfg, *apiQPS, *apiBurst)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Cache:                         controllers.CacheOptions(),
@@ -201,27 +201,6 @@ func profilingHandlers(on bool) map[string]http.Handler {
 		"/debug/pprof/profile": http.HandlerFunc(pprof.Profile),
 		"/debug/pprof/heap":    pprof.Handler("heap"),
 	}
-}
-
-// checkRate checks --kube-api-qps and --kube-api-burst.
-func checkRate(qps float64, burst int) error {
-	switch {
-	case qps < 0:
-		return fmt.Errorf("--kube-api-qps %g: give requests per second, or 0 for no client-side limit", qps)
-	case qps > 0 && burst < 1:
-		return fmt.Errorf("--kube-api-burst %d: must be at least 1", burst)
-	}
-	return nil
-}
-
-// setRate sets the client-side rate limit of the controller's API
-// requests; qps 0 turns it off, as controller-runtime's default does.
-func setRate(cfg *rest.Config, qps float64, burst int) {
-	if qps == 0 {
-		cfg.QPS, cfg.Burst = -1, 0
-		return
-	}
-	cfg.QPS, cfg.Burst = float32(qps), burst
 }
 
 // parseRoots reads a comma-separated list of absolute directories.

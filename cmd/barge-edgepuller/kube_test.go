@@ -36,6 +36,8 @@ func TestModeFlags(t *testing.T) {
 		{"missing kubeconfig", []string{"--kubeconfig", "/nonexistent/kubeconfig"}, map[string]string{"NODE_NAME": "edge-1"}, 1, "kubeconfig /nonexistent/kubeconfig"},
 		{"in cluster without its files", nil, map[string]string{"NODE_NAME": "edge-1", "KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}, 1, "in-cluster configuration"},
 		{"arguments", []string{"--desired", "d.yaml", "extra"}, nil, 2, "no arguments are taken"},
+		{"negative API rate", []string{"--kubeconfig", "k", "--node-name", "edge-1", "--kube-api-qps", "-1"}, nil, 2, "--kube-api-qps -1: give requests per second, or 0 for no client-side limit"},
+		{"no API burst", []string{"--kubeconfig", "k", "--node-name", "edge-1", "--kube-api-burst", "0"}, nil, 2, "--kube-api-burst 0: must be at least 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("NODE_NAME", "")

@@ -39,6 +39,7 @@ import (
 	"github.com/bargeml/barge/edgepuller/peer"
 	"github.com/bargeml/barge/edgepuller/store"
 	"github.com/bargeml/barge/edgepuller/trust"
+	"github.com/bargeml/barge/internal/kuberate"
 )
 
 const usage = `Usage:
@@ -99,6 +100,8 @@ func run(args []string, stderr io.Writer) int {
 		pushConfig  = fl.String("push-credentials", "", "credentials for uploading training updates, in Docker config format (a mounted kubernetes.io/dockerconfigjson Secret), used only for uploads and only to the repository a NodeArtifact's spec.upload names; anonymous uploads when empty")
 		verifyDir   = fl.String("verify-dir", "", "key material for signature checks before activation, DIR/NAMESPACE/KEYS/ (mounted ConfigMaps); without it, an artifact that asks for verification fails")
 		peerListen  = fl.String("peer-listen", "", "address serving this node's store to its site's peers over mutual TLS, such as :5050; empty: not served (needs --peer-tls-dir)")
+		apiQPS      = fl.Float64("kube-api-qps", kube.DefaultQPS, "Kubernetes mode: client-side limit of API requests per second (a quick pull is one status patch, so a new node with 1,000 artifacts sends about 1,000); 0 for none, leaving the API server's priority and fairness to pace the puller")
+		apiBurst    = fl.Int("kube-api-burst", kube.DefaultBurst, "Kubernetes mode: requests above --kube-api-qps allowed in a burst")
 		peerTLSDir  = fl.String("peer-tls-dir", "", "peer TLS directory: ca.crt, tls.crt and tls.key (the chart's peer Secret, mounted); needed to serve peers (--peer-listen) and to fetch from them")
 		mirrors     []string
 		limitRate   int64
@@ -138,6 +141,10 @@ func run(args []string, stderr io.Writer) int {
 	if *peerListen != "" && *peerTLSDir == "" {
 		fmt.Fprintf(stderr, "barge-edgepuller: --peer-listen needs --peer-tls-dir: peers are served only over mutual TLS\n\n")
 		fl.Usage()
+		return 2
+	}
+	if err := kuberate.Check(*apiQPS, *apiBurst); err != nil {
+		fmt.Fprintf(stderr, "barge-edgepuller: %v\n", err)
 		return 2
 	}
 	var level slog.Level
@@ -202,6 +209,7 @@ func run(args []string, stderr io.Writer) int {
 			log.Error("cannot reach Kubernetes", "err", err)
 			return 1
 		}
+		kuberate.Set(cfg, *apiQPS, *apiBurst)
 		node, err := kube.New(kube.Options{
 			Config:   cfg,
 			NodeName: *nodeName,

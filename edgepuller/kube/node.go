@@ -27,6 +27,16 @@ import (
 	"github.com/bargeml/barge/edgepuller/agent"
 )
 
+// DefaultQPS and DefaultBurst are the client-side limit of a puller's API
+// requests when Options.Config sets none: the kubelet's own defaults
+// (kubeAPIQPS 50, kubeAPIBurst 100), which the node already sends at. A node
+// given 1,000 artifacts reports about 1,000 status patches (one per quick
+// pull); at 10 a second, the former limit, that alone took 100 s.
+const (
+	DefaultQPS   = 50
+	DefaultBurst = 100
+)
+
 // Options configures a Node. Config, NodeName and ArtifactDir are required.
 type Options struct {
 	// Config reaches the API server, or KubeEdge's MetaServer on an edge
@@ -142,7 +152,7 @@ func New(opts Options) (*Node, error) {
 		cfg.UserAgent = "barge-edgepuller/" + opts.NodeName
 	}
 	if cfg.QPS == 0 {
-		cfg.QPS, cfg.Burst = 10, 20
+		cfg.QPS, cfg.Burst = DefaultQPS, DefaultBurst
 	}
 	rc, err := rest.RESTClientFor(cfg)
 	if err != nil {

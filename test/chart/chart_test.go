@@ -45,7 +45,7 @@ var variants = map[string][]string{
 		"--set", "edgePuller.registryConfigSecret=regcred,registry.htpasswd.secretName=htpasswd",
 		"--set", "edgePuller.mirrors={cache.local:5000,http://spegel:5000},edgePuller.limitRate=2M,edgePuller.quota=20G",
 		"--set", "edgePuller.limitUploadRate=1M",
-		"--set", "edgePuller.pullTimeout=12h,edgePuller.requestTimeout=30s",
+		"--set", "edgePuller.pullTimeout=12h,edgePuller.requestTimeout=30s,edgePuller.kubeAPIQPS=20,edgePuller.kubeAPIBurst=40",
 		"--set", "edgePuller.peers.enabled=true",
 		"--set", "registry.service.type=NodePort,registry.service.nodePort=30500",
 		"--set-json", `controller.servingImages={"onnx":{"image":"registry.example.com/onnx:1","args":["--port","8001"],"port":8001}}`,
@@ -534,6 +534,17 @@ func TestEdgePullerDaemonSet(t *testing.T) {
 	}
 	if v, _ := flag(c.Args, "request-timeout"); v != "30s" {
 		t.Errorf("--request-timeout=%q", v)
+	}
+	if q, _ := flag(c.Args, "kube-api-qps"); q != "20" {
+		t.Errorf("--kube-api-qps=%q, want 20", q)
+	}
+	if b, _ := flag(c.Args, "kube-api-burst"); b != "40" {
+		t.Errorf("--kube-api-burst=%q, want 40", b)
+	}
+	// 0 turns the client-side limit off: it must reach the puller, not vanish as "empty".
+	ds = decode[appsv1.DaemonSet](t, render(t, "--set", "edgePuller.kubeAPIQPS=0").one(t, "DaemonSet", "edgepuller"))
+	if q, ok := flag(container(t, &ds.Spec.Template, "edgepuller").Args, "kube-api-qps"); !ok || q != "0" {
+		t.Errorf("edgePuller.kubeAPIQPS=0: --kube-api-qps=%q (set %v), want 0", q, ok)
 	}
 
 	ds = decode[appsv1.DaemonSet](t, render(t, "--set", "edgePuller.root=/data/barge").one(t, "DaemonSet", "edgepuller"))
