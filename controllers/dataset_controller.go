@@ -83,7 +83,7 @@ func (r *DatasetReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("dataset").
 		For(&v1alpha1.Dataset{}, builder.WithPredicates(forObjectChanges())).
-		Owns(&v1alpha1.NodeArtifact{}, builder.WithPredicates(nodeArtifactChanges())).
+		Watches(&v1alpha1.NodeArtifact{}, ownerAfter(mgr, &v1alpha1.Dataset{}, r.opts.NodeReportDelay), builder.WithPredicates(nodeArtifactChanges())).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.forNode), nodeWatch(r.opts)...).
 		WithOptions(controllerOptions(r.opts)).
 		Complete(r)

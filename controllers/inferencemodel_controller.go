@@ -143,7 +143,7 @@ func (r *InferenceModelReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("inferencemodel").
 		For(&v1alpha1.InferenceModel{}, builder.WithPredicates(forObjectChanges())).
-		Owns(&v1alpha1.NodeArtifact{}, builder.WithPredicates(nodeArtifactChanges())).
+		Watches(&v1alpha1.NodeArtifact{}, ownerAfter(mgr, &v1alpha1.InferenceModel{}, r.opts.NodeReportDelay), builder.WithPredicates(nodeArtifactChanges())).
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ConfigMap{}).

@@ -122,6 +122,10 @@ type Options struct {
 	// MaxPeers is how many peers one NodeArtifact lists; if <= 0, 4, and
 	// at most v1alpha1.MaxPeers.
 	MaxPeers int
+	// NodeReportDelay is how long a NodeArtifact's change waits before its
+	// owner's pass, so that the reports of many nodes make one pass and
+	// one status write; if 0, DefaultNodeReportDelay, if negative, none.
+	NodeReportDelay time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -139,6 +143,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxCreatesPerPass <= 0 {
 		o.MaxCreatesPerPass = 200
+	}
+	if o.NodeReportDelay == 0 {
+		o.NodeReportDelay = DefaultNodeReportDelay
 	}
 	if o.MaxConcurrentReconciles <= 0 {
 		o.MaxConcurrentReconciles = 4

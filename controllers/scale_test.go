@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bargeml/barge/api/v1alpha1"
 	"github.com/bargeml/barge/artifact"
@@ -90,5 +92,77 @@ func TestManyNodesFewPasses(t *testing.T) {
 	}
 	if got := nodeArtifactLists(t) - lists; got != 0 {
 		t.Errorf("3 re-resolves of a model that is Ready made the API server answer %d LISTs of NodeArtifacts; want none (the cache)", got)
+	}
+}
+
+// TestNodeReportsCoalesced: the nodes of a model that report Ready within
+// moments of each other, as in a rollout, make one or two passes, status
+// writes and NodeReady events of the model, not one per node: the
+// NodeArtifact events wait Options.NodeReportDelay before the owner's pass.
+func TestNodeReportsCoalesced(t *testing.T) {
+	ns := env.Namespace(t)
+	ref := repoName(t, "m")
+	d := pushModel(t, openRepo(t, ref), "1.0.0", map[string]string{"m.onnx": "w"}, artifact.Metadata{}).Digest.String()
+	names := nodes(t, ns, nil, 12)
+	m := edgeModel(ns, "m", ref, "1.0.0")
+	create(t, m)
+	nas := waitNodeArtifacts(t, ns, "a NodeArtifact on each of 12 nodes", func(nas map[string]*v1alpha1.NodeArtifact) error {
+		if len(nas) != len(names) {
+			return fmt.Errorf("%d NodeArtifacts", len(nas))
+		}
+		return nil
+	})
+	eventually(t, "every NodeArtifact counted as desired", func() error {
+		get(t, m)
+		if m.Status.Nodes.Desired != 12 {
+			return fmt.Errorf("status.nodes %+v", m.Status.Nodes)
+		}
+		return nil
+	})
+	time.Sleep(2 * DefaultNodeReportDelay) // the passes of the creates are over
+	get(t, m)
+	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := wc.Watch(t.Context(), &v1alpha1.InferenceModelList{}, client.InNamespace(ns),
+		&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: m.ResourceVersion, FieldSelector: "metadata.name=m"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+
+	for _, na := range nas { // 12 reports within a few hundred milliseconds
+		puller(t, na, v1alpha1.NodeArtifactReady, d, "")
+	}
+	writes := 0
+	timeout := time.After(time.Minute)
+	for ready := false; !ready; {
+		select {
+		case ev := <-w.ResultChan():
+			got, ok := ev.Object.(*v1alpha1.InferenceModel)
+			if !ok {
+				t.Fatalf("watch: %v", ev.Object)
+			}
+			writes++
+			ready = got.Status.Nodes.Ready == 12
+		case <-timeout:
+			t.Fatalf("the model did not count 12 nodes Ready within a minute")
+		}
+	}
+	var events corev1.EventList
+	if err := k8s.List(t.Context(), &events, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	nodeReady := 0
+	for _, e := range events.Items {
+		if e.Reason == ReasonNodeReady && e.InvolvedObject.Name == "m" {
+			nodeReady += int(max(e.Count, 1))
+		}
+	}
+	// The reports take a fraction of the delay here; under load they can
+	// straddle it, hence 3 rather than 1.
+	if writes > 3 || nodeReady > 3 {
+		t.Errorf("12 nodes reporting Ready together made %d writes of the model and %d NodeReady events; want at most 3 of each", writes, nodeReady)
 	}
 }

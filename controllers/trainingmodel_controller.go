@@ -139,7 +139,7 @@ func (r *TrainingModelReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("trainingmodel").
 		For(&v1alpha1.TrainingModel{}, builder.WithPredicates(forObjectChanges())).
-		Owns(&v1alpha1.NodeArtifact{}, builder.WithPredicates(predicate.Or(nodeArtifactChanges(), uploadChanges()))).
+		Watches(&v1alpha1.NodeArtifact{}, ownerAfter(mgr, &v1alpha1.TrainingModel{}, r.opts.NodeReportDelay), builder.WithPredicates(predicate.Or(nodeArtifactChanges(), uploadChanges()))).
 		Owns(&batchv1.Job{}).
 		Watches(&v1alpha1.Dataset{}, handler.EnqueueRequestsFromMapFunc(r.forDataset)).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.forNode), nodeWatch(r.opts)...).
