@@ -88,7 +88,9 @@ CRANE := $(BIN)/crane
 bench: build $(ORAS) $(CRANE) ## Benchmark barge pull against oras and crane, dataset statistics, resumable pushes and site fan-out over shaped uplinks (~21 min, ~15 GiB in TMPDIR; the last part needs root); write docs/benchmarks.md.
 	$(GO) run ./test/bench -bin $(BIN) -doc docs/benchmarks.md
 	$(GO) run ./test/bench/dataset -bin $(BIN) -doc docs/benchmarks.md
-	$(GO) run ./test/bench/controller -bin $(BIN) -doc docs/benchmarks.md
+	$(GO) run ./test/bench/controller -bin $(BIN) -doc docs/benchmarks.md -section scale-models -target 60s -before 3m22s -before-when "issue 4's run, 2026-11-29"
+	$(GO) run ./test/bench/controller -bin $(BIN) -doc docs/benchmarks.md -section scale-nodes -models 10 -nodes 1000 -ranges 1 -repos 5 -target 60s -before 3m03s -before-when "the run of 2026-12-03, before issue 12"
+	$(GO) run ./test/bench/controller -bin $(BIN) -doc docs/benchmarks.md -section scale-real -pullers real -target 90s
 	$(GO) run ./test/bench/upload -bin $(BIN) -doc docs/benchmarks.md
 	$(GO) run ./test/bench/aggregate -bin $(BIN) -doc docs/benchmarks.md
 	$(GO) run ./test/bench/netfault -doc docs/benchmarks.md

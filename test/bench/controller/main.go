@@ -41,6 +41,7 @@ import (
 
 	"github.com/bargeml/barge/api/v1alpha1"
 	"github.com/bargeml/barge/artifact"
+	"github.com/bargeml/barge/edgepuller/kube"
 	"github.com/bargeml/barge/internal/testenv"
 	"github.com/bargeml/barge/registry"
 	"github.com/bargeml/barge/test/bench/benchdoc"
@@ -62,6 +63,11 @@ type config struct {
 	keep     bool
 	profile  string
 	ctrlArgs string
+
+	section    string        // the -doc block written
+	target     time.Duration // time to all Ready to reach; 0: for the record
+	before     time.Duration // the last run's time to all Ready, to compare with
+	beforeWhen string        // when and how that was measured
 }
 
 // rangeVersion is the targetVersion of the range models; their repository
@@ -75,8 +81,8 @@ func main() {
 	flag.IntVar(&cfg.models, "models", 1000, "InferenceModels in all")
 	flag.IntVar(&cfg.ranges, "ranges", 10, "of which this many have a semver range as targetVersion")
 	flag.IntVar(&cfg.nodes, "nodes", 10, "Node objects, each with a barge-edgepuller process; every model selects all of them")
-	flag.StringVar(&cfg.pullers, "pullers", "simulated", `"real": a barge-edgepuller process per node; "simulated": a goroutine per node that lists and watches its NodeArtifacts, GETs each manifest and patches status Pulling, then Ready`)
-	flag.Float64Var(&cfg.nodeQPS, "node-qps", 10, "with -pullers simulated: each node's client-side limit of API requests per second (burst twice that), 10 as barge-edgepuller's; 0 for none")
+	flag.StringVar(&cfg.pullers, "pullers", "simulated", `"real": a barge-edgepuller process per node; "simulated": a goroutine per node that lists and watches its NodeArtifacts, GETs each manifest and patches status Ready (Pulling first when the GET takes over a second)`)
+	flag.Float64Var(&cfg.nodeQPS, "node-qps", kube.DefaultQPS, "with -pullers simulated: each node's client-side limit of API requests per second (burst twice that), as barge-edgepuller's default; 0 for none")
 	flag.IntVar(&cfg.repos, "repos", 10, "repositories, two tags each, that the tag models share")
 	flag.DurationVar(&cfg.interval, "interval", 30*time.Second, "spec.interval of every model: how often it is resolved again")
 	flag.IntVar(&cfg.windows, "windows", 2, "intervals over which the registry requests of re-resolves are counted, once all models are Ready")
@@ -85,6 +91,10 @@ func main() {
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the work directory (for debugging)")
 	flag.StringVar(&cfg.profile, "profile", "", "directory to write the controller's CPU profile of the rollout's first 30 s (cpu.pprof) and its heap at all Ready (heap.pprof) into; it runs with --profiling")
 	flag.StringVar(&cfg.ctrlArgs, "controller-args", "", "more barge-controller flags, space-separated (e.g. \"--kube-api-qps 50\")")
+	flag.StringVar(&cfg.section, "section", "controller", "with -doc: the block written, between <!-- bench:SECTION:begin … --> and <!-- bench:SECTION:end -->")
+	flag.DurationVar(&cfg.target, "target", 0, "time from the first create to all Ready to reach, reported as met or not; 0 for the record only")
+	flag.DurationVar(&cfg.before, "before", 0, "an earlier run's time to all Ready, reported as the ratio of this one to it")
+	flag.StringVar(&cfg.beforeWhen, "before-when", "the last run", "what -before was (when, which code)")
 	flag.Parse()
 	if cfg.models < 1 || cfg.ranges < 0 || cfg.ranges >= cfg.models || cfg.nodes < 1 || cfg.repos < 1 || cfg.windows < 1 || cfg.interval < 5*time.Second ||
 		(cfg.pullers != "real" && cfg.pullers != "simulated") {
@@ -136,6 +146,7 @@ type results struct {
 	peakKiB, peakAtReadyKiB   int64
 	endRSSKiB                 int64
 	cpuRollout, cpuWindow     time.Duration
+	apiserverCPU, etcdCPU     time.Duration // during the rollout
 	pullerPeakKiB             int64
 	apiserverKiB, etcdKiB     int64
 	nodeArtifacts, events     int
@@ -245,7 +256,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	report := b.report()
 	fmt.Println(report)
 	if cfg.doc != "" {
-		if err := writeDoc(cfg.doc, report); err != nil {
+		if err := writeDoc(cfg.doc, cfg.section, report); err != nil {
 			return err
 		}
 		fmt.Fprintln(os.Stderr, "wrote", cfg.doc)
@@ -441,6 +452,8 @@ func (b *bench) rollout(ctx context.Context, digests map[string]string) error {
 	}
 	regBefore := b.proxy.snapshot()
 	cpuBefore := cpuTime(b.controller.pid())
+	apiserverPID, etcdPID := childByName("kube-apiserver"), childByName("etcd")
+	apiserverBefore, etcdBefore := cpuTime(apiserverPID), cpuTime(etcdPID)
 
 	if b.cfg.profile != "" {
 		go b.saveProfile(ctx, "profile?seconds=30", "cpu.pprof")
@@ -537,6 +550,7 @@ func (b *bench) rollout(ctx context.Context, digests map[string]string) error {
 	}
 	step(fmt.Sprintf("all %d models Ready on %d nodes after %s", b.cfg.models, b.cfg.nodes, b.res.tAll.Round(time.Second)))
 	b.res.cpuRollout = cpuTime(b.controller.pid()) - cpuBefore
+	b.res.apiserverCPU, b.res.etcdCPU = cpuTime(apiserverPID)-apiserverBefore, cpuTime(etcdPID)-etcdBefore
 	if b.cfg.profile != "" {
 		b.saveProfile(ctx, "heap", "heap.pprof")
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bargeml/barge/edgepuller/kube"
 	"github.com/bargeml/barge/test/bench/benchdoc"
 )
 
@@ -128,13 +129,13 @@ func (b *bench) report() string {
 	nodes := fmt.Sprintf("%d real `barge-edgepuller` processes, one per node, materialize", cfg.nodes)
 	if cfg.pullers == "simulated" {
 		limit := fmt.Sprintf("at most %g API requests a second each, as barge-edgepuller", cfg.nodeQPS)
-		if cfg.nodeQPS != 10 {
+		if cfg.nodeQPS != kube.DefaultQPS {
 			limit = fmt.Sprintf("at most %g API requests a second each (`-node-qps`)", cfg.nodeQPS)
 		}
 		if cfg.nodeQPS <= 0 {
 			limit = "no client-side limit on API requests (`-node-qps 0`)"
 		}
-		nodes = fmt.Sprintf("%d simulated nodes (`-pullers simulated`: list and watch, status Pulling, GET the manifest, status Ready; %s) answer", cfg.nodes, limit)
+		nodes = fmt.Sprintf("%d simulated nodes (`-pullers simulated`: list 500 at a time and watch, GET the manifest, status Ready, and Pulling before it only when the pull lasts over a second; %s) answer", cfg.nodes, limit)
 	}
 	fmt.Fprintf(&w, "%s InferenceModels in one namespace, each selecting all %d Nodes: %s on a tag (%d repositories × 2 tags), %d on the semver range `%s` (one repository of 3 versions); spec.interval %s. %s the %s NodeArtifacts.\n\n",
 		itoa(cfg.models), cfg.nodes, itoa(tagModels), cfg.repos, cfg.ranges, rangeVersion, cfg.interval, nodes, itoa(nas))
@@ -142,7 +143,7 @@ func (b *bench) report() string {
 	ctrl := func(k reqKey) bool { return k.Client == "controller" }
 	tagRepo := func(k reqKey) bool { return k.Repo != "models/ranged" }
 	rngRepo := func(k reqKey) bool { return k.Repo == "models/ranged" }
-	all := func(f ...func(reqKey) bool) func(reqKey) bool {
+	every := func(f ...func(reqKey) bool) func(reqKey) bool {
 		return func(k reqKey) bool {
 			for _, g := range f {
 				if !g(k) {
@@ -162,12 +163,12 @@ func (b *bench) report() string {
 		}
 	}
 	win := r.regWindow
-	headTag := win.sum(all(ctrl, tagRepo, kind("HEAD manifest")))
-	listTag := win.sum(all(ctrl, tagRepo, kind("GET tags list")))
-	otherTag := win.sum(all(ctrl, tagRepo, notKind("HEAD manifest", "GET tags list")))
-	headRng := win.sum(all(ctrl, rngRepo, kind("HEAD manifest")))
-	listRng := win.sum(all(ctrl, rngRepo, kind("GET tags list")))
-	otherRng := win.sum(all(ctrl, rngRepo, notKind("HEAD manifest", "GET tags list")))
+	headTag := win.sum(every(ctrl, tagRepo, kind("HEAD manifest")))
+	listTag := win.sum(every(ctrl, tagRepo, kind("GET tags list")))
+	otherTag := win.sum(every(ctrl, tagRepo, notKind("HEAD manifest", "GET tags list")))
+	headRng := win.sum(every(ctrl, rngRepo, kind("HEAD manifest")))
+	listRng := win.sum(every(ctrl, rngRepo, kind("GET tags list")))
+	otherRng := win.sum(every(ctrl, rngRepo, notKind("HEAD manifest", "GET tags list")))
 	near := func(n, of int, want float64) bool {
 		// A pass in flight at either edge of the window is counted on one
 		// side only: allow one per concurrent reconcile (4) at each edge.
@@ -179,7 +180,15 @@ func (b *bench) report() string {
 	row := func(metric, value, target, met string) {
 		fmt.Fprintf(&w, "| %s | %s | %s | %s |\n", metric, value, target, met)
 	}
-	row(fmt.Sprintf("time from the first create until all %s models are Ready on all %d nodes", itoa(cfg.models), cfg.nodes), secs(r.tAll), "(for the record)", "—")
+	target, met := "(for the record)", "—"
+	if cfg.target > 0 {
+		target, met = "under "+secs(cfg.target), yesNo(r.tAll < cfg.target)
+	}
+	all := secs(r.tAll)
+	if cfg.before > 0 {
+		all += fmt.Sprintf(" (%.2fx the %s of %s)", r.tAll.Seconds()/cfg.before.Seconds(), secs(cfg.before), cfg.beforeWhen)
+	}
+	row(fmt.Sprintf("time from the first create until all %s models are Ready on all %d nodes", itoa(cfg.models), cfg.nodes), all, target, met)
 	row("… until every model was resolved to its digest", secs(r.tResolved), "", "")
 	row(fmt.Sprintf("… until all %s NodeArtifacts existed", itoa(nas)), secs(r.tCreated), "", "")
 	row(fmt.Sprintf("… of which creating the %s models took", itoa(cfg.models)), secs(r.createTook), "", "")
@@ -188,6 +197,15 @@ func (b *bench) report() string {
 	}
 	row("controller peak RSS (VmHWM), at all Ready / at the end", mib(r.peakAtReadyKiB)+" / "+mib(r.peakKiB), "(for the record)", "—")
 	row("controller CPU time (user + system) during the rollout", fmt.Sprintf("%.1f s", r.cpuRollout.Seconds()), "(for the record)", "—")
+	writes := 0.0
+	for k, v := range r.apiRollout {
+		if verb, _, _ := strings.Cut(k, " "); verb == "POST" || verb == "PATCH" || verb == "PUT" || verb == "DELETE" {
+			writes += v
+		}
+	}
+	row("kube-apiserver CPU time during the rollout; per write request (POST, PATCH, PUT, DELETE)",
+		fmt.Sprintf("%.1f s (etcd %.1f s); %.1f ms per write, %s writes, %.1f per model", r.apiserverCPU.Seconds(), r.etcdCPU.Seconds(),
+			r.apiserverCPU.Seconds()*1000/max(writes, 1), itoa(int(writes)), writes/float64(cfg.models)), "(for the record)", "—")
 	row("API objects created during the rollout",
 		fmt.Sprintf("%s InferenceModels, %s NodeArtifacts, %s Events", itoa(cfg.models), itoa(r.nodeArtifacts), itoa(r.events)), "(for the record)", "—")
 	row(fmt.Sprintf("re-resolves seen in %s (status.resolved.resolvedAt moved)", secs(r.window)),
@@ -195,11 +213,11 @@ func (b *bench) report() string {
 		fmt.Sprintf("each model once per %s", cfg.interval), yesNo(r.modelsResolvedTag == tagModels && r.modelsResolvedRng == cfg.ranges))
 	row("registry requests per re-resolve, tag model: HEAD manifest", ratio(headTag, r.resolvesTag)+fmt.Sprintf(" (%s)", itoa(headTag)), "1", yesNo(near(headTag, r.resolvesTag, 1)))
 	row("… tag lists", ratio(listTag, r.resolvesTag)+fmt.Sprintf(" (%s)", itoa(listTag)), "0", yesNo(listTag == 0))
-	row("… every other request", ratio(otherTag, r.resolvesTag)+fmt.Sprintf(" (%s: %s)", itoa(otherTag), perKind(win, all(ctrl, tagRepo, notKind("HEAD manifest", "GET tags list")), r.resolvesTag)), "0", yesNo(otherTag == 0))
+	row("… every other request", ratio(otherTag, r.resolvesTag)+fmt.Sprintf(" (%s: %s)", itoa(otherTag), perKind(win, every(ctrl, tagRepo, notKind("HEAD manifest", "GET tags list")), r.resolvesTag)), "0", yesNo(otherTag == 0))
 	if cfg.ranges > 0 {
 		row("registry requests per re-resolve, range model: tag lists", ratio(listRng, r.resolvesRng)+fmt.Sprintf(" (%d)", listRng), "1", yesNo(near(listRng, r.resolvesRng, 1)))
 		row("… HEAD manifest", ratio(headRng, r.resolvesRng)+fmt.Sprintf(" (%d)", headRng), "1", yesNo(near(headRng, r.resolvesRng, 1)))
-		row("… every other request", ratio(otherRng, r.resolvesRng)+fmt.Sprintf(" (%d: %s)", otherRng, perKind(win, all(ctrl, rngRepo, notKind("HEAD manifest", "GET tags list")), r.resolvesRng)), "0", yesNo(otherRng == 0))
+		row("… every other request", ratio(otherRng, r.resolvesRng)+fmt.Sprintf(" (%d: %s)", otherRng, perKind(win, every(ctrl, rngRepo, notKind("HEAD manifest", "GET tags list")), r.resolvesRng)), "0", yesNo(otherRng == 0))
 	}
 	resolves := r.resolvesTag + r.resolvesRng
 	row("controller API requests per re-resolve, by method", byKey(r.ctrlWindow, float64(resolves)), "(for the record)", "—")
@@ -208,6 +226,7 @@ func (b *bench) report() string {
 
 	fmt.Fprintf(&w, "During the rollout (first create → all Ready):\n\n")
 	fmt.Fprintf(&w, "- API server requests, every client, Barge's kinds and events: %s.\n", byKey(r.apiRollout, 0))
+	fmt.Fprintf(&w, "- the same per model: %s.\n", byKey(r.apiRollout, float64(cfg.models)))
 	for _, storage := range []string{"watchcache", "etcd"} {
 		l := r.listsRollout
 		n := l["apiserver_storage_list_total "+storage]
@@ -258,13 +277,10 @@ func abs(x float64) float64 {
 	return x
 }
 
-const (
-	docBegin = "<!-- bench:controller:begin (written by go run ./test/bench/controller -doc; edit outside these markers) -->"
-	docEnd   = "<!-- bench:controller:end -->"
-)
-
-// writeDoc replaces what is between the markers in path with report.
-func writeDoc(path, report string) error {
+// writeDoc replaces what is between section's markers in path with report.
+func writeDoc(path, section, report string) error {
+	docBegin := fmt.Sprintf("<!-- bench:%s:begin (written by go run ./test/bench/controller -doc; edit outside these markers) -->", section)
+	docEnd := fmt.Sprintf("<!-- bench:%s:end -->", section)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err

@@ -24,14 +24,15 @@ import (
 	"github.com/bargeml/barge/api/v1alpha1"
 )
 
-// simNode plays a node's puller for the controller: it lists and watches
-// the node's NodeArtifacts as barge-edgepuller does (label
-// barge.dev/node=NAME, with the puller's client-side limit of 10 requests a
-// second, burst 20, unless -node-qps says otherwise),
-// and for each one not Ready at its digest patches status Pulling, GETs the
-// manifest from the registry, and patches status Ready; two at a time, as
-// the puller's default --concurrency. It writes no files and never releases
-// finalizers: the bench deletes nothing.
+// simNode plays a node's puller for the controller: it lists (500 at a
+// time) and watches the node's NodeArtifacts as barge-edgepuller does (label
+// barge.dev/node=NAME, with the puller's client-side limit of 50 requests a
+// second, burst 100, unless -node-qps says otherwise), and for each one not
+// Ready at its digest GETs the manifest from the registry and patches status
+// Ready; two at a time, as the puller's default --concurrency. As the puller,
+// it reports Pulling only for a pull still running after one progress tick
+// (1 s): a quick pull is one status patch. It writes no files and never
+// releases finalizers: the bench deletes nothing.
 type simNode struct {
 	name  string
 	c     client.WithWatch
@@ -67,16 +68,12 @@ func startSimNode(ctx context.Context, admin *rest.Config, scheme *runtime.Schem
 
 func (n *simNode) watch(ctx context.Context) {
 	for ctx.Err() == nil {
-		var list v1alpha1.NodeArtifactList
 		sel := client.MatchingLabels{v1alpha1.NodeLabel: n.name}
-		if err := n.c.List(ctx, &list, sel); err != nil {
+		rv, err := n.list(ctx, sel)
+		if err != nil {
 			sleepCtx(ctx, time.Second)
 			continue
 		}
-		for i := range list.Items {
-			n.consider(&list.Items[i])
-		}
-		rv := list.ResourceVersion
 		for ctx.Err() == nil {
 			w, err := n.c.Watch(ctx, &v1alpha1.NodeArtifactList{}, sel, &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true}})
 			if err != nil {
@@ -102,6 +99,34 @@ func (n *simNode) watch(ctx context.Context) {
 		}
 	}
 }
+
+// list reads the node's NodeArtifacts in pages of 500, as the puller does,
+// and returns the resource version to watch from.
+func (n *simNode) list(ctx context.Context, sel client.MatchingLabels) (string, error) {
+	var items []v1alpha1.NodeArtifact
+	cont := ""
+	for {
+		var page v1alpha1.NodeArtifactList
+		if err := n.c.List(ctx, &page, sel, client.Limit(listPage), client.Continue(cont)); err != nil {
+			return "", err
+		}
+		items = append(items, page.Items...)
+		if cont = page.Continue; cont == "" {
+			for i := range items {
+				n.consider(&items[i])
+			}
+			return page.ResourceVersion, nil
+		}
+	}
+}
+
+// listPage is the puller's page size (kube.Options.ListPageSize).
+const listPage = 500
+
+// progressTick is how long the puller holds a Pending or Pulling status
+// before it sends it (its progress tick): a pull done sooner sends only
+// Ready.
+const progressTick = time.Second
 
 // consider queues a NodeArtifact whose current generation is not handled yet.
 func (n *simNode) consider(na *v1alpha1.NodeArtifact) {
@@ -135,10 +160,25 @@ func (n *simNode) work(ctx context.Context) {
 }
 
 func (n *simNode) pull(ctx context.Context, na *v1alpha1.NodeArtifact) error {
-	if err := n.patch(ctx, na, map[string]any{"phase": v1alpha1.NodeArtifactPulling, "observedGeneration": na.Generation}); err != nil {
-		return err
+	type got struct {
+		size int64
+		err  error
 	}
-	size, err := n.manifest(ctx, na.Spec.Reference)
+	done := make(chan got, 1)
+	go func() {
+		size, err := n.manifest(ctx, na.Spec.Reference)
+		done <- got{size, err}
+	}()
+	var g got
+	select {
+	case g = <-done:
+	case <-time.After(progressTick):
+		if err := n.patch(ctx, na, map[string]any{"phase": v1alpha1.NodeArtifactPulling, "observedGeneration": na.Generation}); err != nil {
+			return err
+		}
+		g = <-done
+	}
+	size, err := g.size, g.err
 	if err != nil {
 		return n.patch(ctx, na, map[string]any{"phase": v1alpha1.NodeArtifactFailed, "message": err.Error(), "observedGeneration": na.Generation})
 	}
