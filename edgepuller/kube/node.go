@@ -15,6 +15,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
@@ -206,17 +207,22 @@ func (n *Node) Watch(ctx context.Context, set func([]agent.Desired)) error {
 	defer wg.Wait()
 
 	rv := ""
+	seen := "" // the newest resourceVersion this process has read: no list may go back before it
 	failures := 0
 	for ctx.Err() == nil {
 		var err error
 		if rv == "" {
-			rv, err = n.list(ctx, set)
+			rv, err = n.list(ctx, set, seen)
 			if err == nil && failures > 0 {
 				n.log.Info("NodeArtifacts listed again", "failures", failures)
 			}
 		}
 		if err == nil {
+			seen = rv
 			rv, err = n.watch(ctx, rv, set)
+			if rv != "" {
+				seen = rv
+			}
 		}
 		if err == nil {
 			failures = 0 // only now: a list that works and a watch that fails at once must still back off
@@ -248,10 +254,10 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// list replaces what the Node knows with the server's list and returns its
-// resourceVersion, from which to watch.
-func (n *Node) list(ctx context.Context, set func([]agent.Desired)) (string, error) {
-	items, rv, err := n.listPages(ctx)
+// list replaces what the Node knows with the server's list, not older than
+// minRV, and returns its resourceVersion, from which to watch.
+func (n *Node) list(ctx context.Context, set func([]agent.Desired), minRV string) (string, error) {
+	items, rv, err := n.listPages(ctx, minRV)
 	if err != nil {
 		return "", err
 	}
@@ -289,10 +295,20 @@ func (n *Node) list(ctx context.Context, set func([]agent.Desired)) (string, err
 // list (every page is of the first page's snapshot). A continue token that
 // expired between pages (the server compacted meanwhile) starts the list
 // over, a few times, before giving up.
-func (n *Node) listPages(ctx context.Context) ([]*v1alpha1.NodeArtifact, string, error) {
+//
+// A list again (minRV set: what the node has already read) is read from
+// the API server's watch cache, not older than minRV, and paginated there.
+// Only the first list of a process is a consistent read: the API server
+// answers those from etcd when its cache lags behind, decoding every
+// NodeArtifact of the cluster to find the node's few, and a thousand
+// pullers relisting together after an outage or a watch cut would do that
+// a thousand times. (resourceVersion 0 would read the cache too, but the
+// cache does not paginate it.) The watch that follows from the list's
+// resourceVersion brings what a cache a moment behind had not yet seen.
+func (n *Node) listPages(ctx context.Context, minRV string) ([]*v1alpha1.NodeArtifact, string, error) {
 	const restarts = 3
 	for attempt := 1; ; attempt++ {
-		items, rv, err := n.listOnce(ctx)
+		items, rv, err := n.listOnce(ctx, minRV)
 		if err == nil || !apierrors.IsResourceExpired(err) || attempt > restarts {
 			return items, rv, err
 		}
@@ -300,7 +316,7 @@ func (n *Node) listPages(ctx context.Context) ([]*v1alpha1.NodeArtifact, string,
 	}
 }
 
-func (n *Node) listOnce(ctx context.Context) ([]*v1alpha1.NodeArtifact, string, error) {
+func (n *Node) listOnce(ctx context.Context, minRV string) ([]*v1alpha1.NodeArtifact, string, error) {
 	var items []*v1alpha1.NodeArtifact
 	rv, next := "", ""
 	for page := 1; ; page++ {
@@ -308,8 +324,11 @@ func (n *Node) listOnce(ctx context.Context) ([]*v1alpha1.NodeArtifact, string, 
 		var list v1alpha1.NodeArtifactList
 		req := n.rc.Get().Resource("nodeartifacts").Param("labelSelector", n.selector).
 			Param("limit", strconv.Itoa(n.opts.ListPageSize))
-		if next != "" {
+		switch {
+		case next != "":
 			req = req.Param("continue", next)
+		case minRV != "":
+			req = req.Param("resourceVersion", minRV).Param("resourceVersionMatch", string(metav1.ResourceVersionMatchNotOlderThan))
 		}
 		err := req.Do(lctx).Into(&list)
 		cancel()

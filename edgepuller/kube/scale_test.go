@@ -3,6 +3,7 @@ package kube_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -108,6 +109,44 @@ func TestUnfinishedStatusWaitsATick(t *testing.T) {
 	if got := c.count(statusPath(s.ns, "slow")); got != 1 {
 		t.Errorf("%d status patches for one lasting Pulling, want 1", got)
 	}
+}
+
+// A list again, after a watch expired, is read from the API server's watch
+// cache, not older than what the node had read: not a consistent read,
+// which the API server answers from etcd, decoding every NodeArtifact of
+// the cluster, whenever its cache lags; a fleet relisting at once after a
+// watch cut would do that once per node. The watch is made to expire with
+// a real 410 from the API server: its first request asks for a
+// resourceVersion long compacted away.
+func TestRelistReadsTheCache(t *testing.T) {
+	s := newSite(t)
+	m := s.push("models/relist", map[string]string{"model.onnx": "relist"})
+	s.create("relist-a", node, m)
+	c := &counter{}
+	var expired sync.Once
+	c.rewrite = func(r *http.Request) *http.Request {
+		q := r.URL.Query()
+		if q.Get("watch") != "true" {
+			return r
+		}
+		expired.Do(func() {
+			q.Set("resourceVersion", "1")
+			r = r.Clone(r.Context())
+			r.URL.RawQuery = q.Encode()
+		})
+		return r
+	}
+	_, desired := runNode(t, s, kube.Options{Config: c.wrap(pullerConfig(t))})
+	waitFor(t, "a list again after the expired watch", func() bool { return len(c.listQueries()) >= 2 })
+	qs := c.listQueries()
+	if rv := qs[0].Get("resourceVersion"); rv != "" {
+		t.Errorf("the first list asked for resourceVersion %q, want a consistent read (none)", rv)
+	}
+	if rv, match := qs[1].Get("resourceVersion"), qs[1].Get("resourceVersionMatch"); rv == "" || rv == "0" || match != "NotOlderThan" {
+		t.Errorf("the list after the expired watch asked for resourceVersion %q, match %q; want the one the node had read, NotOlderThan", rv, match)
+	}
+	s.create("relist-b", node, m)
+	waitFor(t, "the watch after the list again", func() bool { return len(desired()) == 2 })
 }
 
 // The list comes in pages of ListPageSize, all of them delivered as one

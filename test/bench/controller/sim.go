@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -53,6 +54,11 @@ func startSimNode(ctx context.Context, admin *rest.Config, scheme *runtime.Schem
 		cfg.QPS = -1
 	}
 	cfg.UserAgent = "barge-edgepuller-sim/" + name
+	// Its own connection, as a puller on its own node has: with the
+	// shared transport client-go would otherwise give every simulated node,
+	// a thousand watches would share one HTTP/2 connection and its flow
+	// control, and the API server would find them slow together.
+	cfg.Dial = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		return nil, err
@@ -67,13 +73,15 @@ func startSimNode(ctx context.Context, admin *rest.Config, scheme *runtime.Schem
 }
 
 func (n *simNode) watch(ctx context.Context) {
+	seen := ""
 	for ctx.Err() == nil {
 		sel := client.MatchingLabels{v1alpha1.NodeLabel: n.name}
-		rv, err := n.list(ctx, sel)
+		rv, err := n.list(ctx, sel, seen)
 		if err != nil {
 			sleepCtx(ctx, time.Second)
 			continue
 		}
+		seen = rv
 		for ctx.Err() == nil {
 			w, err := n.c.Watch(ctx, &v1alpha1.NodeArtifactList{}, sel, &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true}})
 			if err != nil {
@@ -86,7 +94,7 @@ func (n *simNode) watch(ctx context.Context) {
 					break
 				}
 				if na, ok := ev.Object.(*v1alpha1.NodeArtifact); ok {
-					rv = na.ResourceVersion
+					rv, seen = na.ResourceVersion, na.ResourceVersion
 					if ev.Type == watch.Added || ev.Type == watch.Modified {
 						n.consider(na)
 					}
@@ -100,14 +108,20 @@ func (n *simNode) watch(ctx context.Context) {
 	}
 }
 
-// list reads the node's NodeArtifacts in pages of 500, as the puller does,
-// and returns the resource version to watch from.
-func (n *simNode) list(ctx context.Context, sel client.MatchingLabels) (string, error) {
+// list reads the node's NodeArtifacts in pages of 500, as the puller does:
+// a consistent read the first time, then from the API server's watch
+// cache, not older than minRV; it returns the resource version to watch
+// from.
+func (n *simNode) list(ctx context.Context, sel client.MatchingLabels, minRV string) (string, error) {
 	var items []v1alpha1.NodeArtifact
 	cont := ""
 	for {
 		var page v1alpha1.NodeArtifactList
-		if err := n.c.List(ctx, &page, sel, client.Limit(listPage), client.Continue(cont)); err != nil {
+		opts := &client.ListOptions{Limit: listPage, Continue: cont}
+		if cont == "" && minRV != "" {
+			opts.Raw = &metav1.ListOptions{ResourceVersion: minRV, ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan}
+		}
+		if err := n.c.List(ctx, &page, sel, opts); err != nil {
 			return "", err
 		}
 		items = append(items, page.Items...)
