@@ -83,6 +83,25 @@ func (l *writeLog) record(owner types.UID, name string, w written) {
 	l.m[owner][name] = w
 }
 
+// newest is the highest resourceVersion written for owner and not yet seen
+// in the cache, "" when none is logged: a list not older than it shows
+// every logged write. (resourceVersions are etcd revisions, integers that
+// only grow; one that is not is ignored, and "" makes a consistent read.)
+func (l *writeLog) newest(owner types.UID) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var top uint64
+	for _, w := range l.m[owner] {
+		if v, err := strconv.ParseUint(w.resourceVersion, 10, 64); err == nil && v > top {
+			top = v
+		}
+	}
+	if top == 0 {
+		return ""
+	}
+	return strconv.FormatUint(top, 10)
+}
+
 // forget drops owner's entries: it has no NodeArtifacts left.
 func (l *writeLog) forget(owner types.UID) {
 	l.mu.Lock()

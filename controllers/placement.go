@@ -568,8 +568,16 @@ func (pl *placer) owned(ctx context.Context, owner client.Object, kind string) (
 		return nil, err
 	}
 	if list == nil {
+		// Not older than the writes the cache has not shown: the API
+		// server answers that from its own watch cache. A consistent read
+		// would be answered from etcd whenever that cache lags too, as it
+		// does under load, decoding every NodeArtifact of the cluster.
+		opts := &client.ListOptions{Namespace: owner.GetNamespace(), LabelSelector: labels.SelectorFromSet(ownerLabels(kind, owner.GetName()))}
+		if rv := pl.writes.newest(owner.GetUID()); rv != "" {
+			opts.Raw = &metav1.ListOptions{ResourceVersion: rv, ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan}
+		}
 		list = &v1alpha1.NodeArtifactList{}
-		if err := pl.reader.List(ctx, list, client.InNamespace(owner.GetNamespace()), client.MatchingLabels(ownerLabels(kind, owner.GetName()))); err != nil {
+		if err := pl.reader.List(ctx, list, opts); err != nil {
 			return nil, fmt.Errorf("list NodeArtifacts of %s %s/%s: %w", kind, owner.GetNamespace(), owner.GetName(), err)
 		}
 	}

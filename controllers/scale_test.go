@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -164,5 +165,29 @@ func TestNodeReportsCoalesced(t *testing.T) {
 	// straddle it, hence 3 rather than 1.
 	if writes > 3 || nodeReady > 3 {
 		t.Errorf("12 nodes reporting Ready together made %d writes of the model and %d NodeReady events; want at most 3 of each", writes, nodeReady)
+	}
+}
+
+// When the cache lags behind a pass's writes, the pass lists from the API
+// server not older than the newest of them (so from the API server's watch
+// cache): the highest resourceVersion logged for the owner, none once the
+// cache has shown them all or only deletions are pending.
+func TestWriteLogNewest(t *testing.T) {
+	var l writeLog
+	owner := types.UID("owner")
+	if got := l.newest(owner); got != "" {
+		t.Errorf("empty log: newest %q, want none", got)
+	}
+	for _, rv := range []string{"90", "1200", "300"} {
+		l.wrote(owner, &v1alpha1.NodeArtifact{ObjectMeta: metav1.ObjectMeta{Name: "na-" + rv, ResourceVersion: rv}})
+	}
+	l.deleted(owner, "na-gone")
+	if got := l.newest(owner); got != "1200" {
+		t.Errorf("newest %q, want 1200 (the highest, compared as numbers)", got)
+	}
+	l.forget(owner)
+	l.deleted(owner, "na-gone")
+	if got := l.newest(owner); got != "" {
+		t.Errorf("only a deletion pending: newest %q, want none (a consistent read)", got)
 	}
 }
