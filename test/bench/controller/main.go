@@ -91,7 +91,7 @@ func main() {
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the work directory (for debugging)")
 	flag.StringVar(&cfg.profile, "profile", "", "directory to write the controller's CPU profile of the rollout's first 30 s (cpu.pprof) and its heap at all Ready (heap.pprof) into; it runs with --profiling")
 	flag.StringVar(&cfg.ctrlArgs, "controller-args", "", "more barge-controller flags, space-separated (e.g. \"--kube-api-qps 50\")")
-	flag.StringVar(&cfg.section, "section", "controller", "with -doc: the block written, between <!-- bench:SECTION:begin … --> and <!-- bench:SECTION:end -->")
+	flag.StringVar(&cfg.section, "section", "scale-models", "with -doc: the block written, between <!-- bench:SECTION:begin … --> and <!-- bench:SECTION:end -->")
 	flag.DurationVar(&cfg.target, "target", 0, "time from the first create to all Ready to reach, reported as met or not; 0 for the record only")
 	flag.DurationVar(&cfg.before, "before", 0, "an earlier run's time to all Ready, reported as the ratio of this one to it")
 	flag.StringVar(&cfg.beforeWhen, "before-when", "the last run", "what -before was (when, which code)")

@@ -223,7 +223,8 @@ func scrape(ctx context.Context, hc *http.Client, url string, names ...string) (
 // storageLists are the metrics of the lists of NodeArtifacts the API server
 // served from its storage (the watch cache or etcd): lists, and objects
 // fetched (then filtered by the label selector) and returned.
-var storageLists = []string{"apiserver_storage_list_total", "apiserver_storage_list_fetched_objects_total", "apiserver_storage_list_returned_objects_total"}
+var storageLists = []string{"apiserver_storage_list_total", "apiserver_storage_list_fetched_objects_total", "apiserver_storage_list_returned_objects_total",
+	"apiserver_terminated_watchers_total"} // the last: watches closed because the watcher fell behind
 
 // apiRequests are the API server's requests so far, by "VERB resource[/subresource]",
 // and storageLists of NodeArtifacts by "metric storage".
@@ -240,7 +241,7 @@ func apiRequests(ctx context.Context, cfg *rest.Config) (requests, lists map[str
 	for _, name := range storageLists {
 		for k, v := range tally(m[name],
 			func(l map[string]string) bool { return l["group"] == "barge.dev" && l["resource"] == "nodeartifacts" },
-			func(l map[string]string) string { return name + " " + l["storage"] }) {
+			func(l map[string]string) string { return strings.TrimSpace(name + " " + l["storage"]) }) {
 			lists[k] = v
 		}
 	}

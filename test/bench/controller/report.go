@@ -236,6 +236,8 @@ func (b *bench) report() string {
 		fmt.Fprintf(&w, "- lists of NodeArtifacts the API server answered from its %s: %s; per list, on average, %s objects fetched, %.1f returned.\n",
 			storage, itoa(int(n)), itoa(int(l["apiserver_storage_list_fetched_objects_total "+storage]/n+0.5)), l["apiserver_storage_list_returned_objects_total "+storage]/n)
 	}
+	fmt.Fprintf(&w, "- watches of NodeArtifacts the API server closed because the watcher fell behind (`apiserver_terminated_watchers_total`): %s.\n",
+		itoa(int(r.listsRollout["apiserver_terminated_watchers_total"])))
 	fmt.Fprintf(&w, "- the controller's API requests by method: %s; InferenceModel reconciles by result: %s (%.1f per model).\n",
 		byKey(r.ctrlRollout, 0), byKey(r.reconcRollout, 0), sumValues(r.reconcRollout)/float64(cfg.models))
 	fmt.Fprintf(&w, "- Warning events by reason: %s.\n", byKey(r.warnings, 0))
