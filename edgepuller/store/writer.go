@@ -34,6 +34,9 @@ type Writer struct {
 	readBuf []byte // Absorb's, allocated on first use
 	bootID  string // recorded in checkpoints; "" if unknown
 
+	progress     *os.File // the progress checkpoint, nil without a boot id
+	progressSize int64    // its length
+
 	durable durableQueue // background durable checkpoints (checkpoint.go)
 }
 
@@ -63,6 +66,9 @@ func (s *Store) Writer(ctx context.Context, desc ocispec.Descriptor) (*Writer, e
 	if err := w.open(); err != nil {
 		if w.data != nil {
 			w.data.Close()
+		}
+		if w.progress != nil {
+			w.progress.Close()
 		}
 		lock.unlock()
 		return nil, err
@@ -112,6 +118,11 @@ func (w *Writer) open() error {
 	}
 	if err := w.data.Truncate(w.offset); err != nil {
 		return fmt.Errorf("%s: truncate ingest data to checkpoint %d: %w", d, w.offset, err)
+	}
+	if w.bootID != "" {
+		if err := w.openProgress(); err != nil {
+			return err
+		}
 	}
 	if _, err := w.data.Seek(w.offset, io.SeekStart); err != nil {
 		return fmt.Errorf("%s: seek ingest data: %w", d, err)
@@ -403,10 +414,7 @@ func (w *Writer) Close() error {
 // drop discards the ingest and releases the Writer.
 func (w *Writer) drop() {
 	w.waitCheckpoint()
-	if w.data != nil {
-		w.data.Close()
-		w.data = nil
-	}
+	w.closeFiles()
 	// Remove while still holding the lock, so that no writer opens a
 	// half-deleted ingest.
 	os.RemoveAll(w.dir)
@@ -416,11 +424,20 @@ func (w *Writer) drop() {
 // release closes the data file and the lock. It is idempotent.
 func (w *Writer) release() {
 	w.waitCheckpoint()
+	w.closeFiles()
+	w.lock.unlock()
+}
+
+// closeFiles closes the data file and the progress checkpoint.
+func (w *Writer) closeFiles() {
 	if w.data != nil {
 		w.data.Close()
 		w.data = nil
 	}
-	w.lock.unlock()
+	if w.progress != nil {
+		w.progress.Close()
+		w.progress = nil
+	}
 }
 
 func syncDir(dir string) error {
