@@ -192,9 +192,19 @@ func (w *Writer) writeProgress(st ingestState) error {
 	return nil
 }
 
-// openProgress opens the progress checkpoint for writeProgress.
+// openProgress opens the progress checkpoint for writeProgress. Anything
+// but a regular file in its place (a directory, a symlink that would send
+// the writes elsewhere) is removed first: the caller holds the lock, and
+// the worst a missing progress checkpoint costs is a resume from the
+// durable one.
 func (w *Writer) openProgress() error {
-	f, err := os.OpenFile(filepath.Join(w.dir, progressFile), os.O_RDWR|os.O_CREATE, 0o644)
+	path := filepath.Join(w.dir, progressFile)
+	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
+		if err := os.RemoveAll(path); err != nil {
+			return fmt.Errorf("%s: remove %s, which is not a regular file: %w", w.desc.Digest, path, err)
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("%s: open ingest progress: %w", w.desc.Digest, err)
 	}

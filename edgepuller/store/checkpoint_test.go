@@ -179,3 +179,54 @@ func readState(t *testing.T, dir, name string) ingestState {
 	}
 	return st
 }
+
+// TestProgressNotARegularFile: a directory or a symlink where the progress
+// checkpoint belongs (left by hand, or planted) neither blocks the pull nor
+// sends the checkpoint's writes elsewhere; the resume uses the durable one.
+func TestProgressNotARegularFile(t *testing.T) {
+	if bootID() == "" {
+		t.Skip("no boot id on this system: progress checkpoints are not written")
+	}
+	ctx := context.Background()
+	const cp = 4 << 10
+	for _, kind := range []string{"directory", "symlink"} {
+		t.Run(kind, func(t *testing.T) {
+			s, err := Open(t.TempDir(), Options{CheckpointBytes: cp})
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, desc := testBlob(3*cp+17, 13)
+			w, err := s.Writer(ctx, desc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write(data[:2*cp+100]); err != nil {
+				t.Fatal(err)
+			}
+			crash(w)
+			path := filepath.Join(s.ingestDir(desc.Digest), progressFile)
+			rm(t, filepath.Dir(path), progressFile)
+			target := filepath.Join(t.TempDir(), "elsewhere")
+			write(t, filepath.Dir(target), "elsewhere", []byte("keep"))
+			if kind == "directory" {
+				err = os.Mkdir(path, 0o755)
+			} else {
+				err = os.Symlink(target, path)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, stats := newSeekReader(data)
+			if err := s.Push(ctx, desc, r); err != nil {
+				t.Fatalf("resume with a %s as progress checkpoint: %v", kind, err)
+			}
+			if want := desc.Size - 2*cp; stats.read != want {
+				t.Errorf("resume read %d bytes, want %d (from the durable checkpoint %d)", stats.read, want, 2*cp)
+			}
+			assertBlob(t, s, desc, data)
+			if b, err := os.ReadFile(target); err != nil || string(b) != "keep" {
+				t.Errorf("the symlink's target now holds %q, %v; want it untouched", b, err)
+			}
+		})
+	}
+}
