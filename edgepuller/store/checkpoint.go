@@ -9,24 +9,25 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// An ingest keeps two checkpoints, so that the download never waits for
+// An ingest keeps two checkpoints, so that the download does not wait for
 // the disk and a crash still loses little:
 //
 //   - progress (ingest/<hex>/progress), written at every interval boundary
-//     before the download goes on: the state file is written and renamed
-//     into place, nothing is fsynced (tens of microseconds). After a
-//     process crash (SIGKILL, the OOM killer, a container restart) the
-//     page cache still holds every byte written, so a resume in the same
-//     boot trusts it: a kill loses less than one interval. It records the
-//     boot id and is ignored in any other boot, since after a power cut
-//     or a reboot the bytes it describes may never have reached the disk.
+//     before the download goes on: one write in place, nothing fsynced
+//     (about 16 µs; see writeProgress). After a process crash (SIGKILL,
+//     the OOM killer, a container restart) the page cache still holds
+//     every byte written, so a resume in the same boot trusts it: a kill
+//     loses less than one interval. It records the boot id and is ignored
+//     in any other boot, since after a power cut or a reboot the bytes it
+//     describes may never have reached the disk.
 //   - durable (ingest/<hex>/state): the data fsynced, then the state
-//     written, made durable and renamed, then the directory fsynced, on a
-//     goroutine of its own. Boundaries that come while one lands wait in a
-//     one-slot mailbox where the newest wins, so one durable checkpoint
-//     may cover several intervals. The download waits only when the
-//     durable checkpoint falls more than maxLag behind (a disk much slower
-//     than the link), which bounds what a power cut loses.
+//     written and renamed into place, then the directory fsynced (see
+//     persist), on a goroutine of its own. Boundaries that come while one
+//     lands wait in a one-slot mailbox where the newest wins, so one
+//     durable checkpoint may cover several intervals. The download waits
+//     only when the durable checkpoint falls more than maxLag behind (a
+//     disk much slower than the link), which bounds what a power cut
+//     loses.
 //
 // A resume takes whichever trusted checkpoint is further (see
 // loadCheckpoint); both only ever describe the verified prefix.
@@ -36,8 +37,13 @@ const (
 )
 
 // durableLagIntervals is how many intervals the durable checkpoint may
-// fall behind the download before the download waits for it. A power cut
-// loses less than durableLagIntervals+1 intervals.
+// fall behind the download before the download waits for it. At a
+// boundary b the download goes on only once a durable checkpoint of at
+// least b - 4 intervals is on disk, and it writes less than one interval
+// before the next boundary: a power cut loses at most 5 intervals. Under
+// load (2 cores, load average 4) the four downloads of a 1 GiB pull
+// waited 10-680 ms in all for it, against 1.3-2.6 s when each boundary
+// waited for the previous checkpoint.
 const durableLagIntervals = 4
 
 // bootID is this boot's id, "" if unknown (then no progress checkpoints).
