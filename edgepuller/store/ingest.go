@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"time"
@@ -47,13 +48,10 @@ func (s *Store) Status(ctx context.Context, d digest.Digest) (Status, error) {
 	}
 	// The same rules as a resume (Writer.open), so the reported offset is
 	// the one the next pull will really start from.
-	if b, err := os.ReadFile(filepath.Join(dir, "state")); err == nil {
-		if is, err := decodeIngestState(b); err == nil && is.Digest == d {
-			st.Total = is.Total
-			if is.Offset <= dataSize {
-				st.Offset = is.Offset
-			}
-		}
+	if is, _, ok := loadCheckpoint(dir, d, -1, max(dataSize, 0)); ok {
+		st.Total, st.Offset = is.Total, is.Offset
+	} else if is, _, ok := loadCheckpoint(dir, d, -1, math.MaxInt64); ok {
+		st.Total = is.Total // data missing or short: nothing to resume
 	}
 	return st, nil
 }

@@ -74,34 +74,52 @@ func readChars() (int64, error) {
 
 // TestReopenFallsBack damages an ingest on disk in the ways a crash, a full
 // disk or a person can, and checks that the resume starts from a point it
-// can vouch for and still produces the right blob.
+// can vouch for and still produces the right blob. "checkpoints" damages
+// both checkpoint files alike; the progress cases damage only the progress
+// checkpoint, where the durable one must take over.
 func TestReopenFallsBack(t *testing.T) {
 	ctx := context.Background()
 	const cp = 4 << 10
+	both := func(f func(t *testing.T, dir, name string)) func(t *testing.T, dir string) {
+		return func(t *testing.T, dir string) {
+			for _, name := range []string{stateFile, progressFile} {
+				f(t, dir, name)
+			}
+		}
+	}
 	for _, tc := range []struct {
 		name       string
 		damage     func(t *testing.T, dir string)
 		wantOffset int64
 	}{
 		{"intact", func(*testing.T, string) {}, 2 * cp},
-		{"state missing", func(t *testing.T, dir string) { rm(t, dir, "state") }, 0},
-		{"state empty", func(t *testing.T, dir string) { write(t, dir, "state", nil) }, 0},
-		{"state garbage", func(t *testing.T, dir string) { write(t, dir, "state", []byte("{\"offset\": 8192}")) }, 0},
-		{"state truncated", func(t *testing.T, dir string) { edit(t, dir, "state", func(b []byte) []byte { return b[:len(b)/2] }) }, 0},
-		{"state bit flipped", func(t *testing.T, dir string) { edit(t, dir, "state", func(b []byte) []byte { b[20] ^= 1; return b }) }, 0},
+		{"checkpoints missing", both(rm), 0},
+		{"checkpoints empty", both(func(t *testing.T, dir, name string) { write(t, dir, name, nil) }), 0},
+		{"checkpoints garbage", both(func(t *testing.T, dir, name string) { write(t, dir, name, []byte("{\"offset\": 8192}")) }), 0},
+		{"checkpoints truncated", both(func(t *testing.T, dir, name string) {
+			edit(t, dir, name, func(b []byte) []byte { return b[:len(b)/2] })
+		}), 0},
+		{"checkpoints bit flipped", both(func(t *testing.T, dir, name string) {
+			edit(t, dir, name, func(b []byte) []byte { b[20] ^= 1; return b })
+		}), 0},
 		{"data shorter than checkpoint", func(t *testing.T, dir string) {
 			if err := os.Truncate(filepath.Join(dir, "data"), cp+10); err != nil {
 				t.Fatal(err)
 			}
 		}, 0},
 		{"data missing", func(t *testing.T, dir string) { rm(t, dir, "data") }, 0},
-		{"state of another blob", func(t *testing.T, dir string) {
+		{"checkpoints of another blob", both(func(t *testing.T, dir, name string) {
 			// Well-formed and checksummed, but for another digest: a state
 			// file copied or moved by hand.
 			other, odesc := testBlob(3*cp+17, 98)
-			b, _ := ingestState{Digest: odesc.Digest, Total: odesc.Size, Offset: cp, Hash: sha256State(t, other[:cp])}.MarshalBinary()
-			write(t, dir, "state", b)
-		}, 0},
+			b, _ := ingestState{Digest: odesc.Digest, Total: odesc.Size, Offset: cp, Hash: sha256State(t, other[:cp]), BootID: bootID()}.MarshalBinary()
+			write(t, dir, name, b)
+		}), 0},
+		{"progress missing", func(t *testing.T, dir string) { rm(t, dir, progressFile) }, 2 * cp},
+		{"progress bit flipped", func(t *testing.T, dir string) {
+			edit(t, dir, progressFile, func(b []byte) []byte { b[20] ^= 1; return b })
+		}, 2 * cp},
+		{"state missing", func(t *testing.T, dir string) { rm(t, dir, stateFile) }, 2 * cp},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := Open(t.TempDir(), Options{CheckpointBytes: cp})

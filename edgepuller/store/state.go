@@ -14,7 +14,8 @@ import (
 	"oras.land/oras-go/v2/errdef"
 )
 
-// ingestState is the checkpoint persisted in ingest/<hex>/state: the sha256
+// ingestState is a checkpoint persisted in ingest/<hex>/state (durable) or
+// ingest/<hex>/progress (this boot only, see checkpoint.go): the sha256
 // state after hashing the first Offset bytes of the data file, so that a
 // resume continues hashing where it stopped instead of re-reading the prefix.
 type ingestState struct {
@@ -22,11 +23,21 @@ type ingestState struct {
 	Total  int64
 	Offset int64
 	Hash   []byte // sha256 MarshalBinary output covering data[:Offset]
+	// BootID is the kernel's boot id when the checkpoint was taken, "" in
+	// a version 1 file. A progress checkpoint is trusted only while it is
+	// the current boot's: its data was never fsynced, and only the page
+	// cache, which a process crash keeps and a power cut does not, holds it.
+	BootID string
 }
 
 // stateMagic versions the file; a reader that does not know the version
-// treats the file as unreadable and restarts the ingest.
-var stateMagic = [8]byte{'B', 'R', 'G', 'I', 'N', 'G', 0, 1}
+// treats the file as unreadable and restarts the ingest. Version 2 adds
+// the boot id; version 1 files, written by earlier releases as their
+// durable checkpoint, are still read (with no boot id).
+var (
+	stateMagic   = [8]byte{'B', 'R', 'G', 'I', 'N', 'G', 0, 2}
+	stateMagicV1 = [8]byte{'B', 'R', 'G', 'I', 'N', 'G', 0, 1}
+)
 
 // maxStateField bounds the variable-length fields so that a corrupt length
 // cannot make the decoder allocate much. A sha256 state is ~108 bytes and a
@@ -35,21 +46,33 @@ const maxStateField = 1024
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Layout: magic[8] offset[8] total[8] dlen[2] digest hlen[2] hash crc32c[4],
-// integers big-endian, the CRC over everything before it. The CRC is what
+// Layout (version 2): magic[8] offset[8] total[8] dlen[2] digest hlen[2]
+// hash blen[2] bootid crc32c[4], integers big-endian, the CRC over
+// everything before it. Version 1 has no blen and bootid. The CRC is what
 // lets a resume tell a damaged checkpoint from a good one.
 func (st ingestState) MarshalBinary() ([]byte, error) {
-	if len(st.Digest) > maxStateField || len(st.Hash) > maxStateField {
+	return st.marshal(stateMagic)
+}
+
+func (st ingestState) marshal(magic [8]byte) ([]byte, error) {
+	if len(st.Digest) > maxStateField || len(st.Hash) > maxStateField || len(st.BootID) > maxStateField {
 		return nil, fmt.Errorf("ingest state for %s: field too long", st.Digest)
 	}
-	b := make([]byte, 0, 8+8+8+2+len(st.Digest)+2+len(st.Hash)+4)
-	b = append(b, stateMagic[:]...)
+	if magic == stateMagicV1 && st.BootID != "" {
+		return nil, fmt.Errorf("ingest state for %s: version 1 has no boot id", st.Digest)
+	}
+	b := make([]byte, 0, 8+8+8+2+len(st.Digest)+2+len(st.Hash)+2+len(st.BootID)+4)
+	b = append(b, magic[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(st.Offset))
 	b = binary.BigEndian.AppendUint64(b, uint64(st.Total))
 	b = binary.BigEndian.AppendUint16(b, uint16(len(st.Digest)))
 	b = append(b, st.Digest...)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(st.Hash)))
 	b = append(b, st.Hash...)
+	if magic != stateMagicV1 {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(st.BootID)))
+		b = append(b, st.BootID...)
+	}
 	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli)), nil
 }
 
@@ -68,7 +91,8 @@ func decodeIngestState(b []byte) (ingestState, error) {
 	if crc32.Checksum(body, castagnoli) != sum {
 		return st, fmt.Errorf("%w: checksum mismatch", errBadState)
 	}
-	if [8]byte(body[:8]) != stateMagic {
+	magic := [8]byte(body[:8])
+	if magic != stateMagic && magic != stateMagicV1 {
 		return st, fmt.Errorf("%w: unknown format %q", errBadState, body[:8])
 	}
 	offset, total := binary.BigEndian.Uint64(body[8:]), binary.BigEndian.Uint64(body[16:])
@@ -90,10 +114,15 @@ func decodeIngestState(b []byte) (ingestState, error) {
 	}
 	d, ok1 := field()
 	h, ok2 := field()
-	if !ok1 || !ok2 || len(rest) != 0 {
+	var boot []byte
+	ok3 := true
+	if magic == stateMagic {
+		boot, ok3 = field()
+	}
+	if !ok1 || !ok2 || !ok3 || len(rest) != 0 {
 		return st, fmt.Errorf("%w: bad field lengths", errBadState)
 	}
-	st = ingestState{Digest: digest.Digest(d), Total: int64(total), Offset: int64(offset), Hash: append([]byte(nil), h...)}
+	st = ingestState{Digest: digest.Digest(d), Total: int64(total), Offset: int64(offset), Hash: append([]byte(nil), h...), BootID: string(boot)}
 	if err := validateDigest(st.Digest); err != nil {
 		return ingestState{}, fmt.Errorf("%w: %w", errBadState, err)
 	}

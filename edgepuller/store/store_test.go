@@ -73,6 +73,7 @@ func TestPermissions(t *testing.T) {
 		{ingest, 0o755},
 		{filepath.Join(ingest, "data"), 0o644},
 		{filepath.Join(ingest, "state"), 0o644},
+		{filepath.Join(ingest, progressFile), 0o644},
 		{filepath.Join(ingest, "lock"), 0o644},
 	} {
 		checkPerm(t, tc.path, tc.max)

@@ -308,14 +308,27 @@ func testBlob(size int64, seed uint64) ([]byte, ocispec.Descriptor) {
 }
 
 // crash abandons w as a SIGKILL would: the kernel closes the files and
-// drops the flock, but nothing is checkpointed. It comes after the
-// checkpoint the last Write started in the background has landed; one cut
-// short by the crash leaves the previous state file, which is still right.
+// drops the flock, but nothing is checkpointed. It comes after the durable
+// checkpoints queued in the background have landed, so that tests know
+// both checkpoint files; one cut short by the crash leaves the previous
+// state file, which is still right (TestOtherBootFallsBackToDurable
+// covers a durable checkpoint behind the progress one).
 func crash(w *Writer) {
+	w.landDurable()
 	w.waitCheckpoint()
-	w.data.Close()
-	w.data = nil
+	w.closeFiles()
 	w.lock.unlock()
+}
+
+// landDurable waits until the background durable checkpoints, the
+// pending one included, have landed.
+func (w *Writer) landDurable() {
+	q := &w.durable
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for q.running {
+		q.cond.Wait()
+	}
 }
 
 func assertBlob(t *testing.T, s *Store, desc ocispec.Descriptor, want []byte) {

@@ -27,16 +27,17 @@ type Writer struct {
 	dir  string
 	lock *ingestLock
 
-	data         *os.File
-	hash         hash.Hash // sha256 of data[:offset]
-	offset       int64
-	checkpointed int64  // offset covered by the state file
-	flushed      int64  // offset up to which writeback was started
-	readBuf      []byte // Absorb's, allocated on first use
+	data    *os.File
+	hash    hash.Hash // sha256 of data[:offset]
+	offset  int64
+	flushed int64  // offset up to which writeback was started
+	readBuf []byte // Absorb's, allocated on first use
+	bootID  string // recorded in checkpoints; "" if unknown
 
-	// inflight is the checkpoint running in the background, if any: it
-	// sends its error (or nil) once, then is drained by waitCheckpoint.
-	inflight chan error
+	progress     *os.File // the progress checkpoint, nil without a boot id
+	progressSize int64    // its length
+
+	durable durableQueue // background durable checkpoints (checkpoint.go)
 }
 
 // writebackBytes is how often writeback of written data is started, so
@@ -60,10 +61,14 @@ func (s *Store) Writer(ctx context.Context, desc ocispec.Descriptor) (*Writer, e
 	if err != nil {
 		return nil, err
 	}
-	w := &Writer{s: s, desc: desc, dir: s.ingestDir(desc.Digest), lock: lock}
+	w := &Writer{s: s, desc: desc, dir: s.ingestDir(desc.Digest), lock: lock, bootID: bootID()}
+	w.durable.cond.L = &w.durable.mu
 	if err := w.open(); err != nil {
 		if w.data != nil {
 			w.data.Close()
+		}
+		if w.progress != nil {
+			w.progress.Close()
 		}
 		lock.unlock()
 		return nil, err
@@ -93,23 +98,31 @@ func (w *Writer) open() error {
 		return fmt.Errorf("%s: stat ingest data: %w", d, err)
 	}
 
-	// Resume from the last checkpoint and truncate whatever the data file
-	// holds beyond it. Those tail bytes were written but not fsynced: after a
-	// SIGKILL they are fine, but after a power cut they may be zeros or stale
-	// blocks, and hashing them would turn a bad tail into a digest mismatch
-	// that throws away the whole multi-GiB ingest at commit. Truncating costs
-	// at most CheckpointBytes of re-download and never reads the prefix.
+	// Resume from the last checkpoint it can trust (loadCheckpoint: the
+	// progress one if this boot wrote it, else the durable one) and
+	// truncate whatever the data file holds beyond it. Beyond a progress
+	// checkpoint lie bytes of an interval not yet checkpointed; beyond a
+	// durable one after a power cut, bytes that were never fsynced and may
+	// be zeros or stale blocks: hashing them would turn a bad tail into a
+	// digest mismatch that throws away the whole multi-GiB ingest at
+	// commit. Truncating never reads the prefix.
 	//
 	// Without a usable checkpoint (none yet, damaged, for another size, or
 	// the data file is shorter than it claims) nothing on disk is vouched
 	// for, so the ingest restarts from 0.
 	w.hash = sha256.New()
-	if st, ok := w.loadState(fi.Size()); ok {
+	if st, durable, ok := loadCheckpoint(w.dir, d, w.desc.Size, fi.Size()); ok {
 		h, _ := st.hasher() // cannot fail: decodeIngestState checked it
-		w.hash, w.offset, w.checkpointed, w.flushed = h, st.Offset, st.Offset, st.Offset
+		w.hash, w.offset, w.flushed = h, st.Offset, st.Offset
+		w.durable.landed = durable
 	}
 	if err := w.data.Truncate(w.offset); err != nil {
 		return fmt.Errorf("%s: truncate ingest data to checkpoint %d: %w", d, w.offset, err)
+	}
+	if w.bootID != "" {
+		if err := w.openProgress(); err != nil {
+			return err
+		}
 	}
 	if _, err := w.data.Seek(w.offset, io.SeekStart); err != nil {
 		return fmt.Errorf("%s: seek ingest data: %w", d, err)
@@ -151,20 +164,8 @@ func makeWritable(path string) error {
 	return nil
 }
 
-func (w *Writer) loadState(dataSize int64) (ingestState, bool) {
-	b, err := os.ReadFile(filepath.Join(w.dir, "state"))
-	if err != nil {
-		return ingestState{}, false
-	}
-	st, err := decodeIngestState(b)
-	if err != nil || st.Digest != w.desc.Digest || st.Total != w.desc.Size || st.Offset > dataSize {
-		return ingestState{}, false
-	}
-	return st, true
-}
-
 // Offset is the number of bytes of the blob the ingest holds: right after
-// Store.Writer, the durable resume point; then it grows with every Write.
+// Store.Writer, the resume point; then it grows with every Write.
 func (w *Writer) Offset() int64 { return w.offset }
 
 // Write appends p to the ingest. Bytes beyond the descriptor's size mean the
@@ -219,47 +220,18 @@ func (w *Writer) checkpoint() error {
 	if err := w.waitCheckpoint(); err != nil {
 		return err
 	}
-	if w.offset == w.checkpointed {
+	if w.offset == w.landed() {
 		return nil
 	}
 	st, err := w.state()
 	if err != nil {
 		return err
 	}
-	if err := w.persist(st, true); err != nil {
+	if err := w.persist(st, false); err != nil {
 		return err
 	}
-	w.checkpointed = st.Offset
+	w.setLanded(st.Offset)
 	return nil
-}
-
-// checkpointAsync takes the hash state at offset now and makes it durable
-// in the background, so that the download does not stop for an fsync. At
-// most one checkpoint runs at a time: if the previous one is still running,
-// the disk is slower than the link, and waiting for it is the right pace.
-func (w *Writer) checkpointAsync() error {
-	if err := w.waitCheckpoint(); err != nil {
-		return err
-	}
-	st, err := w.state()
-	if err != nil {
-		return err
-	}
-	done := make(chan error, 1)
-	w.inflight = done
-	go func() { done <- w.persist(st, !w.s.renameFlushes) }()
-	return nil
-}
-
-// waitCheckpoint waits for the checkpoint running in the background, if
-// any, and returns its error.
-func (w *Writer) waitCheckpoint() error {
-	if w.inflight == nil {
-		return nil
-	}
-	err := <-w.inflight
-	w.inflight = nil
-	return err
 }
 
 // state is the checkpoint of data[:offset].
@@ -268,25 +240,27 @@ func (w *Writer) state() (ingestState, error) {
 	if err != nil {
 		return ingestState{}, fmt.Errorf("%s: save hash state: %w", w.desc.Digest, err)
 	}
-	return ingestState{Digest: w.desc.Digest, Total: w.desc.Size, Offset: w.offset, Hash: hs}, nil
+	return ingestState{Digest: w.desc.Digest, Total: w.desc.Size, Offset: w.offset, Hash: hs, BootID: w.bootID}, nil
 }
 
-// persist syncs the data file (which holds at least st.Offset bytes), then
-// replaces the state file atomically (temp file + rename). The directory is
-// not fsynced: if the rename is lost, the older state it replaced is still
-// valid, since the data only grew past it. It runs on the Writer's
-// goroutine or, for one checkpoint at a time, on its own; it touches no
-// field of the Writer but reads the data file's descriptor.
+// persist makes the durable checkpoint st: it syncs the data file (which
+// holds at least st.Offset bytes), then replaces the state file atomically
+// (temp file + rename). It runs on the Writer's goroutine or, for one
+// checkpoint at a time, on its own (background); it touches no field of
+// the Writer but reads the data file's descriptor.
 //
-// syncState false skips the state file's own fsync, for the checkpoints
-// made in the background on a filesystem that writes a file renamed over
-// another before the rename (see Store.renameFlushes): the state still
-// never describes bytes that are not durable, it becomes durable with the
-// next checkpoint's fsync of the data (one journal commit), and the
-// download waits a lot less (a 1 GiB, 4-layer pull waited 2.0-5.5 s in all
-// instead of 6.9-14.4 s for the checkpoint before the next, and took
-// 0.64-0.86x as long). Close and Reset still sync it.
-func (w *Writer) persist(st ingestState, syncState bool) error {
+// On the Writer's goroutine (a new ingest, Reset, Close) the state file is
+// fsynced and the directory is not: if the rename is lost, the older state
+// it replaced is still valid, since the data only grew past it.
+//
+// In the background the directory is fsynced too, so that the offset the
+// download's pace counts on (durableQueue.landed) is on disk, which is
+// what bounds a power cut's loss; the state file's own fsync is skipped
+// on a filesystem that writes a file renamed over another before the
+// rename commits (Store.renameFlushes: ext4), as the directory's fsync
+// commits both. Nobody waits for those fsyncs but the next background
+// checkpoint.
+func (w *Writer) persist(st ingestState, background bool) error {
 	if !w.s.noSync {
 		if err := w.data.Sync(); err != nil {
 			return fmt.Errorf("%s: sync ingest data: %w", w.desc.Digest, err)
@@ -296,13 +270,22 @@ func (w *Writer) persist(st ingestState, syncState bool) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(w.dir, "state"), b, syncState && !w.s.noSync); err != nil {
+	syncState := !w.s.noSync && !(background && w.s.renameFlushes)
+	if err := writeFileAtomic(filepath.Join(w.dir, stateFile), b, syncState); err != nil {
 		return fmt.Errorf("%s: save ingest checkpoint: %w", w.desc.Digest, err)
+	}
+	if background && !w.s.noSync {
+		if err := syncDir(w.dir); err != nil {
+			return fmt.Errorf("%s: sync ingest directory: %w", w.desc.Digest, err)
+		}
 	}
 	return nil
 }
 
-// writeState records the current offset at once, for a new or reset ingest.
+// writeState records the current offset at once, for a new or reset
+// ingest: the durable checkpoint first, then the progress one, so that a
+// crash between the two never leaves a progress checkpoint from before a
+// Reset further than the durable one (loadCheckpoint takes the further).
 func (w *Writer) writeState() error {
 	if err := w.waitCheckpoint(); err != nil {
 		return err
@@ -311,10 +294,13 @@ func (w *Writer) writeState() error {
 	if err != nil {
 		return err
 	}
-	if err := w.persist(st, true); err != nil {
+	if err := w.persist(st, false); err != nil {
 		return err
 	}
-	w.checkpointed = st.Offset
+	w.setLanded(st.Offset)
+	if st.BootID != "" {
+		return w.writeProgress(st)
+	}
 	return nil
 }
 
@@ -428,10 +414,7 @@ func (w *Writer) Close() error {
 // drop discards the ingest and releases the Writer.
 func (w *Writer) drop() {
 	w.waitCheckpoint()
-	if w.data != nil {
-		w.data.Close()
-		w.data = nil
-	}
+	w.closeFiles()
 	// Remove while still holding the lock, so that no writer opens a
 	// half-deleted ingest.
 	os.RemoveAll(w.dir)
@@ -441,11 +424,20 @@ func (w *Writer) drop() {
 // release closes the data file and the lock. It is idempotent.
 func (w *Writer) release() {
 	w.waitCheckpoint()
+	w.closeFiles()
+	w.lock.unlock()
+}
+
+// closeFiles closes the data file and the progress checkpoint.
+func (w *Writer) closeFiles() {
 	if w.data != nil {
 		w.data.Close()
 		w.data = nil
 	}
-	w.lock.unlock()
+	if w.progress != nil {
+		w.progress.Close()
+		w.progress = nil
+	}
 }
 
 func syncDir(dir string) error {
