@@ -381,12 +381,26 @@ func (n *Node) watch(ctx context.Context, rv string, set func([]agent.Desired)) 
 		return "", fmt.Errorf("watch NodeArtifacts with label %s: %w", n.selector, err)
 	}
 	defer w.Stop()
+	// Creates, deletes and spec changes are gathered for up to deliverAfter
+	// and handed over together: each hand-over costs a pass over all the
+	// node's artifacts here and in the agent, so one per event made a
+	// burst of n creates cost n².
+	var gathered <-chan time.Time // set while changes wait
+	defer func() {
+		if gathered != nil {
+			n.handOver(set)
+		}
+	}()
 	for {
 		var ev watch.Event
 		var ok bool
 		select {
 		case <-ctx.Done():
 			return rv, nil
+		case <-gathered:
+			gathered = nil
+			n.handOver(set)
+			continue
 		case ev, ok = <-w.ResultChan():
 		}
 		if !ok {
@@ -439,11 +453,25 @@ func (n *Node) watch(ctx context.Context, rv string, set func([]agent.Desired)) 
 		} else {
 			n.all[na.UID] = na
 		}
-		n.own()
 		n.mu.Unlock()
-		n.deliver(set)
+		if gathered == nil {
+			gathered = time.After(deliverAfter)
+		}
 		n.signal(n.up)
 	}
+}
+
+// deliverAfter is how long the changes a watch brings are gathered before
+// they are handed to the agent: the most a new artifact waits for its pull.
+const deliverAfter = 200 * time.Millisecond
+
+// handOver works out which object owns each directory and gives the
+// agent the list, if it changed.
+func (n *Node) handOver(set func([]agent.Desired)) {
+	n.mu.Lock()
+	n.own()
+	n.mu.Unlock()
+	n.deliver(set)
 }
 
 // replace puts na in place of the object with its UID when it changes

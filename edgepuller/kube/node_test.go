@@ -113,8 +113,10 @@ func TestProgressThrottled(t *testing.T) {
 	if reports < 100 {
 		t.Fatalf("only %d reports in 3 s: the test proves nothing", reports)
 	}
-	if patches < 3 || patches > 5 {
-		t.Errorf("%d status patches for 3 s of progress, want about one a second (3 to 5)", patches)
+	// The first Pulling waits one tick, so 3 s of progress is 2 ticks and
+	// the last progress: 3, or 2 when a loaded machine stretches a tick.
+	if patches < 2 || patches > 5 {
+		t.Errorf("%d status patches for 3 s of progress, want about one a second (2 to 5)", patches)
 	}
 
 	sent := time.Now()
