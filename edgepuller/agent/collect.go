@@ -19,16 +19,43 @@ func (a *Agent) kickGC() {
 func (a *Agent) collectLoop(ctx context.Context) {
 	t := time.NewTicker(a.opts.GCInterval)
 	defer t.Stop()
+	var ended time.Time
+	var took time.Duration
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-a.gcKick:
+			// Kicked collections take at most a tenth of the time. In a
+			// rollout of many artifacts every list change and every
+			// activation kicks one, each walks every artifact and blob,
+			// and activations wait for it: back to back, a node given
+			// 1,000 artifacts spent its time collecting. Kicks meanwhile
+			// fold into this one.
+			if wait := time.Until(ended.Add(gcDuty * took)); wait > 0 {
+				sleepCtx(ctx, wait)
+			}
 		}
+		start := time.Now()
 		if _, err := a.Collect(ctx); err != nil && ctx.Err() == nil {
 			a.log.Error("garbage collection failed", "err", err)
 		}
+		ended = time.Now()
+		took = ended.Sub(start)
+	}
+}
+
+// gcDuty: a kicked collection waits gcDuty times as long as the last one
+// took, after it ended.
+const gcDuty = 9
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 
