@@ -85,7 +85,7 @@ controlplane: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) ## Build kube-apiserver, etcd
 CRANE := $(BIN)/crane
 
 .PHONY: bench
-bench: build $(ORAS) $(CRANE) ## Benchmark barge pull against oras and crane, dataset statistics, resumable pushes and site fan-out over shaped uplinks (~21 min, ~15 GiB in TMPDIR; the last part needs root); write docs/benchmarks.md.
+bench: build $(ORAS) $(CRANE) ## Benchmark barge pull against oras and crane, dataset statistics, the controller at fleet scale, resumable pushes and site fan-out over shaped uplinks (~30 min, ~15 GiB in TMPDIR; the last part needs root); write docs/benchmarks.md.
 	$(GO) run ./test/bench -bin $(BIN) -doc docs/benchmarks.md
 	$(GO) run ./test/bench/dataset -bin $(BIN) -doc docs/benchmarks.md
 	$(GO) run ./test/bench/controller -bin $(BIN) -doc docs/benchmarks.md -section scale-models -target 60s -before 3m22s -before-when "issue 4's run, 2026-11-29"
