@@ -109,31 +109,35 @@ func (l *writeLog) forget(owner types.UID) {
 	delete(l.m, owner)
 }
 
-// shows reports whether cached, owner's NodeArtifacts as the cache holds
-// them, reflect every write logged for owner; those it reflects are
-// dropped from the log.
-func (l *writeLog) shows(owner types.UID, cached []v1alpha1.NodeArtifact) bool {
+// shows reports whether the cache reflects every write logged for owner;
+// those it reflects are dropped from the log. cached gets the owner's
+// NodeArtifact of a name as the cache holds it, nil when the cache has
+// none: one lookup per write still pending, not a list of the owner's
+// NodeArtifacts, which a pass polling for a lagging cache would copy every
+// few milliseconds.
+func (l *writeLog) shows(owner types.UID, cached func(name string) (*v1alpha1.NodeArtifact, error)) (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	pending := l.m[owner]
-	if len(pending) == 0 {
-		return true
-	}
-	byName := make(map[string]*v1alpha1.NodeArtifact, len(cached))
-	for i := range cached {
-		byName[cached[i].Name] = &cached[i]
-	}
 	now := time.Now()
 	for name, w := range pending {
-		if now.Sub(w.at) > writeLogTTL || w.reflectedIn(byName[name]) {
+		if now.Sub(w.at) > writeLogTTL {
+			delete(pending, name)
+			continue
+		}
+		na, err := cached(name)
+		if err != nil {
+			return false, err
+		}
+		if w.reflectedIn(na) {
 			delete(pending, name)
 		}
 	}
 	if len(pending) == 0 {
 		delete(l.m, owner)
-		return true
+		return true, nil
 	}
-	return false
+	return false, nil
 }
 
 // reflectedIn: the cached object (nil when absent) is this write or newer.

@@ -600,12 +600,31 @@ const cacheWait = 10 * time.Second
 // did not.
 func (pl *placer) ownedCached(ctx context.Context, owner client.Object, kind string) (*v1alpha1.NodeArtifactList, error) {
 	deadline := time.Now().Add(cacheWait)
-	for {
-		list := &v1alpha1.NodeArtifactList{}
-		if err := pl.client.List(ctx, list, client.InNamespace(owner.GetNamespace()), client.MatchingFields{controllerIndex: string(owner.GetUID())}); err != nil {
-			return nil, fmt.Errorf("list NodeArtifacts of %s %s/%s from the cache: %w", kind, owner.GetNamespace(), owner.GetName(), err)
+	cached := func(name string) (*v1alpha1.NodeArtifact, error) {
+		na := &v1alpha1.NodeArtifact{}
+		err := pl.client.Get(ctx, client.ObjectKey{Namespace: owner.GetNamespace(), Name: name}, na)
+		if apierrors.IsNotFound(err) {
+			return nil, nil
 		}
-		if pl.writes.shows(owner.GetUID(), list.Items) {
+		if err != nil {
+			return nil, fmt.Errorf("get NodeArtifact %s/%s from the cache: %w", owner.GetNamespace(), name, err)
+		}
+		if ref := metav1.GetControllerOf(na); ref == nil || ref.UID != owner.GetUID() {
+			return nil, nil // another owner's: not in this owner's list
+		}
+		return na, nil
+	}
+	for {
+		shown, err := pl.writes.shows(owner.GetUID(), cached)
+		if err != nil {
+			return nil, err
+		}
+		if shown {
+			// The cache only moves forward: the list shows them too.
+			list := &v1alpha1.NodeArtifactList{}
+			if err := pl.client.List(ctx, list, client.InNamespace(owner.GetNamespace()), client.MatchingFields{controllerIndex: string(owner.GetUID())}); err != nil {
+				return nil, fmt.Errorf("list NodeArtifacts of %s %s/%s from the cache: %w", kind, owner.GetNamespace(), owner.GetName(), err)
+			}
 			return list, nil
 		}
 		if time.Now().After(deadline) {
