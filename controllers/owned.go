@@ -114,7 +114,7 @@ func (l *writeLog) forget(owner types.UID) {
 // NodeArtifact of a name as the cache holds it, nil when the cache has
 // none: one lookup per write still pending, not a list of the owner's
 // NodeArtifacts, which a pass polling for a lagging cache would copy every
-// few milliseconds.
+// few milliseconds; it stops at the first write the cache does not show.
 func (l *writeLog) shows(owner types.UID, cached func(name string) (*v1alpha1.NodeArtifact, error)) (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -129,9 +129,10 @@ func (l *writeLog) shows(owner types.UID, cached func(name string) (*v1alpha1.No
 		if err != nil {
 			return false, err
 		}
-		if w.reflectedIn(na) {
-			delete(pending, name)
+		if !w.reflectedIn(na) {
+			return false, nil // the others are looked at again next time
 		}
+		delete(pending, name)
 	}
 	if len(pending) == 0 {
 		delete(l.m, owner)

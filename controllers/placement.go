@@ -600,6 +600,7 @@ const cacheWait = 10 * time.Second
 // did not.
 func (pl *placer) ownedCached(ctx context.Context, owner client.Object, kind string) (*v1alpha1.NodeArtifactList, error) {
 	deadline := time.Now().Add(cacheWait)
+	poll := 20 * time.Millisecond // doubling: a cache seconds behind is not asked 50 times a second
 	cached := func(name string) (*v1alpha1.NodeArtifact, error) {
 		na := &v1alpha1.NodeArtifact{}
 		err := pl.client.Get(ctx, client.ObjectKey{Namespace: owner.GetNamespace(), Name: name}, na)
@@ -633,7 +634,8 @@ func (pl *placer) ownedCached(ctx context.Context, owner client.Object, kind str
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(poll):
+			poll = min(2*poll, 320*time.Millisecond)
 		}
 	}
 }
