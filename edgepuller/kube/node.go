@@ -38,6 +38,13 @@ const (
 	DefaultBurst = 100
 )
 
+// DefaultProgressEvery and DefaultListPageSize are Options.ProgressEvery and
+// Options.ListPageSize when left unset.
+const (
+	DefaultProgressEvery = time.Second
+	DefaultListPageSize  = 500
+)
+
 // Options configures a Node. Config, NodeName and ArtifactDir are required.
 type Options struct {
 	// Config reaches the API server, or KubeEdge's MetaServer on an edge
@@ -51,15 +58,15 @@ type Options struct {
 	ArtifactDir func(name string) string
 	// ProgressEvery is the least time between two status patches of one
 	// NodeArtifact that only move its byte counts or say it is still
-	// unfinished (Pending, Pulling); if <= 0, 1 s. An unfinished status is
-	// sent only once the artifact has been unfinished that long, so a pull
-	// quicker than that makes one patch, its Ready. Any other change of
-	// phase, digest, path or message is sent at once.
+	// unfinished (Pending, Pulling); if <= 0, DefaultProgressEvery. An
+	// unfinished status is sent only once the artifact has been unfinished
+	// that long, so a pull quicker than that makes one patch, its Ready.
+	// Any other change of phase, digest, path or message is sent at once.
 	ProgressEvery time.Duration
 	// ListPageSize is how many NodeArtifacts one list request asks for; the
 	// rest follow in further pages, each within its own timeout, so a slow
 	// link never has to carry all of a large node's list in one answer. If
-	// <= 0, 500.
+	// <= 0, DefaultListPageSize.
 	ListPageSize int
 	// Backoff is the wait before trying again after the API server could not
 	// be reached for the attempt-th time in a row (1 for the first). If nil,
@@ -125,10 +132,10 @@ func New(opts Options) (*Node, error) {
 		return nil, errors.New("kube: no ArtifactDir")
 	}
 	if opts.ProgressEvery <= 0 {
-		opts.ProgressEvery = time.Second
+		opts.ProgressEvery = DefaultProgressEvery
 	}
 	if opts.ListPageSize <= 0 {
-		opts.ListPageSize = 500
+		opts.ListPageSize = DefaultListPageSize
 	}
 	if opts.Backoff == nil {
 		opts.Backoff = defaultBackoff

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bargeml/barge/api/v1alpha1"
+	"github.com/bargeml/barge/edgepuller/kube"
 )
 
 // simNode plays a node's puller for the controller: it lists (500 at a
@@ -117,7 +118,7 @@ func (n *simNode) list(ctx context.Context, sel client.MatchingLabels, minRV str
 	cont := ""
 	for {
 		var page v1alpha1.NodeArtifactList
-		opts := &client.ListOptions{Limit: listPage, Continue: cont}
+		opts := &client.ListOptions{Limit: kube.DefaultListPageSize, Continue: cont}
 		if cont == "" && minRV != "" {
 			opts.Raw = &metav1.ListOptions{ResourceVersion: minRV, ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan}
 		}
@@ -133,14 +134,6 @@ func (n *simNode) list(ctx context.Context, sel client.MatchingLabels, minRV str
 		}
 	}
 }
-
-// listPage is the puller's page size (kube.Options.ListPageSize).
-const listPage = 500
-
-// progressTick is how long the puller holds a Pending or Pulling status
-// before it sends it (its progress tick): a pull done sooner sends only
-// Ready.
-const progressTick = time.Second
 
 // consider queues a NodeArtifact whose current generation is not handled yet.
 func (n *simNode) consider(na *v1alpha1.NodeArtifact) {
@@ -186,7 +179,7 @@ func (n *simNode) pull(ctx context.Context, na *v1alpha1.NodeArtifact) error {
 	var g got
 	select {
 	case g = <-done:
-	case <-time.After(progressTick):
+	case <-time.After(kube.DefaultProgressEvery): // the puller holds an unfinished status this long
 		if err := n.patch(ctx, na, map[string]any{"phase": v1alpha1.NodeArtifactPulling, "observedGeneration": na.Generation}); err != nil {
 			return err
 		}
